@@ -1,0 +1,100 @@
+"""AnimateDiff: a Stable Diffusion 1.5 UNet with a motion adapter (temporal layers).
+
+The text-to-image-plus-temporal-layers design behind Emu's animated stickers. Latents are per frame
+(no temporal compression): (1, 4, F, H/8, W/8). Loads an AnimateDiffPipeline folder (unet = UNetMotionModel or
+UNet2DConditionModel + motion_adapter), or an SD1.5 folder plus a separate motion adapter folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checks import fail
+from .base import Conditioning, VideoFamily, quiet_diffusers
+
+ANIMATEDIFF_PIPELINES = {"AnimateDiffPipeline", "AnimateDiffVideoToVideoPipeline"}
+
+
+class AnimateDiffFamily(VideoFamily):
+    name = "animatediff"
+    flow = False
+    temporal_ratio = 1
+    spatial_ratio = 8
+    spatial_multiple = 8
+    default_frames = 16
+    decode_chunk = 16   # frames per VAE decode call (the VAE is per frame)
+
+    def __init__(self, path, device, dtype, pipe):
+        super().__init__(path, device, dtype)
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.vae = pipe.vae
+        self.latent_channels = self.unet.config.in_channels
+        self.spatial_ratio = pipe.vae_scale_factor
+        self.spatial_multiple = self.spatial_ratio
+        self.default_scheduler = pipe.scheduler
+        self.scaling = self.vae.config.scaling_factor
+
+    @classmethod
+    def accepts(cls, model_index: dict) -> bool:
+        return model_index.get("_class_name") in ANIMATEDIFF_PIPELINES
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype,
+             motion_adapter: Path | None = None) -> "AnimateDiffFamily":
+        from diffusers import AnimateDiffPipeline, MotionAdapter
+        quiet_diffusers()
+        kwargs = {}
+        if motion_adapter is not None:
+            kwargs["motion_adapter"] = MotionAdapter.from_pretrained(str(motion_adapter), dtype=dtype,
+                                                                     local_files_only=True)
+        pipe = AnimateDiffPipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True, **kwargs)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return cls(path, device, dtype, pipe)
+
+    # ---- conditioning --------------------------------------------------------------------------------------
+    def encode_prompt(self, text: str) -> Conditioning:
+        with torch.no_grad():
+            embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False, None)    # (1, 77, D)
+        return Conditioning(self.name, text, embeds.to(self.unet.dtype))
+
+    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
+        if positive.image is not None:
+            fail("positive", "carries a start image, which AnimateDiff cannot take as conditioning", "an image",
+                 "Encode the image with Video Encode and connect it to the sampler's `latent` with denoise < 1.")
+        conds = [negative, positive] if negative is not None else [positive]
+        embeds = torch.cat([c.embeds for c in conds])                                   # (B, 77, D)
+        return {"encoder_hidden_states": embeds.repeat_interleave(num_frames, dim=0)}   # (B*F, 77, D)
+
+    # ---- denoiser ------------------------------------------------------------------------------------------
+    def predict(self, latents, t, batch) -> torch.Tensor:
+        b, _, f = latents.shape[:3]
+        states = batch["encoder_hidden_states"]
+        if states.shape[0] != b * f:  # a window of frames: one prompt row per frame of the window
+            states = states.view(b, -1, *states.shape[1:])[:, :f].flatten(0, 1)
+        return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=states).sample
+
+    # ---- VAE (per frame) -----------------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        _, c, f, h, w = latents.shape
+        z = (latents[0] / self.scaling).permute(1, 0, 2, 3)                             # (F, C, h, w)
+        out = []
+        with torch.no_grad():
+            for i in range(0, f, self.decode_chunk):
+                chunk = z[i:i + self.decode_chunk].to(self.device, self.vae.dtype)
+                out.append(self.vae.decode(chunk).sample.float().cpu())                 # (n, 3, H, W)
+        video = torch.cat(out)
+        return (video / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)                        # (F, H, W, 3)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames[..., :3].permute(0, 3, 1, 2) * 2 - 1                                 # (F, 3, H, W)
+        out = []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], self.decode_chunk):
+                chunk = x[i:i + self.decode_chunk].to(self.device, self.vae.dtype)
+                out.append(self.vae.encode(chunk).latent_dist.mode().float())          # (n, 4, h, w)
+        z = torch.cat(out) * self.scaling
+        return z.permute(1, 0, 2, 3).unsqueeze(0)                                       # (1, 4, F, h, w)

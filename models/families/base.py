@@ -1,0 +1,157 @@
+"""The family protocol: what differs between video models, and nothing else.
+
+Kinema owns the denoising loop (models/sampling.py). A family supplies: loading, prompt encoding, the latent
+grid for a clip, conditioning prepared once per run, ONE denoiser call on a batch of latents, and the VAE/TAE
+encode/decode. The loop drives any family with diffusers' schedulers, so windows, previews, progress, interrupt
+and editing work for every family at once.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..checks import check_multiple, check_range, fail
+
+
+class SchedulerChoice(str, Enum):
+    """Sampler dropdown values. Saved in workflows: never rename a value."""
+    DEFAULT = "default"          # the scheduler configured in the model folder
+    FLOW_EULER = "flow_euler"    # FlowMatchEulerDiscreteScheduler (flow families)
+    FLOW_UNIPC = "flow_unipc"    # UniPCMultistepScheduler with flow sigmas (Wan's own default)
+    DDIM = "ddim"                # DDIMScheduler (epsilon families)
+    EULER = "euler"              # EulerDiscreteScheduler (epsilon families)
+    LCM = "lcm"                  # LCMScheduler (AnimateDiff-Lightning / LCM motion modules)
+
+
+@dataclass
+class Conditioning:
+    """KINEMA_COND: one encoded prompt, plus what conditioning nodes attached to it.
+
+    embeds: text encoder hidden states, (1, L, D) on the model's device and dtype.
+    image:  optional first frame for image-to-video, IMAGE (1, H, W, 3) float 0..1 on the CPU.
+    """
+    family: str
+    prompt: str
+    embeds: torch.Tensor
+    image: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def with_image(self, image: torch.Tensor) -> "Conditioning":
+        return Conditioning(self.family, self.prompt, self.embeds, image, dict(self.extras))
+
+
+class VideoFamily:
+    """Base class for a loaded model of one family (the KINEMA_MODEL value)."""
+
+    name: ClassVar[str] = ""
+    flow: ClassVar[bool] = False              # flow matching (velocity) or epsilon/v diffusion
+    spatial_ratio: int = 8                    # pixels per latent cell
+    temporal_ratio: int = 1                   # frames per latent frame (causal VAEs: 4 -> frames = 4k+1)
+    spatial_multiple: int = 8                 # width/height must be multiples of this
+    default_frames: int = 16
+
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
+        self.path = Path(path)
+        self.device = device
+        self.dtype = dtype
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    @classmethod
+    def accepts(cls, model_index: dict) -> bool:
+        """True when a diffusers folder's model_index.json belongs to this family."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "VideoFamily":
+        raise NotImplementedError
+
+    # ---- conditioning --------------------------------------------------------------------------------------
+    def encode_prompt(self, text: str) -> Conditioning:
+        raise NotImplementedError
+
+    def check_size(self, num_frames: int, height: int, width: int) -> None:
+        """Reject (never round) sizes this model cannot make."""
+        check_range("length", num_frames, 1, 10_000)
+        check_multiple("height", height, self.spatial_multiple)
+        check_multiple("width", width, self.spatial_multiple)
+        if self.temporal_ratio > 1:
+            from ..checks import check_frames
+            check_frames("length", num_frames, self.temporal_ratio)
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(C, f, h, w) of the latent clip for num_frames x height x width pixels."""
+        f = (num_frames - 1) // self.temporal_ratio + 1 if self.temporal_ratio > 1 else num_frames
+        return (self.latent_channels, f, height // self.spatial_ratio, width // self.spatial_ratio)
+
+    def prepare(self, positive: Conditioning, negative: Conditioning | None, num_frames: int, height: int,
+                width: int, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Everything the denoiser needs besides the latents, batched as [negative, positive] when negative
+        is given (classifier-free guidance in one batch) or [positive] alone."""
+        raise NotImplementedError
+
+    # ---- the one denoiser call -----------------------------------------------------------------------------
+    def predict(self, latents: torch.Tensor, t: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """latents (B, C, f, h, w) already scaled for the scheduler -> the model output, same shape."""
+        raise NotImplementedError
+
+    def finish(self, latents: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Called once after the last step (e.g. to restore a clean conditioning frame). Default: unchanged."""
+        return latents
+
+    # ---- VAE / TAE -----------------------------------------------------------------------------------------
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU."""
+        raise NotImplementedError
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """IMAGE frames (F, H, W, 3) 0..1 -> latents (1, C, f, h, w) in the space the sampler works in."""
+        raise NotImplementedError
+
+    def preview(self, latents: torch.Tensor) -> torch.Tensor:
+        """Cheap latent -> RGB for live previews: (1, C, f, h, w) -> (f, h, w, 3) 0..1. Default: a fixed
+        projection of the first three channels, normalised per clip."""
+        x = latents[0, :3].float()                                   # (3, f, h, w)
+        lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+        x = (x - lo) / (hi - lo).clamp_min(1e-6)
+        return x.permute(1, 2, 3, 0).cpu()                           # (f, h, w, 3)
+
+    # ---- schedulers ----------------------------------------------------------------------------------------
+    default_scheduler: Any = None
+
+    def make_scheduler(self, choice: str, shift: float):
+        """A fresh scheduler for one run. `default` is the model folder's own; shift > 0 overrides its shift."""
+        from . import schedulers
+        return schedulers.make(self, choice, shift)
+
+    latent_channels: int = 4
+
+
+def read_model_index(path: Path) -> dict:
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"`model` {str(path)!r} has no model_index.json. Fix: pick a diffusers-format "
+                                f"folder (the one that holds model_index.json, unet/ or transformer/, vae/ ...).")
+    return json.loads(index.read_text())
+
+
+def check_family(model, family: str, arg: str = "model") -> None:
+    if model.name != family:
+        fail(arg, f"must be a {family} model", model.name, f"Connect a {family} model.")
+
+
+def quiet_diffusers() -> None:
+    """Kinema shows its own progress; diffusers' and transformers' loading bars would only clutter it."""
+    from diffusers.utils import logging as dlog
+    dlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    try:
+        from transformers.utils import logging as tlog
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except ImportError:
+        pass

@@ -1,0 +1,132 @@
+"""Tiny random-weight models of every supported family, in their real on-disk layout.
+
+`kinema fixtures DIR` and the tests use these: real diffusers classes with tiny configs, tokenizers built in
+code (no hub), saved with save_pretrained and loaded back through Kinema's own loaders. The weights are random:
+the videos they make are noise, but every code path (loading, sampling, decoding, saving) is the real one.
+"""
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-animatediff")
+_CHARS = string.ascii_letters + string.digits + string.punctuation
+
+
+def t5_tokenizer(model_max_length: int = 512):
+    """A SentencePiece-Unigram T5 tokenizer made in code: specials, '▁', single characters, '▁x' pieces."""
+    from transformers import T5Tokenizer
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -3.0) for c in _CHARS] + [("▁" + c, -2.5) for c in string.ascii_letters]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
+
+
+def clip_tokenizer(model_max_length: int = 77):
+    """A byte-level BPE CLIP tokenizer with no merges (every byte and its end-of-word form)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in sorted(ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def _umt5(tok):
+    from transformers import UMT5Config, UMT5EncoderModel
+    torch.manual_seed(0)
+    cfg = UMT5Config(vocab_size=len(tok), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                     relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return UMT5EncoderModel(cfg).eval()
+
+
+def _wan_parts(in_channels: int, image_dim: int | None = None) -> dict:
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    tok = t5_tokenizer()
+    te = _umt5(tok)
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256,
+                                        ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                                        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim)
+    return dict(vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), tokenizer=tok, text_encoder=te,
+                transformer=transformer)
+
+
+def build_wan_t2v():
+    from diffusers import WanPipeline
+    return WanPipeline(**_wan_parts(16), transformer_2=None)
+
+
+def build_wan_i2v():
+    from diffusers import WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    parts = _wan_parts(16 + 4 + 16, image_dim=4)                    # latents + mask channels + image latents
+    torch.manual_seed(0)
+    enc = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+        intermediate_size=16, patch_size=1)).eval()
+    return WanImageToVideoPipeline(**parts, image_encoder=enc, image_processor=CLIPImageProcessor(crop_size=32, size=32),
+                                   transformer_2=None)
+
+
+def build_animatediff():
+    from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    cad, boc = 8, (8, 8)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=boc, layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cad,
+                                norm_num_groups=2)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=boc, in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=4, norm_num_groups=2)
+    tok = clip_tokenizer()
+    torch.manual_seed(0)
+    te = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tok),
+                                      hidden_size=cad, intermediate_size=37, num_attention_heads=2,
+                                      num_hidden_layers=2, max_position_embeddings=77, projection_dim=cad)).eval()
+    torch.manual_seed(0)
+    adapter = MotionAdapter(block_out_channels=boc, motion_layers_per_block=1, motion_norm_num_groups=2,
+                            motion_num_attention_heads=4)
+    return AnimateDiffPipeline(unet=unet, scheduler=scheduler, vae=vae, motion_adapter=adapter, text_encoder=te,
+                               tokenizer=tok, feature_extractor=None, image_encoder=None)
+
+
+BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v,
+            "fixture-animatediff": build_animatediff}
+
+
+def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) -> list[Path]:
+    """Save each fixture pipeline to `<models_dir>/diffusers/<name>/`; returns the folders. Skips existing
+    folders unless overwrite. Each folder is written beside and renamed into place (never half-written)."""
+    import shutil
+    import tempfile
+    root = Path(models_dir) / "diffusers"
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        final = root / name
+        out.append(final)
+        if (final / "model_index.json").is_file() and not overwrite:
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            BUILDERS[name]().save_pretrained(tmp)
+            (tmp / "KINEMA_FIXTURE.txt").write_text(
+                "Random weights made by `kinema fixtures`: for testing the pipeline, not for real videos.\n")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    return out

@@ -1,0 +1,10 @@
+"""Kinema's ComfyUI nodes, one module per capability group. Importing defines classes only."""
+from . import conditioning, decode, loaders, sampling
+
+_MODULES = [loaders, conditioning, sampling, decode]
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+for _m in _MODULES:
+    NODE_CLASS_MAPPINGS.update(_m.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_m.NODE_DISPLAY_NAME_MAPPINGS)

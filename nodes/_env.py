@@ -1,0 +1,133 @@
+"""Where the nodes find folders and report progress, in whichever host runs them.
+
+Inside ComfyUI: `folder_paths` and `comfy.utils.ProgressBar`, imported lazily (never at import time).
+In Kinema's own hosts (`kinema run`, `kinema serve`): the folders the host configured through `configure()` or
+the environment (KINEMA_MODELS_DIR, KINEMA_INPUT_DIR, KINEMA_OUTPUT_DIR, KINEMA_TEMP_DIR), defaulting to
+./models, ./input, ./output and ./temp; progress goes to the callback the host installed.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+# model kinds -> ComfyUI folder names searched (first the diffusers folders, then single files)
+MODEL_FOLDERS = {
+    "diffusers": ["diffusers"],
+    "single_file": ["diffusion_models", "checkpoints", "unet"],
+    "audio": ["audio_encoders", "diffusers"],
+}
+
+_settings: dict[str, str] = {}
+# host hooks: progress(node_id?, value, total, preview PIL image or None)
+_progress_hook: Callable[[int, int, object], None] | None = None
+
+
+def _comfy(module: str):
+    """Return a ComfyUI module if this process runs inside ComfyUI, else None. Never imports it elsewhere."""
+    if "comfy" not in sys.modules and "folder_paths" not in sys.modules:
+        return None
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def configure(models_dir=None, input_dir=None, output_dir=None, temp_dir=None) -> None:
+    """Called by Kinema's own hosts; values override the environment."""
+    for key, value in (("models", models_dir), ("input", input_dir), ("output", output_dir), ("temp", temp_dir)):
+        if value is not None:
+            _settings[key] = str(Path(value).expanduser().resolve())
+
+
+def set_progress_hook(hook: Callable[[int, int, object], None] | None) -> None:
+    global _progress_hook
+    _progress_hook = hook
+
+
+def _dir(key: str, default: str) -> Path:
+    if key in _settings:
+        return Path(_settings[key])
+    env = os.environ.get(f"KINEMA_{key.upper()}_DIR")
+    return Path(env).expanduser().resolve() if env else Path(default).resolve()
+
+
+def models_dir() -> Path:
+    return _dir("models", "models")
+
+
+def input_dir() -> Path:
+    fp = _comfy("folder_paths")
+    return Path(fp.get_input_directory()) if fp else _dir("input", "input")
+
+
+def output_dir() -> Path:
+    fp = _comfy("folder_paths")
+    return Path(fp.get_output_directory()) if fp else _dir("output", "output")
+
+
+def temp_dir() -> Path:
+    fp = _comfy("folder_paths")
+    return Path(fp.get_temp_directory()) if fp else _dir("temp", "temp")
+
+
+def model_search_dirs(kind: str) -> list[Path]:
+    """Folders searched for a model kind, in order."""
+    names = MODEL_FOLDERS[kind]
+    fp = _comfy("folder_paths")
+    dirs: list[Path] = []
+    for name in names:
+        if fp is not None:
+            try:
+                dirs += [Path(p) for p in fp.get_folder_paths(name)]
+            except KeyError:
+                pass
+        else:
+            dirs.append(models_dir() / name)
+    return dirs
+
+
+def list_models(kind: str, files: bool = False) -> list[str]:
+    """Names for a dropdown: sub-folders (diffusers layout, containing model_index.json) or .safetensors files."""
+    found: set[str] = set()
+    for d in model_search_dirs(kind):
+        if not d.is_dir():
+            continue
+        if files:
+            found.update(str(p.relative_to(d)) for p in d.rglob("*.safetensors"))
+        else:
+            found.update(p.parent.name for p in d.glob("*/model_index.json"))
+    return sorted(found)
+
+
+def find_model(kind: str, name: str, files: bool = False) -> Path:
+    """Resolve a dropdown name to a path; FileNotFoundError lists the folders searched."""
+    dirs = model_search_dirs(kind)
+    for d in dirs:
+        p = d / name
+        if (p.is_file() if files else (p / "model_index.json").is_file()):
+            return p
+    what = "file" if files else "diffusers folder (with model_index.json)"
+    raise FileNotFoundError(
+        f"model {name!r}: no {what} of that name in any of: {', '.join(str(d) for d in dirs) or '(no folders)'}. "
+        f"Fix: put the model there, or point --models-dir / KINEMA_MODELS_DIR at the folder that holds "
+        f"'diffusers/{name}'. `kinema fixtures DIR` writes tiny test models.")
+
+
+class Progress:
+    """Per-step progress with an optional preview image; raises the host's interrupt when the user pressed stop."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self._bar = None
+        utils = _comfy("comfy.utils")
+        if utils is not None:
+            self._bar = utils.ProgressBar(total)
+
+    def __call__(self, value: int, preview=None) -> None:
+        if self._bar is not None:
+            self._bar.update_absolute(value, self.total, ("JPEG", preview, 512) if preview is not None else None)
+        elif _progress_hook is not None:
+            _progress_hook(value, self.total, preview)
