@@ -21,6 +21,7 @@ MODEL_FOLDERS = {
 }
 
 _settings: dict[str, str] = {}
+_extra_input_dirs: list[Path] = []   # e.g. a workflow's own assets/ folder, searched after the input folder
 # host hooks: progress(node_id?, value, total, preview PIL image or None)
 _progress_hook: Callable[[int, int, object], None] | None = None
 
@@ -66,6 +67,27 @@ def input_dir() -> Path:
 def output_dir() -> Path:
     fp = _comfy("folder_paths")
     return Path(fp.get_output_directory()) if fp else _dir("output", "output")
+
+
+def add_input_search_dir(path) -> None:
+    p = Path(path)
+    if p not in _extra_input_dirs:
+        _extra_input_dirs.append(p)
+
+
+def input_search_dirs() -> list[Path]:
+    return [input_dir(), *_extra_input_dirs]
+
+
+def find_input(name: str) -> Path:
+    """An input file by name: the input folder first, then extra folders. FileNotFoundError lists them."""
+    dirs = input_search_dirs()
+    for d in dirs:
+        p = (d / name)
+        if p.is_file() and p.resolve().is_relative_to(d.resolve()):
+            return p
+    raise FileNotFoundError(f"input file {name!r} not found in: {', '.join(map(str, dirs))}. Fix: copy it into "
+                            f"the input folder (or --input-dir), or upload it in the editor.")
 
 
 def temp_dir() -> Path:

@@ -1,0 +1,192 @@
+"""Runs an API-format prompt with Kinema's (or any V1 ComfyUI) node classes.
+
+Outputs are cached by node signature (class, IS_CHANGED, literal inputs, and the signatures of linked
+inputs, recursively) for the life of the Executor, as in ComfyUI: run the same graph with only the seed
+changed and only the sampler and what follows it run again. Events mirror ComfyUI's WebSocket messages.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..nodes import _env
+from . import graph
+
+# on_event(type, data): "execution_start", "execution_cached", "executing", "progress", "preview", "executed",
+# "execution_success", "execution_error", "execution_interrupted"
+EventFn = Callable[[str, dict], None]
+
+
+class Interrupted(Exception):
+    """The user pressed stop (serve: /interrupt; run: Ctrl-C)."""
+
+
+class NodeError(Exception):
+    """A node failed: names the node id, its class, the input (when known) and the original error."""
+
+    def __init__(self, node_id: str, class_type: str, error: BaseException, input_name: str | None = None):
+        self.node_id, self.class_type, self.error, self.input_name = node_id, class_type, error, input_name
+        where = f"node {node_id} ({class_type})"
+        super().__init__(f"{where}: {type(error).__name__}: {error}")
+
+
+@dataclass
+class RunResult:
+    outputs: dict[str, dict] = field(default_factory=dict)      # node id -> ui dict
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+class Executor:
+    def __init__(self, class_mappings: dict, display_mappings: dict | None = None):
+        self.classes = class_mappings
+        self.object_info = graph.object_info(class_mappings, display_mappings or {})
+        self.cache: dict[str, tuple] = {}      # signature -> (outputs tuple, ui dict or None)
+        self.interrupt_requested = False
+
+    # ---- signatures ----------------------------------------------------------------------------------------
+    def _signatures(self, prompt: dict, order: list[str]) -> dict[str, str]:
+        sigs: dict[str, str] = {}
+        for nid in order:
+            node = prompt[nid]
+            cls = self.classes[node["class_type"]]
+            parts: dict[str, Any] = {"class": node["class_type"]}
+            literal = {}
+            for name, value in sorted(node.get("inputs", {}).items()):
+                if _is_link(value):
+                    parts[name] = [sigs[value[0]], value[1]]
+                else:
+                    parts[name] = value
+                    literal[name] = value
+            if getattr(cls, "NOT_IDEMPOTENT", False):
+                parts["nonce"] = time.time_ns()
+            if hasattr(cls, "IS_CHANGED"):
+                try:
+                    changed = cls.IS_CHANGED(**literal)
+                except TypeError:
+                    changed = None
+                if isinstance(changed, float) and math.isnan(changed):
+                    parts["nonce"] = time.time_ns()
+                else:
+                    parts["changed"] = repr(changed)
+            sigs[nid] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()
+        return sigs
+
+    # ---- running -------------------------------------------------------------------------------------------
+    def run(self, prompt: dict, prompt_id: str = "", on_event: EventFn | None = None,
+            extra_data: dict | None = None) -> RunResult:
+        """Validate and execute. Raises graph.PromptInvalid for a bad graph, NodeError when a node fails,
+        Interrupted when stopped."""
+        emit = on_event or (lambda kind, data: None)
+        error, node_errors = graph.validate_prompt(prompt, self.object_info)
+        if error is not None or node_errors:
+            raise PromptInvalid(error, node_errors)
+        order = graph.execution_order(prompt, self.object_info)
+        sigs = self._signatures(prompt, order)
+        self.interrupt_requested = False
+        result = RunResult()
+        start = time.perf_counter()
+        emit("execution_start", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
+        cached = [nid for nid in order if sigs[nid] in self.cache]
+        emit("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
+        values: dict[str, tuple] = {}
+        for nid in order:
+            node = prompt[nid]
+            if sigs[nid] in self.cache:
+                values[nid], ui = self.cache[sigs[nid]]
+                result.cached.append(nid)
+                if ui:
+                    result.outputs[nid] = ui
+                    emit("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id})
+                continue
+            if self.interrupt_requested:
+                raise Interrupted()
+            emit("executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id})
+            outputs, ui = self._run_node(nid, node, prompt, values, prompt_id, emit, extra_data or {})
+            values[nid] = outputs
+            self.cache[sigs[nid]] = (outputs, ui)
+            result.executed.append(nid)
+            if ui:
+                result.outputs[nid] = ui
+                emit("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id})
+        result.seconds = time.perf_counter() - start
+        emit("execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
+        return result
+
+    def _run_node(self, nid, node, prompt, values, prompt_id, emit, extra_data):
+        class_type = node["class_type"]
+        cls = self.classes[class_type]
+        kwargs = {}
+        for name, value in node.get("inputs", {}).items():
+            kwargs[name] = values[value[0]][value[1]] if _is_link(value) else value
+        hidden = self.object_info[class_type]["input"].get("hidden", {})
+        for name, kind in hidden.items():
+            kind = kind[0] if isinstance(kind, (list, tuple)) else kind
+            kwargs[name] = {"PROMPT": prompt, "UNIQUE_ID": nid,
+                            "EXTRA_PNGINFO": extra_data.get("extra_pnginfo")}.get(kind)
+
+        def hook(value, total, preview):
+            if self.interrupt_requested:
+                raise Interrupted()
+            emit("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": nid})
+            if preview is not None:
+                emit("preview", {"node": nid, "prompt_id": prompt_id, "image": preview})
+
+        _env.set_progress_hook(hook)
+        try:
+            if hasattr(cls, "VALIDATE_INPUTS"):
+                ok = _call_validate(cls, kwargs)
+                if ok is not True:
+                    raise ValueError(str(ok))
+            out = getattr(cls(), cls.FUNCTION)(**kwargs)
+        except Interrupted:
+            raise
+        except KeyboardInterrupt as exc:
+            raise Interrupted() from exc
+        except Exception as exc:  # every node failure is reported with its node id and class
+            raise NodeError(nid, class_type, exc) from exc
+        finally:
+            _env.set_progress_hook(None)
+        ui = None
+        if isinstance(out, dict):
+            ui = out.get("ui")
+            out = tuple(out.get("result", ()) or ())
+        return tuple(out), ui
+
+
+def _call_validate(cls, kwargs):
+    import inspect
+    params = inspect.signature(cls.VALIDATE_INPUTS).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return cls.VALIDATE_INPUTS(**kwargs)
+    return cls.VALIDATE_INPUTS(**{k: v for k, v in kwargs.items() if k in params})
+
+
+class PromptInvalid(ValueError):
+    """The graph failed validation; carries ComfyUI's error and node_errors shapes."""
+
+    def __init__(self, error: dict | None, node_errors: dict):
+        self.error, self.node_errors = error, node_errors
+        lines = []
+        if error:
+            lines.append(f"{error.get('message')}: {error.get('details', '')}".rstrip(": "))
+        for nid, entry in node_errors.items():
+            for e in entry.get("errors", []):
+                inp = e.get("extra_info", {}).get("input_name")
+                where = f"node {nid} ({entry.get('class_type')})" + (f", input `{inp}`" if inp else "")
+                lines.append(f"{where}: {e.get('message')}: {e.get('details', '')}".rstrip(": "))
+        super().__init__("invalid workflow:\n  " + "\n  ".join(lines))
+
+
+def format_traceback(exc: BaseException) -> list[str]:
+    return traceback.format_exception(type(exc), exc, exc.__traceback__)

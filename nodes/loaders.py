@@ -1,0 +1,44 @@
+"""Loaders: video models from local diffusers folders (never downloads, never unpickles)."""
+from __future__ import annotations
+
+from ..models.devices import DeviceChoice, DtypeChoice
+from ..models.families import FamilyChoice
+from . import _env
+
+
+class KinemaLoadVideoModel:
+    DESCRIPTION = ("Loads a local video model (diffusers-format folder) as a Kinema model: Wan 2.x text/image-to-"
+                   "video or AnimateDiff (SD1.5 + motion adapter). Folders are looked up in models/diffusers.")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded model: connect it to Text Encode, the sampler and Video Decode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = _env.list_models("diffusers") or ["(no models found: run `kinema fixtures` or add one)"]
+        return {"required": {
+            "model": (names, {"tooltip": "A diffusers-format folder (holding model_index.json) under "
+                                         "models/diffusers. Wan and AnimateDiff folders are recognised."}),
+            "family": ([c.value for c in FamilyChoice], {
+                "default": "auto", "tooltip": "auto reads the folder's model_index.json; set it only to insist "
+                                              "on a family (a mismatch is an error, not a conversion)."}),
+            "device": ([c.value for c in DeviceChoice], {
+                "default": "auto", "tooltip": "auto: CUDA, then Apple MPS, then CPU. A device that is not "
+                                              "available is an error."}),
+            "dtype": ([c.value for c in DtypeChoice], {
+                "default": "auto", "tooltip": "Weights precision. auto: bf16 on CUDA (fp16 on old GPUs), fp16 on "
+                                              "MPS, fp32 on CPU. The VAE of Wan always stays fp32."}),
+        }}
+
+    def load(self, model, family, device, dtype):
+        from ..models.devices import pick_device, pick_dtype
+        from ..models.families import load_model
+        path = _env.find_model("diffusers", model)
+        dev = pick_device(device)
+        return (load_model(path, family, dev, pick_dtype(dtype, dev)),)
+
+
+NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel}
+NODE_DISPLAY_NAME_MAPPINGS = {"KinemaLoadVideoModel": "Load Video Model"}

@@ -1,0 +1,77 @@
+"""The Temporal Sampler: Kinema's own denoising loop over any family."""
+from __future__ import annotations
+
+from ..models.families.base import SchedulerChoice
+from . import _env
+
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def _to_pil(frame):
+    import numpy as np
+    import PIL.Image
+    return PIL.Image.fromarray((frame.clamp(0, 1).numpy() * 255).astype(np.uint8))
+
+
+class KinemaTemporalSampler:
+    DESCRIPTION = ("Generates a video latent with Kinema's denoising loop: classifier-free guidance, seeded noise, "
+                   "per-step progress and previews, interrupt. Works for every Kinema model family.")
+    CATEGORY = "Kinema/sampling"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Video latents {'samples': (1, C, f, h, w)}: connect to Video Decode.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_MODEL", {"tooltip": "The loaded video model."}),
+            "positive": ("KINEMA_COND", {"tooltip": "What to show (Text Encode, optionally with a start image)."}),
+            "negative": ("KINEMA_COND", {"tooltip": "What to avoid; used only when cfg > 1."}),
+            "length": ("INT", {"default": 16, "min": 1, "max": 10000, "tooltip":
+                               "Frames to generate. Wan: must be 4k+1 (9, 17, 33, 81); other values are rejected, "
+                               "never rounded. AnimateDiff: any count (16 is what it was trained on)."}),
+            "width": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 16, "tooltip":
+                              "Width in pixels; a multiple of 16 for Wan, of 8 for AnimateDiff (else an error)."}),
+            "height": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 16, "tooltip":
+                               "Height in pixels; a multiple of 16 for Wan, of 8 for AnimateDiff (else an error)."}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip":
+                              "Denoising steps. More is slower and usually cleaner; distilled models need 4-8."}),
+            "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
+                              "Classifier-free guidance scale. 1.0 or less turns guidance off (one model call a "
+                              "step, negative ignored); Wan ~5, AnimateDiff ~7.5."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
+                             "Noise seed. The same seed, settings and model give the same video on any device "
+                             "(noise is drawn on the CPU)."}),
+            "scheduler": ([c.value for c in SchedulerChoice], {"default": "default", "tooltip":
+                          "default: the model folder's own scheduler. flow_euler/flow_unipc for flow models (Wan); "
+                          "ddim/euler/lcm for AnimateDiff. A scheduler of the other kind is an error."}),
+            "shift": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1, "tooltip":
+                                "Flow-matching timestep shift (Wan: 3 for 480p, 5 for 720p). 0 keeps the model's "
+                                "configured value; ignored by non-flow schedulers."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                                  "1.0 starts from pure noise. Below 1 starts from `latent` re-noised to this "
+                                  "strength (0.5 keeps the layout, 0.8 keeps little); needs `latent`."}),
+        }, "optional": {
+            "latent": ("LATENT", {"tooltip": "Start latents for denoise < 1 (from Video Encode); same length and "
+                                             "size as set here."}),
+        }}
+
+    def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
+               latent=None):
+        from ..models.sampling import SamplerSettings, sample
+        settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
+                                   guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
+        progress = _env.Progress(steps)
+
+        def on_step(i, total, latents):
+            progress.total = total
+            progress(i, _to_pil(model.preview(latents)[0]))
+
+        init = latent["samples"] if latent is not None else None
+        samples = sample(model, positive, negative, settings, init_latents=init, on_step=on_step)
+        return ({"samples": samples.cpu(), "kinema_frames": length},)
+
+
+NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler"}
