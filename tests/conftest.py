@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random-weight models of every family, built once per session in their real layout."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models folder holding diffusers/fixture-wan-t2v, fixture-wan-i2v, fixture-animatediff."""
+    from kinema.models.fixtures import write_fixtures
+    root = tmp_path_factory.mktemp("models")
+    write_fixtures(root)
+    return root
+
+
+@pytest.fixture
+def kinema_dirs(models_dir, tmp_path):
+    """Point the nodes at the fixture models and fresh input/output/temp folders; restore afterwards."""
+    from kinema.nodes import _env
+    saved = dict(_env._settings), list(_env._extra_input_dirs)
+    dirs = {k: tmp_path / k for k in ("input", "output", "temp")}
+    for d in dirs.values():
+        d.mkdir()
+    _env.configure(models_dir=models_dir, input_dir=dirs["input"], output_dir=dirs["output"], temp_dir=dirs["temp"])
+    yield {"models": models_dir, **dirs}
+    _env._settings.clear()
+    _env._settings.update(saved[0])
+    _env._extra_input_dirs[:] = saved[1]
