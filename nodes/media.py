@@ -1,0 +1,238 @@
+"""Media nodes: load an image, save / preview a video, chroma key and flat-colour compositing.
+
+What the editor shows is decided by the `ui` dict an output node returns. Checked against ComfyUI core and the
+frontend (1.58): core SaveVideo / SaveAnimatedWEBP return {"images": [{filename, subfolder, type}],
+"animated": [True]} (comfy_api/latest/_ui.py PreviewVideo, SavedImages). The frontend (src/utils/litegraphUtil.ts
+isAnimatedOutput / isVideoOutput) then shows:
+  - animated and the file is not .webp/.png  -> a <video> element (mp4, webm: plays, loops, with sound);
+  - animated .webp (or .png)                 -> an animated <img>;
+  - not animated                             -> a plain image preview (an <img>, which animates a gif by itself).
+So mp4/webm/webp report animated [True]; gif reports animated [False], because with True the frontend would hand
+the gif to a <video> element, which cannot play it. VideoHelperSuite's "gifs" key is drawn only by its own JS
+widget, so it is not used here.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from pathlib import Path
+
+from ..models import media
+from . import _env
+
+_FPS = ("FLOAT", {"default": 16.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip":
+                  "Frames per second, kept exactly (16 for Wan, 8 for AnimateDiff). webp allows at most 90 and "
+                  "gif at most 50: browsers slow down shorter frame delays. The frame count is never changed."})
+_COLOR_TIP = "Hex colour #rrggbb (or #rgb): #00ff00 green, #0000ff blue, #ff00ff magenta."
+
+
+def _saved(path: Path, root: Path, kind: str) -> dict:
+    """The {filename, subfolder, type} entry that /view serves."""
+    sub = path.parent.relative_to(root).as_posix()
+    return {"filename": path.name, "subfolder": "" if sub == "." else sub, "type": kind}
+
+
+def _ui(entry: dict, fmt: media.VideoFormat) -> dict:
+    # see the module docstring: gif must not be flagged animated, or the frontend puts it in a <video>
+    return {"images": [entry], "animated": [fmt != media.VideoFormat.GIF]}
+
+
+def _input_path(name: str) -> Path:
+    """A Load Image value: "x.png" or "sub/x.png" in the input folders, or annotated as the editor writes after
+    the mask editor or a copy from an output: "x.png [input]", "x.png [output]", "x.png [temp]"."""
+    for tag, folder in ((" [output]", _env.output_dir), (" [temp]", _env.temp_dir)):
+        if name.endswith(tag):
+            root = folder()
+            path = root / name[:-len(tag)]
+            if path.is_file() and path.resolve().is_relative_to(root.resolve()):
+                return path
+            raise FileNotFoundError(f"image {name!r} not found in {root}. Fix: pick another file.")
+    return _env.find_input(name.removesuffix(" [input]"))
+
+
+def _alpha(images, mask):
+    """ComfyUI MASK (1 = transparent) -> opacity (1 = opaque), checked against the images first."""
+    if mask is None:
+        return None
+    return 1.0 - media.check_mask("mask", mask, *images.shape[:3]).float()
+
+
+class KinemaLoadImage:
+    DESCRIPTION = ("Loads an image from the input folder (upload one with the button). Transparent PNG/WebP "
+                   "stickers give their alpha as a MASK, 1 where transparent, as ComfyUI's Load Image does.")
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("image", "mask")
+    OUTPUT_TOOLTIPS = ("The image (1, H, W, 3) float 0..1, EXIF rotation applied; first frame of an animation.",
+                       "1 - alpha (1 = transparent), (1, H, W); all zeros when the file has no alpha.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = sorted({p.name for folder in _env.input_search_dirs() if folder.is_dir()
+                        for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in media.IMAGE_EXTENSIONS})
+        return {"required": {"image": (files, {"image_upload": True, "tooltip":
+                                               "An image file in the input folder (png, jpg, webp, gif, bmp, tiff). "
+                                               "A missing file is an error before the run starts."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, image):
+        try:
+            return hashlib.sha256(_input_path(image).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return f"missing:{image}"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image):
+        try:
+            _input_path(image)
+        except FileNotFoundError as e:
+            return str(e)
+        return True
+
+    def load(self, image):
+        return media.load_image(_input_path(image))
+
+
+class KinemaSaveVideo:
+    DESCRIPTION = ("Saves frames as a video in the output folder: mp4 (H.264, plays everywhere), webm (VP9, with "
+                   "alpha), webp (animated sticker with alpha) or gif. Audio is muxed into mp4/webm.")
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    OUTPUT_TOOLTIPS = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Frames (F, H, W, 3 or 4) 0..1; a 4th channel is alpha. Odd "
+                                                "sizes are padded by one edge pixel for mp4 only."}),
+                "fps": _FPS,
+                "format": ([f.value for f in media.VideoFormat], {"default": "mp4", "tooltip":
+                           "mp4: H.264 + AAC, no transparency (a transparent mask is an error). webm: VP9 + Opus, "
+                           "with alpha. webp: looping, 8-bit alpha, no audio. gif: looping, 256 colours, 1-bit "
+                           "alpha, no audio."}),
+                "filename_prefix": ("STRING", {"default": "Kinema/video", "tooltip":
+                                    "File name start inside the output folder; '/' makes sub-folders. Files are "
+                                    "numbered prefix_00001_.ext and never overwritten; '..' is rejected."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Transparency, 1 = transparent (ComfyUI's convention): (F, H, W) or "
+                                             "one (1, H, W) for all frames. Stored by webm, webp and gif."}),
+                "audio": ("AUDIO", {"tooltip": "Sound for mp4/webm, trimmed or padded with silence to exactly "
+                                               "frames / fps seconds; both streams start at 0."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def save(self, images, fps, format, filename_prefix, mask=None, audio=None, prompt=None, extra_pnginfo=None):
+        import json
+        fmt = media.video_format(format)
+        root = _env.output_dir()
+        path = media.next_output_path(root, filename_prefix, fmt.value)
+        tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+        tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
+        media.save_video(images, path, fps, fmt, alpha=_alpha(images, mask), audio=audio, metadata=tags or None)
+        return {"ui": _ui(_saved(path, root, "output"), fmt), "result": ()}
+
+
+class KinemaPreviewVideo:
+    DESCRIPTION = "Shows frames as a looping animated WebP (with transparency) on the node; saved in the temp folder."
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    OUTPUT_TOOLTIPS = ()
+    OUTPUT_NODE = True
+    FUNCTION = "preview"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"images": ("IMAGE", {"tooltip": "Frames (F, H, W, 3 or 4) 0..1; a 4th channel is alpha."}),
+                         "fps": _FPS},
+            "optional": {"mask": ("MASK", {"tooltip": "Transparency, 1 = transparent: (F, H, W) or one (1, H, W) "
+                                                      "for all frames."})},
+        }
+
+    def preview(self, images, fps, mask=None):
+        root = _env.temp_dir()
+        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+        path = media.next_output_path(root, f"KinemaPreview_{suffix}", "webp")
+        media.save_video(images, path, fps, media.VideoFormat.WEBP, alpha=_alpha(images, mask),
+                         quality=80, webp_method=2)
+        return {"ui": _ui(_saved(path, root, "temp"), media.VideoFormat.WEBP), "result": ()}
+
+
+class KinemaChromaKey:
+    DESCRIPTION = ("Keys out a backdrop colour (green screen) by its hue, whatever its brightness, and removes the "
+                   "colour spill: frames + a MASK (1 = keyed out) ready for Save Video as webm/webp/gif.")
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "mask")
+    OUTPUT_TOOLTIPS = ("The frames with the key colour's spill removed, (F, H, W, 3).",
+                       "Transparency, 1 where the backdrop was keyed out (ComfyUI's MASK convention), (F, H, W).")
+    FUNCTION = "key"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "Frames (F, H, W, 3 or 4) 0..1 shot on a flat backdrop. An alpha "
+                                            "channel stays transparent."}),
+            "key_color": ("STRING", {"default": "#00ff00", "tooltip": "The backdrop colour. " + _COLOR_TIP}),
+            "tolerance": ("FLOAT", {"default": 0.15, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                          "Chroma distance (0..~0.75) still counted as backdrop: screen noise is ~0.02-0.08, "
+                          "skin ~0.6 from green. 0 keys only the exact colour."}),
+            "softness": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                         "Width of the soft edge above tolerance (same units); 0 gives a hard cut."}),
+            "despill": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                        "0..1: limits the key's strongest channel (green on a green screen) to the other two, "
+                        "removing fringes; 0 keeps colours untouched."}),
+        }}
+
+    def key(self, images, key_color, tolerance, softness, despill):
+        rgb = media.parse_hex_color("key_color", key_color)
+        return media.chroma_key(images, rgb, tolerance, softness, despill)
+
+
+class KinemaCompositeOnColor:
+    DESCRIPTION = ("Puts an image with transparency on a flat colour, e.g. a sticker on green before a model or an "
+                   "mp4 that has no alpha.")
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("(F, H, W, 3): the image where opaque, the colour where transparent, blended in between.",)
+    FUNCTION = "composite"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "Image or frames (F, H, W, 3 or 4) 0..1; a 4th channel is ignored "
+                                           "(connect the mask)."}),
+            "mask": ("MASK", {"tooltip": "Transparency, 1 = transparent (as Load Image gives it); one (1, H, W) mask "
+                                         "applies to all frames. Must match the image size."}),
+            "color": ("STRING", {"default": "#00ff00", "tooltip": "Fill colour. " + _COLOR_TIP}),
+        }}
+
+    def composite(self, image, mask, color):
+        return (media.composite_on_color(image, mask, media.parse_hex_color("color", color)),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "KinemaLoadImage": KinemaLoadImage,
+    "KinemaSaveVideo": KinemaSaveVideo,
+    "KinemaPreviewVideo": KinemaPreviewVideo,
+    "KinemaChromaKey": KinemaChromaKey,
+    "KinemaCompositeOnColor": KinemaCompositeOnColor,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "KinemaLoadImage": "Load Image (Kinema)",
+    "KinemaSaveVideo": "Save Video (Kinema)",
+    "KinemaPreviewVideo": "Preview Video (Kinema)",
+    "KinemaChromaKey": "Chroma Key",
+    "KinemaCompositeOnColor": "Composite On Color",
+}
