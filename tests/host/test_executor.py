@@ -1,0 +1,50 @@
+"""Executor: caching by signature across runs, events, node errors."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import kinema
+from kinema.host.executor import Executor, NodeError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _prompt():
+    sys.path.insert(0, str(REPO / "workflows"))
+    import make_workflows
+    prompt = json.loads(json.dumps(make_workflows.WORKFLOWS["text_to_video_wan"][0]))
+    prompt["4"]["inputs"].update(length=5, width=32, height=32, steps=2)
+    return prompt
+
+
+def test_cache_reruns_only_what_changed(kinema_dirs):
+    ex = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
+    events = []
+    first = ex.run(_prompt(), "a", on_event=lambda k, d: events.append((k, d)))
+    assert sorted(first.executed) == ["1", "2", "3", "4", "5", "6"] and not first.cached
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "execution_start" and kinds[-1] == "execution_success"
+    assert kinds.count("progress") == 2 and "preview" in kinds
+    progress = [d for k, d in events if k == "progress"]
+    assert [(d["value"], d["max"], d["node"]) for d in progress] == [(1, 2, "4"), (2, 2, "4")]
+    second = ex.run(_prompt(), "b")
+    assert second.executed == [] and sorted(second.cached) == ["1", "2", "3", "4", "5", "6"]
+    assert second.outputs == first.outputs            # the ui of a cached output node is replayed
+    changed = _prompt()
+    changed["4"]["inputs"]["seed"] = 123
+    third = ex.run(changed, "c")
+    assert sorted(third.executed) == ["4", "5", "6"] and sorted(third.cached) == ["1", "2", "3"]
+
+
+def test_node_error_names_node_and_class(kinema_dirs):
+    ex = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
+    prompt = _prompt()
+    prompt["4"]["inputs"]["width"] = 40
+    with pytest.raises(NodeError) as info:
+        ex.run(prompt)
+    assert info.value.node_id == "4" and info.value.class_type == "KinemaTemporalSampler"
+    assert "`width` must be a multiple of 16" in str(info.value)

@@ -1,0 +1,121 @@
+"""Writes workflows/*.json (UI format, what the editor opens) from the compact API prompts below, and the
+sample assets in workflows/assets/. Run it after changing a node's inputs: `python workflows/make_workflows.py`.
+The tests check that the shipped files equal what this script writes."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _link(node: int, slot: int = 0) -> list:
+    return [str(node), slot]
+
+
+def _sampler(model=1, pos=2, neg=3, length=17, size=64, steps=8, cfg=5.0, seed=42, denoise=1.0, latent=None):
+    inputs = {"model": _link(model), "positive": _link(pos), "negative": _link(neg), "length": length,
+              "width": size, "height": size, "steps": steps, "cfg": cfg, "seed": seed, "scheduler": "default",
+              "shift": 0.0, "denoise": denoise}
+    if latent is not None:
+        inputs["latent"] = _link(latent)
+    return {"class_type": "KinemaTemporalSampler", "inputs": inputs}
+
+
+def _text(model, text, title):
+    return {"class_type": "KinemaTextEncode", "inputs": {"model": _link(model), "text": text},
+            "_meta": {"title": title}}
+
+
+def _loader(name):
+    return {"class_type": "KinemaLoadVideoModel",
+            "inputs": {"model": name, "family": "auto", "device": "auto", "dtype": "auto"}}
+
+
+NEG = "blurry, flicker, distorted, low quality"
+
+WORKFLOWS = {
+    "text_to_video_wan": ({
+        "1": _loader("fixture-wan-t2v"),
+        "2": _text(1, "a paper boat drifts across a calm blue pond, soft morning light", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/text_to_video_wan"}},
+    }, ["Text to video with Wan 2.x. Bundled: `fixture-wan-t2v`, a tiny RANDOM-WEIGHT model from "
+        "`kinema fixtures` (it makes noise). For real videos put a Wan 2.1/2.2 diffusers folder in "
+        "models/diffusers, pick it in Load Video Model and set 81 frames at 832x480, 30 steps, cfg 5, shift 3."]),
+    "image_to_video_wan": ({
+        "1": _loader("fixture-wan-i2v"),
+        "2": _text(1, "the red ball rolls to the right across the grass", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "scene.png"}},
+        "8": {"class_type": "KinemaImageToVideo", "inputs": {"positive": _link(2), "image": _link(7)}},
+        "4": _sampler(pos=8, length=17, size=64, steps=8, cfg=5.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/image_to_video_wan"}},
+    }, ["Image to video with Wan 2.x I2V: the loaded image is the first frame. Bundled: `fixture-wan-i2v` "
+        "(tiny, RANDOM weights). For real videos use a Wan I2V diffusers folder at 832x480, 81 frames."]),
+    "animated_sticker": ({
+        "1": _loader("fixture-animatediff"),
+        "2": _text(1, "a cheerful star sticker waving, flat colours, thick outline", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "sticker.png"}},
+        "8": {"class_type": "KinemaCompositeOnColor", "inputs": {"image": _link(7), "mask": _link(7, 1),
+                                                                 "color": "#00ff00"},
+              "_meta": {"title": "Sticker On Key Green"}},
+        "9": {"class_type": "KinemaVideoEncode", "inputs": {"model": _link(1), "images": _link(8), "length": 8}},
+        "4": _sampler(length=8, size=64, steps=8, cfg=7.5, denoise=0.6, latent=9),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "10": {"class_type": "KinemaChromaKey", "inputs": {"images": _link(5), "key_color": "#00ff00",
+                                                           "tolerance": 0.15, "softness": 0.1, "despill": 1.0}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(10), "fps": 8.0, "format": "webp",
+                                                          "filename_prefix": "Kinema/sticker", "mask": _link(10, 1)}},
+    }, ["Animated sticker (AnimateDiff): the sticker is put on key green, animated with denoise 0.6 so it keeps "
+        "its design, then the green is keyed out again: the looping WebP keeps the transparency. Bundled: "
+        "`fixture-animatediff` (tiny, RANDOM weights). For real stickers load an AnimateDiff folder "
+        "(SD1.5 + motion adapter) and use 512x512, 16 frames, 20 steps."]),
+}
+
+
+def write_assets() -> None:
+    import numpy as np
+    from PIL import Image, ImageDraw
+    size = 64
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    pts = [(32 + (26 if i % 2 == 0 else 11) * math.sin(i * math.pi / 5),
+            33 - (26 if i % 2 == 0 else 11) * math.cos(i * math.pi / 5)) for i in range(10)]
+    d.polygon(pts, fill=(255, 200, 40, 255), outline=(60, 30, 10, 255), width=3)
+    d.ellipse((24, 26, 28, 30), fill=(60, 30, 10, 255))
+    d.ellipse((36, 26, 40, 30), fill=(60, 30, 10, 255))
+    img.save(HERE / "assets" / "sticker.png")
+    y = np.linspace(0, 1, size)[:, None, None]
+    sky = (1 - y) * np.array([120, 180, 255]) + y * np.array([200, 230, 255])
+    scene = np.where(np.arange(size)[:, None, None] > 40, np.array([60, 150, 60]), sky).repeat(size, 1)
+    yy, xx = np.mgrid[:size, :size]
+    scene[(yy - 36) ** 2 + (xx - 18) ** 2 < 64] = (220, 40, 40)
+    Image.fromarray(scene.astype(np.uint8)).save(HERE / "assets" / "scene.png")
+
+
+def render() -> dict[str, str]:
+    """name -> JSON text of each UI-format workflow."""
+    sys.path.insert(0, str(HERE.parent.parent))
+    from kinema import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from kinema.host.builder import api_to_ui
+    from kinema.host.graph import object_info
+    info = object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+    return {name: json.dumps(api_to_ui(prompt, info, notes), indent=1) + "\n"
+            for name, (prompt, notes) in WORKFLOWS.items()}
+
+
+if __name__ == "__main__":
+    (HERE / "assets").mkdir(exist_ok=True)
+    write_assets()
+    for name, text in render().items():
+        (HERE / f"{name}.json").write_text(text)
+        print(HERE / f"{name}.json")
