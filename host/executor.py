@@ -50,7 +50,8 @@ def _is_link(value) -> bool:
 class Executor:
     def __init__(self, class_mappings: dict, display_mappings: dict | None = None):
         self.classes = class_mappings
-        self.object_info = graph.object_info(class_mappings, display_mappings or {})
+        self.display = display_mappings or {}
+        self.object_info = graph.object_info(class_mappings, self.display)
         self.cache: dict[str, tuple] = {}      # signature -> (outputs tuple, ui dict or None)
         self.interrupt_requested = False
 
@@ -88,6 +89,7 @@ class Executor:
         """Validate and execute. Raises graph.PromptInvalid for a bad graph, NodeError when a node fails,
         Interrupted when stopped."""
         emit = on_event or (lambda kind, data: None)
+        self.object_info = graph.object_info(self.classes, self.display)  # dropdowns list the folders as they are now
         error, node_errors = graph.validate_prompt(prompt, self.object_info)
         if error is not None or node_errors:
             raise PromptInvalid(error, node_errors)
