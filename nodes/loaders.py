@@ -30,14 +30,21 @@ class KinemaLoadVideoModel:
             "dtype": ([c.value for c in DtypeChoice], {
                 "default": "auto", "tooltip": "Weights precision. auto: bf16 on CUDA (fp16 on old GPUs), fp16 on "
                                               "MPS, fp32 on CPU. The VAE of Wan always stays fp32."}),
+        }, "optional": {
+            "weights": (["none"] + _env.list_models("single_file", files=True), {
+                "default": "none", "tooltip": "Optional single-file .safetensors (models/diffusion_models or "
+                                              "checkpoints) replacing the denoiser of the folder: Wan's transformer, "
+                                              "AnimateDiff's motion adapter. Original or diffusers key layout. "
+                                              "none: the folder's own weights."}),
         }}
 
-    def load(self, model, family, device, dtype):
+    def load(self, model, family, device, dtype, weights="none"):
         from ..models.devices import pick_device, pick_dtype
         from ..models.families import load_model
         path = _env.find_model("diffusers", model)
         dev = pick_device(device)
-        return (load_model(path, family, dev, pick_dtype(dtype, dev)),)
+        file = None if weights == "none" else _env.find_model("single_file", weights, files=True)
+        return (load_model(path, family, dev, pick_dtype(dtype, dev), weights=file),)
 
 
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel}

@@ -30,13 +30,15 @@ def detect_family(path: Path) -> str:
 
 
 def load_model(path: Path, family: str = "auto", device: torch.device | None = None,
-               dtype: torch.dtype = torch.float32, **kwargs) -> VideoFamily:
+               dtype: torch.dtype = torch.float32, weights: Path | None = None, **kwargs) -> VideoFamily:
     """Load a diffusers-format model folder as a Kinema family (never downloads, never unpickles).
 
     Args:
         path: folder holding model_index.json.
         family: "auto" (read model_index.json) or a FamilyChoice value.
         device, dtype: where and how the denoiser and text encoder run.
+        weights: optional single-file .safetensors replacing the denoiser (Wan: the transformer; AnimateDiff:
+            the motion adapter), in diffusers or original key layout.
     """
     path = Path(path)
     name = detect_family(path) if family == FamilyChoice.AUTO else family
@@ -46,7 +48,10 @@ def load_model(path: Path, family: str = "auto", device: torch.device | None = N
     if not FAMILIES[name].accepts(index):
         fail("family", f"does not match the folder (its model_index.json says {index.get('_class_name')})", name,
              "Set family to auto.")
-    return FAMILIES[name].load(path, device or torch.device("cpu"), dtype, **kwargs)
+    model = FAMILIES[name].load(path, device or torch.device("cpu"), dtype, **kwargs)
+    if weights is not None:
+        model.load_weights_file(weights)
+    return model
 
 
 __all__ = ["Conditioning", "FAMILIES", "FamilyChoice", "SchedulerChoice", "VideoFamily", "load_model",

@@ -25,6 +25,7 @@ class AnimateDiffFamily(VideoFamily):
     spatial_multiple = 8
     default_frames = 16
     decode_chunk = 16   # frames per VAE decode call (the VAE is per frame)
+    denoiser_attr = "motion_adapter"   # a single .safetensors file replaces the motion module (mm_sd_v15 etc.)
 
     def __init__(self, path, device, dtype, pipe):
         super().__init__(path, device, dtype)
@@ -54,6 +55,10 @@ class AnimateDiffFamily(VideoFamily):
         pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         return cls(path, device, dtype, pipe)
+
+    def _set_denoiser(self, adapter) -> None:
+        self.pipe.motion_adapter = adapter
+        self.unet.load_motion_modules(adapter)          # the motion layers inside the UNetMotionModel
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:

@@ -70,6 +70,35 @@ class VideoFamily:
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "VideoFamily":
         raise NotImplementedError
 
+    # single-file weights: which component a .safetensors file replaces, and its class
+    denoiser_attr: ClassVar[str] = "transformer"
+
+    def load_weights_file(self, file: Path) -> None:
+        """Replace the denoiser's weights with a single-file .safetensors checkpoint (diffusers or the model's
+        original key layout; diffusers converts the latter). The folder supplies the config, VAE and encoders.
+        Never unpickles: only .safetensors is accepted."""
+        file = Path(file)
+        if file.suffix != ".safetensors":
+            fail("weights", "must be a .safetensors file (pickled .ckpt/.pt/.bin files are never loaded)",
+                 file.name, "Convert the checkpoint to safetensors.")
+        if not file.is_file():
+            raise FileNotFoundError(f"`weights` file {str(file)!r} does not exist. Fix: put it in "
+                                    f"models/diffusion_models (or checkpoints) and pick it again.")
+        current = getattr(self.pipe, self.denoiser_attr)
+        config_dir = self.path / self.denoiser_attr
+        try:
+            replaced = current.__class__.from_single_file(str(file), config=str(self.path),
+                                                          subfolder=self.denoiser_attr, local_files_only=True,
+                                                          torch_dtype=current.dtype)
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            fail("weights", f"does not fit the {self.denoiser_attr} in {config_dir} ({exc})", file.name,
+                 "Pick weights of the same model variant as the folder (same size and layout).")
+        self._set_denoiser(replaced.to(self.device))
+
+    def _set_denoiser(self, module) -> None:
+        setattr(self.pipe, self.denoiser_attr, module)
+        setattr(self, self.denoiser_attr, module)
+
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
         raise NotImplementedError
