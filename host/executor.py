@@ -95,13 +95,19 @@ class Executor:
             raise PromptInvalid(error, node_errors)
         order = graph.execution_order(prompt, self.object_info)
         sigs = self._signatures(prompt, order)
-        self.interrupt_requested = False
+        self.interrupt_requested = False          # as ComfyUI: a stop pressed while idle does not kill the next run
         result = RunResult()
         start = time.perf_counter()
         emit("execution_start", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         cached = [nid for nid in order if sigs[nid] in self.cache]
         emit("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         values: dict[str, tuple] = {}
+        self._execute(prompt, order, sigs, values, result, prompt_id, emit, extra_data or {})
+        result.seconds = time.perf_counter() - start
+        emit("execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
+        return result
+
+    def _execute(self, prompt, order, sigs, values, result, prompt_id, emit, extra_data):
         for nid in order:
             node = prompt[nid]
             if sigs[nid] in self.cache:
@@ -114,16 +120,13 @@ class Executor:
             if self.interrupt_requested:
                 raise Interrupted()
             emit("executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id})
-            outputs, ui = self._run_node(nid, node, prompt, values, prompt_id, emit, extra_data or {})
+            outputs, ui = self._run_node(nid, node, prompt, values, prompt_id, emit, extra_data)
             values[nid] = outputs
             self.cache[sigs[nid]] = (outputs, ui)
             result.executed.append(nid)
             if ui:
                 result.outputs[nid] = ui
                 emit("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id})
-        result.seconds = time.perf_counter() - start
-        emit("execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
-        return result
 
     def _run_node(self, nid, node, prompt, values, prompt_id, emit, extra_data):
         class_type = node["class_type"]
