@@ -2,16 +2,20 @@
 
 Classifier-free guidance runs cond and uncond in one batch; the noise comes from one seeded CPU generator
 (so a seed gives the same clip on any device); progress, previews and interrupt go through `on_step`.
+Long video: with ContextOptions the loop applies FreeNoise (models/windows.py) to any family — noise
+rescheduling, windows fused inside temporal attention (AnimateDiff) or on the predictions (every family, DiTs
+included), prompt schedules with motion injection, and drift control that anchors each window's statistics.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from . import windows as W
 from .checks import check_range, fail
 from .families.base import Conditioning, VideoFamily
 
@@ -37,6 +41,8 @@ def _timesteps(scheduler, steps: int, denoise: float, device):
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
     if denoise >= 1.0:
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
         return timesteps
     keep = min(int(steps * denoise), steps)                   # as diffusers' img2img get_timesteps
     if keep < 1:
@@ -54,16 +60,97 @@ def _noised(scheduler, init: torch.Tensor, noise: torch.Tensor, t: torch.Tensor)
     return scheduler.add_noise(init, noise, t.reshape(1))
 
 
+# ---- prompt schedules ------------------------------------------------------------------------------------------
+def _schedule(positive: Conditioning) -> list[tuple[int, Conditioning]]:
+    return positive.extras.get("schedule") or [(0, positive)]
+
+
+def _blend(batches: list[dict], weights: list[float], keys) -> dict:
+    out = dict(batches[0])
+    for key in keys:
+        out[key] = sum(w * b[key] for w, b in zip(weights, batches) if w) if len(batches) > 1 else batches[0][key]
+    return out
+
+
+def _per_frame_text(model, batches, keyframes, num_frames, ratio) -> dict:
+    """Text rows blended frame by frame (families whose rows are per frame, e.g. AnimateDiff)."""
+    out = dict(batches[0])
+    for key in model.text_keys:
+        rows = [b[key].view(-1, num_frames, *b[key].shape[1:]) for b in batches]     # (B, F, L, D) each
+        mixed = torch.zeros_like(rows[0])
+        for f in range(num_frames):
+            for w, r in zip(W.schedule_weights(keyframes, f * ratio), rows):
+                if w:
+                    mixed[:, f] += w * r[:, f]
+        out[key] = mixed.flatten(0, 1)
+    return out
+
+
+# ---- drift control ---------------------------------------------------------------------------------------------
+def _x0_and_back(scheduler, x: torch.Tensor, t: torch.Tensor):
+    """(to_x0(pred), to_pred(x0)) for the scheduler's parameterisation, or None when it is unknown."""
+    pt = scheduler.config.get("prediction_type", "flow_prediction" if hasattr(scheduler, "scale_noise") else None)
+    if hasattr(scheduler, "scale_noise") or pt == "flow_prediction":
+        idx = scheduler.index_for_timestep(t) if scheduler.step_index is None else scheduler.step_index
+        sigma = scheduler.sigmas[idx].to(x.device)
+        return (lambda p: x - sigma * p), (lambda x0: (x - x0) / sigma.clamp_min(1e-6))
+    if pt == "epsilon" and hasattr(scheduler, "alphas_cumprod"):
+        a = scheduler.alphas_cumprod[int(t)].to(x.device)
+        return (lambda p: (x - (1 - a).sqrt() * p) / a.sqrt()), (lambda x0: (x - a.sqrt() * x0) / (1 - a).sqrt())
+    return None
+
+
+def _stats(x: torch.Tensor):
+    return x.mean(dim=(2, 3, 4), keepdim=True), x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-5)
+
+
+def _windowed_predict(model, x, t, batch_for, spans, num_frames, ctx, scheduler, guided, cfg):
+    """Denoise each window separately and fuse with position weights; anchor window statistics (drift)."""
+    pred_sum = torch.zeros_like(x[: x.shape[0] // (2 if guided else 1)], dtype=torch.float32)
+    weight_sum = torch.zeros(1, 1, num_frames, 1, 1, device=x.device)
+    ref = None
+    running: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for k, (s, e) in enumerate(spans):
+        xw = torch.cat([x[:, :, s:e]]) if not guided else x[:, :, s:e]
+        p = model.predict(xw, t, batch_for(s, e)).float()
+        if guided:
+            u, c = p.chunk(2)
+            p = u + cfg * (c - u)
+        xs = x[: p.shape[0], :, s:e].float()
+        conv = _x0_and_back(scheduler, xs, t) if ctx.anchor != W.Anchor.NONE and ctx.anchor_strength > 0 else None
+        if conv is not None:
+            to_x0, to_pred = conv
+            x0 = to_x0(p)
+            mu, sd = _stats(x0)
+            if ref is not None:
+                a = ctx.anchor_strength
+                rmu, rsd = ref
+                x0 = (1 - a) * x0 + a * ((x0 - mu) / sd * rsd + rmu)
+                p = to_pred(x0)
+            running.append((mu, sd))
+            if ctx.anchor == W.Anchor.FIRST:
+                ref = running[0]
+            else:
+                ref = (torch.stack([m for m, _ in running]).mean(0), torch.stack([d for _, d in running]).mean(0))
+        w = W.frame_weights(e - s, ctx.fuse).to(x.device).view(1, 1, -1, 1, 1)
+        pred_sum[:, :, s:e] += p * w
+        weight_sum[:, :, s:e] += w
+    return pred_sum / weight_sum
+
+
 def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | None, settings: SamplerSettings,
-           init_latents: torch.Tensor | None = None, on_step: StepCallback | None = None) -> torch.Tensor:
+           init_latents: torch.Tensor | None = None, on_step: StepCallback | None = None,
+           context: W.ContextOptions | None = None) -> torch.Tensor:
     """Generate latents for one clip.
 
     Args:
         model: a loaded family.
-        positive, negative: encoded prompts; negative is used only when guidance_scale > 1.
+        positive, negative: encoded prompts; negative is used only when guidance_scale > 1. A positive from
+            the Prompt Schedule node carries extras["schedule"] = [(frame, Conditioning), ...].
         settings: frames, size (pixels), steps, guidance, seed, scheduler, shift, denoise.
         init_latents: (1, C, f, h, w) latents to start from when denoise < 1 (video-to-video, image animation).
         on_step: progress/preview/interrupt hook.
+        context: long-video windows (FreeNoise); None or a window covering the clip gives the plain result.
     Returns:
         latents (1, C, f, h, w) float32 on the model's device.
     """
@@ -76,6 +163,7 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
              "Connect the Text Encode node to the same model as the sampler.")
     device = model.device
     shape = (1, *model.latent_shape(s.num_frames, s.height, s.width))       # (1, C, f, h, w)
+    frames = shape[2]
     if init_latents is not None and tuple(init_latents.shape) != shape:
         fail("latent", f"must have shape {shape} for {s.num_frames} frames at {s.width}x{s.height}",
              tuple(init_latents.shape), "Encode the video at the sampler's size and length.")
@@ -83,21 +171,44 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
         fail("denoise", "below 1.0 needs a `latent` input to start from", s.denoise,
              "Connect a Video Encode node to `latent`, or set denoise to 1.0.")
 
-    # 1. scheduler and seeded noise (same generator for noise and any stochastic scheduler step)
+    # 1. windows (latent frames) and how they are fused
+    spans, length, stride, mode = [(0, frames)], frames, 1, None
+    if context is not None:
+        length = W.latent_window(context.context_length, model.temporal_ratio)
+        overlap = context.context_overlap // model.temporal_ratio if model.temporal_ratio > 1 else \
+            context.context_overlap
+        stride = max(1, length - overlap)
+        spans = W.windows(frames, length, stride)
+        mode = context.mode
+        if mode == W.FuseMode.AUTO:
+            mode = W.FuseMode.ATTENTION if model.attention_windows else W.FuseMode.PREDICTIONS
+        if mode == W.FuseMode.ATTENTION and not model.attention_windows:
+            fail("mode", f"`attention` fusion is not available for {model.name}", mode,
+                 "Use predictions (or auto).")
+    windowed = len(spans) > 1
+
+    # 2. scheduler and seeded noise (same generator for noise, rescheduling and any stochastic step)
     scheduler = model.make_scheduler(s.scheduler, s.shift)
     generator = torch.Generator("cpu").manual_seed(s.seed)
     noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    if windowed:
+        noise = W.reschedule_noise(noise, length, stride, generator, context.noise)
     timesteps = _timesteps(scheduler, s.num_inference_steps, s.denoise, device)
-    if s.denoise >= 1.0 and hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(0)
     if init_latents is not None and s.denoise < 1.0:
         latents = _noised(scheduler, init_latents.to(device, torch.float32), noise, timesteps[0])
     else:
         latents = noise * getattr(scheduler, "init_noise_sigma", 1.0)
 
-    # 2. conditioning, batched [negative, positive] for guidance in one denoiser call
+    # 3. conditioning, batched [negative, positive] for guidance in one denoiser call; one batch per prompt
     guided = s.guidance_scale > 1.0 and negative is not None
-    batch = model.prepare(positive, negative if guided else None, s.num_frames, s.height, s.width, generator)
+    schedule = _schedule(positive)
+    batches = [model.prepare(c, negative if guided else None, s.num_frames, s.height, s.width, generator)
+               for _, c in schedule]
+    keyframes = [f for f, _ in schedule]
+    ratio = model.temporal_ratio
+    scheduled = batches[0]
+    if len(batches) > 1 and model.per_frame_text:
+        scheduled = _per_frame_text(model, batches, keyframes, frames, ratio)
     step_kwargs = {}
     params = inspect.signature(scheduler.step).parameters
     if "generator" in params:
@@ -105,18 +216,40 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
     if "eta" in params:
         step_kwargs["eta"] = 0.0
 
-    # 3. the loop
+    # 4. the loop
     total = len(timesteps)
-    with torch.no_grad():
-        for i, t in enumerate(timesteps):
-            x = torch.cat([latents] * 2) if guided else latents                      # (B, C, f, h, w)
-            if hasattr(scheduler, "scale_model_input"):
-                x = scheduler.scale_model_input(x, t)
-            pred = model.predict(x, t, batch).float()
-            if guided:
-                uncond, cond = pred.chunk(2)
-                pred = uncond + s.guidance_scale * (cond - uncond)
-            latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-            if on_step is not None:
-                on_step(i + 1, total, latents)
-    return model.finish(latents, batch)
+    if windowed and mode == W.FuseMode.ATTENTION:
+        model.set_attention_windows(length, stride, context.fuse)
+    try:
+        with torch.no_grad():
+            for i, t in enumerate(timesteps):
+                inject = context is not None and context.inject_start <= i / total < context.inject_end
+                active = scheduled if (len(batches) == 1 or inject or context is None) else batches[0]
+                x = torch.cat([latents] * 2) if guided else latents                  # (B, C, f, h, w)
+                if hasattr(scheduler, "scale_model_input"):
+                    x = scheduler.scale_model_input(x, t)
+                if windowed and mode == W.FuseMode.PREDICTIONS:
+                    def batch_for(a, b, _active=active, _inject=inject):
+                        base = _active
+                        if len(batches) > 1 and not model.per_frame_text:
+                            w = W.schedule_weights(keyframes, (a + b - 1) / 2 * ratio) if _inject else None
+                            base = _blend(batches, w, model.text_keys) if w else batches[0]
+                        return model.window_batch(base, a, b, frames)
+                    pred = _windowed_predict(model, x, t, batch_for, spans, frames, context, scheduler, guided,
+                                             s.guidance_scale)
+                else:
+                    batch = active
+                    if len(batches) > 1 and not model.per_frame_text and inject:
+                        batch = _blend(batches, W.schedule_weights(keyframes, (frames - 1) / 2 * ratio),
+                                       model.text_keys)
+                    pred = model.predict(x, t, batch).float()
+                    if guided:
+                        uncond, cond = pred.chunk(2)
+                        pred = uncond + s.guidance_scale * (cond - uncond)
+                latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
+                if on_step is not None:
+                    on_step(i + 1, total, latents)
+    finally:
+        if windowed and mode == W.FuseMode.ATTENTION:
+            model.set_attention_windows(None)
+    return model.finish(latents, batches[0])

@@ -25,6 +25,8 @@ class AnimateDiffFamily(VideoFamily):
     spatial_multiple = 8
     default_frames = 16
     decode_chunk = 16   # frames per VAE decode call (the VAE is per frame)
+    per_frame_text = True       # prompt rows are repeated per frame: (B*F, 77, D)
+    attention_windows = True    # FreeNoise fuses windows inside the motion modules' temporal attention
     denoiser_attr = "motion_adapter"   # a single .safetensors file replaces the motion module (mm_sd_v15 etc.)
 
     def __init__(self, path, device, dtype, pipe):
@@ -74,13 +76,20 @@ class AnimateDiffFamily(VideoFamily):
         embeds = torch.cat([c.embeds for c in conds])                                   # (B, 77, D)
         return {"encoder_hidden_states": embeds.repeat_interleave(num_frames, dim=0)}   # (B*F, 77, D)
 
+    def set_attention_windows(self, length, stride=1, weights="pyramid") -> None:
+        """FreeNoise inside the motion modules (diffusers' FreeNoiseTransformerBlock): the whole clip goes through
+        the UNet at once, each temporal attention layer attends within windows and fuses them by weight."""
+        if length is None:
+            if self.pipe.free_noise_enabled:
+                self.pipe.disable_free_noise()
+            return
+        # noise rescheduling and prompts are Kinema's (models/windows.py); diffusers only windows the attention
+        self.pipe.enable_free_noise(context_length=length, context_stride=stride, weighting_scheme=weights,
+                                    noise_type="random")
+
     # ---- denoiser ------------------------------------------------------------------------------------------
     def predict(self, latents, t, batch) -> torch.Tensor:
-        b, _, f = latents.shape[:3]
-        states = batch["encoder_hidden_states"]
-        if states.shape[0] != b * f:  # a window of frames: one prompt row per frame of the window
-            states = states.view(b, -1, *states.shape[1:])[:, :f].flatten(0, 1)
-        return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=states).sample
+        return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=batch["encoder_hidden_states"]).sample
 
     # ---- VAE (per frame) -----------------------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

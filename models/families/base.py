@@ -123,6 +123,30 @@ class VideoFamily:
         is given (classifier-free guidance in one batch) or [positive] alone."""
         raise NotImplementedError
 
+    # ---- windows (long video) ----------------------------------------------------------------------------
+    text_keys: ClassVar[tuple[str, ...]] = ("encoder_hidden_states",)   # batch entries that a prompt schedule blends
+    per_frame_text: ClassVar[bool] = False      # text rows are per frame (B*F, L, D) rather than per sample (B, L, D)
+    frame_keys: ClassVar[dict[str, int]] = {}   # batch entries with a frame axis -> that axis, sliced per window
+    attention_windows: ClassVar[bool] = False   # can fuse windows inside its temporal attention
+
+    def window_batch(self, batch: dict[str, Any], start: int, end: int, num_frames: int) -> dict[str, Any]:
+        """The batch for latent frames [start, end) of a clip of num_frames latent frames."""
+        out = dict(batch)
+        for key, axis in self.frame_keys.items():
+            if key in out and out[key] is not None:
+                out[key] = out[key].narrow(axis, start, end - start)
+        if self.per_frame_text:
+            for key in self.text_keys:
+                rows = out[key]                                             # (B*F, L, D)
+                rows = rows.view(-1, num_frames, *rows.shape[1:])[:, start:end]  # (B, f, L, D)
+                out[key] = rows.flatten(0, 1)
+        return out
+
+    def set_attention_windows(self, length: int | None, stride: int = 1, weights: str = "pyramid") -> None:
+        """Turn windowed fusion inside temporal attention on (length > 0) or off (None)."""
+        fail("mode", f"`attention` fusion is not available for {self.name}", "attention",
+             "Use mode predictions (or auto).")
+
     # ---- the one denoiser call -----------------------------------------------------------------------------
     def predict(self, latents: torch.Tensor, t: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """latents (B, C, f, h, w) already scaled for the scheduler -> the model output, same shape."""

@@ -33,6 +33,7 @@ class WanFamily(VideoFamily):
     spatial_multiple = 16     # VAE 8x times patch 2x2
     default_frames = 81
     max_sequence_length = 512
+    frame_keys = {"condition": 2, "first_frame_condition": 2, "first_frame_mask": 2}
 
     def __init__(self, path, device, dtype, pipe):
         super().__init__(path, device, dtype)
