@@ -62,7 +62,11 @@ def _noised(scheduler, init: torch.Tensor, noise: torch.Tensor, t: torch.Tensor)
 
 # ---- prompt schedules ------------------------------------------------------------------------------------------
 def _schedule(positive: Conditioning) -> list[tuple[int, Conditioning]]:
-    return positive.extras.get("schedule") or [(0, positive)]
+    """[(frame, Conditioning)] keyframes; a start image attached to the scheduled prompt applies to each."""
+    entries = positive.extras.get("schedule") or [(0, positive)]
+    if positive.image is not None:
+        entries = [(f, c if c.image is not None else c.with_image(positive.image)) for f, c in entries]
+    return entries
 
 
 def _blend(batches: list[dict], weights: list[float], keys) -> dict:

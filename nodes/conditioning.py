@@ -46,6 +46,36 @@ class KinemaImageToVideo:
         return (positive.with_image(image[:1, ..., :3].float().cpu()),)
 
 
-NODE_CLASS_MAPPINGS = {"KinemaTextEncode": KinemaTextEncode, "KinemaImageToVideo": KinemaImageToVideo}
+class KinemaPromptSchedule:
+    DESCRIPTION = ("One prompt per stretch of the video (FreeNoise multi-prompt): 'FRAME: prompt' entries. Each "
+                   "window follows the prompt of its frames, blended between keyframes; the new prompts act in the "
+                   "middle denoising steps (motion injection) so the layout stays coherent.")
+    CATEGORY = "Kinema/conditioning"
+    RETURN_TYPES = ("KINEMA_COND",)
+    RETURN_NAMES = ("positive",)
+    OUTPUT_TOOLTIPS = ("A positive prompt carrying the schedule; use it with Context Options for long videos.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_MODEL", {"tooltip": "The model whose text encoder is used."}),
+            "schedule": ("STRING", {"multiline": True, "default": "0: a cat walks on grass | 48: the cat runs",
+                                    "tooltip": "Entries 'FRAME: prompt' separated by '|' or new lines, frames in "
+                                               "video frames, strictly increasing, starting at 0. The last prompt "
+                                               "holds to the end."}),
+        }}
+
+    def encode(self, model, schedule):
+        from ..models.families.base import Conditioning
+        from ..models.windows import parse_schedule
+        entries = [(frame, model.encode_prompt(text)) for frame, text in parse_schedule(schedule)]
+        first = entries[0][1]
+        return (Conditioning(first.family, schedule, first.embeds, extras={"schedule": entries}),)
+
+
+NODE_CLASS_MAPPINGS = {"KinemaTextEncode": KinemaTextEncode, "KinemaImageToVideo": KinemaImageToVideo,
+                       "KinemaPromptSchedule": KinemaPromptSchedule}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTextEncode": "Text Encode (Kinema)",
-                              "KinemaImageToVideo": "Image to Video Conditioning"}
+                              "KinemaImageToVideo": "Image to Video Conditioning",
+                              "KinemaPromptSchedule": "Prompt Schedule"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..models.families.base import SchedulerChoice
+from ..models.windows import Anchor, FuseMode, FuseWeights, NoiseType
 from . import _env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -55,10 +56,12 @@ class KinemaTemporalSampler:
         }, "optional": {
             "latent": ("LATENT", {"tooltip": "Start latents for denoise < 1 (from Video Encode); same length and "
                                              "size as set here."}),
+            "context": ("KINEMA_CONTEXT", {"tooltip": "Long video: windows from a Context Options node. Without it "
+                                                      "the whole clip is denoised at once."}),
         }}
 
     def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
-               latent=None):
+               latent=None, context=None):
         from ..models.sampling import SamplerSettings, sample
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
@@ -69,9 +72,54 @@ class KinemaTemporalSampler:
             progress(i, _to_pil(model.preview(latents)[0]))
 
         init = latent["samples"] if latent is not None else None
-        samples = sample(model, positive, negative, settings, init_latents=init, on_step=on_step)
+        samples = sample(model, positive, negative, settings, init_latents=init, on_step=on_step, context=context)
         return ({"samples": samples.cpu(), "kinema_frames": length},)
 
 
-NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler"}
+class KinemaContextOptions:
+    DESCRIPTION = ("Long video without retraining (FreeNoise): the sampler denoises overlapping windows of the "
+                   "length the model was trained on, reschedules the noise so windows agree, fuses them with "
+                   "position weights, and anchors colour and brightness so they do not drift.")
+    CATEGORY = "Kinema/sampling"
+    RETURN_TYPES = ("KINEMA_CONTEXT",)
+    RETURN_NAMES = ("context",)
+    OUTPUT_TOOLTIPS = ("Window settings for the Temporal Sampler's `context` input.",)
+    FUNCTION = "options"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "context_length": ("INT", {"default": 16, "min": 1, "max": 10000, "tooltip":
+                               "Frames per window: what the model was trained on (AnimateDiff 16, Wan 81). A clip "
+                               "no longer than this is sampled in one window, exactly as without windows."}),
+            "context_overlap": ("INT", {"default": 4, "min": 0, "max": 9999, "tooltip":
+                                "Frames shared by neighbouring windows; must be below context_length. More overlap "
+                                "blends windows more smoothly and costs more time (windows = frames / (length - "
+                                "overlap)). Wan works in latent frames: overlap is divided by 4."}),
+            "fuse": ([e.value for e in FuseWeights], {"default": "pyramid", "tooltip":
+                     "How overlapping windows are weighted: pyramid (centre frames count most, FreeNoise's "
+                     "default), flat (plain average), delayed_reverse_sawtooth (favours later windows)."}),
+            "noise": ([e.value for e in NoiseType], {"default": "shuffle_context", "tooltip":
+                      "shuffle_context: FreeNoise's rescheduling (one window of noise, locally shuffled over the "
+                      "clip: windows stay coherent); repeat_context: the same noise repeated; random: fresh noise "
+                      "everywhere (more variety, less coherence)."}),
+            "mode": ([e.value for e in FuseMode], {"default": "auto", "tooltip":
+                     "Where windows are fused. attention: inside the temporal attention layers (AnimateDiff; as "
+                     "diffusers' FreeNoise). predictions: the denoiser runs per window and its outputs are fused "
+                     "(every family, DiTs included). auto picks attention where available."}),
+            "anchor": ([e.value for e in Anchor], {"default": "first", "tooltip":
+                       "Drift control: pull each window's predicted colour/brightness statistics toward the first "
+                       "window (first) or the running mean of earlier windows (running); none turns it off. "
+                       "Applies to prediction fusion."}),
+            "anchor_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                                "0 leaves windows free, 1 matches the reference statistics exactly every step."}),
+        }}
+
+    def options(self, context_length, context_overlap, fuse, noise, mode, anchor, anchor_strength):
+        from ..models.windows import ContextOptions
+        return (ContextOptions(context_length=context_length, context_overlap=context_overlap, fuse=fuse,
+                               noise=noise, mode=mode, anchor=anchor, anchor_strength=anchor_strength),)
+
+
+NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler, "KinemaContextOptions": KinemaContextOptions}
+NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler", "KinemaContextOptions": "Context Options"}

@@ -79,6 +79,23 @@ WORKFLOWS = {
         "its design, then the green is keyed out again: the looping WebP keeps the transparency. Bundled: "
         "`fixture-animatediff` (tiny, RANDOM weights). For real stickers load an AnimateDiff folder "
         "(SD1.5 + motion adapter) and use 512x512, 16 frames, 20 steps."]),
+    "long_video_wan": ({
+        "1": _loader("fixture-wan-t2v"),
+        "2": {"class_type": "KinemaPromptSchedule", "inputs": {
+            "model": _link(1), "schedule": "0: a paper boat drifts on a calm pond | 16: the paper boat spins in "
+                                           "a whirlpool"}},
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaContextOptions", "inputs": {
+            "context_length": 9, "context_overlap": 4, "fuse": "pyramid", "noise": "shuffle_context",
+            "mode": "auto", "anchor": "first", "anchor_strength": 0.5}},
+        "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+            **_sampler(length=33, size=64, steps=6, cfg=5.0)["inputs"], "context": _link(7)}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/long_video_wan"}},
+    }, ["Long video with Wan (FreeNoise): 33 frames in 4 overlapping windows of 9, a prompt schedule with two "
+        "prompts, drift anchored to the first window. Bundled: `fixture-wan-t2v` (tiny, RANDOM weights). With a "
+        "real Wan model use windows of 81 frames, overlap 16, and as many frames as you like."]),
 }
 
 
