@@ -31,7 +31,7 @@ def _text(model, text, title):
 
 def _loader(name):
     return {"class_type": "KinemaLoadVideoModel",
-            "inputs": {"model": name, "family": "auto", "device": "auto", "dtype": "auto"}}
+            "inputs": {"model": name, "family": "auto", "device": "auto", "dtype": "auto", "weights": "none"}}
 
 
 NEG = "blurry, flicker, distorted, low quality"
