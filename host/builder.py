@@ -9,6 +9,8 @@ from collections import defaultdict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
+# inputs that only the frontend fills (the audio player a node declares as "audioUI"): it draws them itself
+FRONTEND_ONLY_TYPES = {"AUDIO_UI"}
 
 
 def _is_link(v) -> bool:
@@ -57,6 +59,8 @@ def api_to_ui(prompt: dict, object_info: dict, notes: list[str] | None = None) -
             for name in names:
                 value = node["inputs"].get(name)
                 s = spec[name]
+                if isinstance(s[0], str) and s[0] in FRONTEND_ONLY_TYPES:
+                    continue
                 if is_widget(s):
                     opts = s[1] if len(s) > 1 else {}
                     if _is_link(value):

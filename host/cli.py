@@ -1,4 +1,5 @@
-"""`kinema` command: run a saved workflow headless, list nodes, write tiny fixture models, serve the editor."""
+"""`kinema` command: run a saved workflow headless, list nodes, write tiny fixture models, serve the editor, and
+resume a failed decode from saved latents."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fixtures", help="write tiny random-weight models of every family (for testing)")
     f.add_argument("dir", help="models folder to write into (models go to DIR/diffusers/<name>)")
     f.add_argument("--overwrite", action="store_true")
+    d = sub.add_parser("decode", help="decode saved latents (*.latents.safetensors, written by Decode And Save "
+                                      "Video) into a video: resumes a decode that failed")
+    d.add_argument("latents", help="the .latents.safetensors file")
+    d.add_argument("--model", help="model folder under models/diffusers (default: the one named in the file)")
+    d.add_argument("--output", help="video file to write (default: beside the latents file, same name, with the "
+                                    "format's extension)")
+    d.add_argument("--format", choices=["mp4", "webm", "webp", "gif"],
+                   help="video format (default: the one in the file, else mp4)")
+    d.add_argument("--fps", type=float, help="frames per second (default: the one in the file)")
+    d.add_argument("--memory-mb", type=int, default=0, help="MB the VAE may use (default 0: automatic)")
+    d.add_argument("--tile-size", type=int, default=0, help="tile side in pixels (default 0: automatic)")
+    d.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    d.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32 (default auto; Wan's VAE stays fp32)")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing video file")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_dirs(d)
     s = sub.add_parser("serve", help="open the ComfyUI editor against Kinema's own server")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8188)
@@ -145,6 +162,56 @@ def cmd_fixtures(args) -> int:
     return EXIT_OK
 
 
+def cmd_decode(args) -> int:
+    """Resume a failed decode: saved latents -> the video, streamed chunk by chunk like Decode And Save Video."""
+    from ..models import tae
+    from ..models.devices import pick_device, pick_dtype
+    from ..models.families import load_model
+    from ..nodes import _env
+    _configure(args)
+    try:
+        latents, info, audio = tae.load_latents(Path(args.latents))
+        fmt = args.format or info.format or "mp4"
+        fps = args.fps or info.fps
+        if not fps:
+            raise ValueError("`--fps` is needed: the latents file does not record the video's fps. Fix: pass e.g. "
+                             "--fps 16.")
+        out = Path(args.output) if args.output else tae.video_path_for(Path(args.latents), fmt)
+        if out.exists() and not args.overwrite:
+            raise ValueError(f"`--output` {str(out)!r} already exists. Fix: pass --overwrite or another --output.")
+        name = args.model or info.model
+        device = pick_device(args.device)
+        model = load_model(_env.find_model("diffusers", name), info.family, device, pick_dtype(args.dtype, device))
+        settings = tae.TileSettings(memory_mb=args.memory_mb, tile_px=args.tile_size)
+        settings.check()
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"kinema: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=info.frames, desc="  frames", unit="frame", file=sys.stderr)
+
+    def on_frames(done, total):
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        tae.decode_to_file(model, latents, out, fps, fmt, audio=audio, settings=settings,
+                           metadata=info.tags or None, on_frames=on_frames)
+    except KeyboardInterrupt:
+        print("kinema: interrupted (no video written; the latents file is unchanged)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, RuntimeError) as exc:
+        print(f"kinema: decode failed: {exc} (no video written; the latents file is unchanged)", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+    print(json.dumps({"video": str(out), "frames": info.frames, "fps": fps, "format": fmt}))
+    return EXIT_OK
+
+
 def cmd_serve(args) -> int:
     _configure(args)
     try:
@@ -158,7 +225,8 @@ def cmd_serve(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return {"run": cmd_run, "nodes": cmd_nodes, "fixtures": cmd_fixtures, "serve": cmd_serve}[args.cmd](args)
+    return {"run": cmd_run, "nodes": cmd_nodes, "fixtures": cmd_fixtures, "serve": cmd_serve,
+            "decode": cmd_decode}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-animatediff")
+FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-animatediff", "fixture-stable-audio", "fixture-ltx2")
 _CHARS = string.ascii_letters + string.digits + string.punctuation
 
 
@@ -32,6 +32,17 @@ def clip_tokenizer(model_max_length: int = 77):
         vocab[ch] = len(vocab)
         vocab[ch + "</w>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def gemma_tokenizer(model_max_length: int = 1024):
+    """A Gemma tokenizer made in code: specials, byte fallback, '▁' and single characters (no merges)."""
+    from transformers import GemmaTokenizer
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for i in range(256):
+        vocab[f"<0x{i:02X}>"] = len(vocab)
+    for c in "▁" + _CHARS:
+        vocab.setdefault(c, len(vocab))
+    return GemmaTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
 
 
 def _umt5(tok):
@@ -101,8 +112,97 @@ def build_animatediff():
                                tokenizer=tok, feature_extractor=None, image_encoder=None)
 
 
+def build_stable_audio():
+    """Stable Audio Open in miniature: 8 kHz stereo, hop 8, a 1024-step latent window (1.024 s)."""
+    from diffusers import (AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel,
+                           StableAudioPipeline, StableAudioProjectionModel)
+    from transformers import T5Config, T5EncoderModel
+    torch.manual_seed(0)
+    transformer = StableAudioDiTModel(sample_size=1024, in_channels=3, num_layers=2, attention_head_dim=4,
+                                      num_attention_heads=4, num_key_value_attention_heads=2, out_channels=3,
+                                      cross_attention_dim=4, time_proj_dim=8, global_states_input_dim=8,
+                                      cross_attention_input_dim=4)
+    # the scheduler StableAudioPipeline declares (its diffusers test scheduler needs torchsde)
+    scheduler = EDMDPMSolverMultistepScheduler(solver_order=2, prediction_type="v_prediction", sigma_data=1.0,
+                                               sigma_schedule="exponential")
+    torch.manual_seed(0)
+    vae = AutoencoderOobleck(encoder_hidden_size=6, downsampling_ratios=[2, 4], decoder_channels=3,
+                             decoder_input_channels=3, audio_channels=2, channel_multiples=[2, 4], sampling_rate=8000)
+    tok = t5_tokenizer(model_max_length=32)
+    torch.manual_seed(0)
+    te = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+                                 relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                                 decoder_start_token_id=0)).eval()
+    torch.manual_seed(0)
+    proj = StableAudioProjectionModel(text_encoder_dim=32, conditioning_dim=4, min_value=0, max_value=32)
+    return StableAudioPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=te,
+                               tokenizer=tok, projection_model=proj)
+
+
+def _gemma3(tok):
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+    torch.manual_seed(0)
+    cfg = Gemma3Config(
+        text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+                         sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        mm_tokens_per_image=4, boi_token_index=len(tok) - 3, eoi_token_index=len(tok) - 2,
+        image_token_index=len(tok) - 1)
+    return Gemma3ForConditionalGeneration(cfg).eval()
+
+
+def build_ltx2():
+    """LTX-2 (joint video + audio) in miniature: video VAE 2x in space and time, 16 kHz stereo audio through a
+    mel VAE (8 bins) and a vocoder whose upsampling (10 x 16) equals the mel hop (160)."""
+    from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler,
+                           LTX2Pipeline, LTX2VideoTransformer3DModel)
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    tok = gemma_tokenizer()
+    te = _gemma3(tok)
+    hidden, layers = te.config.text_config.hidden_size, te.config.text_config.num_hidden_layers
+    torch.manual_seed(0)
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads",
+        caption_channels=hidden, rope_double_precision=False, rope_type="split")
+    torch.manual_seed(0)
+    connectors = LTX2TextConnectors(   # heads x head dim must equal the text encoder's hidden size
+        caption_channels=hidden, text_proj_in_factor=layers + 1, video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=8, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split")
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTX2Video(   # spatiotemporal downsampling: multi-frame conditions need a time axis
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
+        layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
+        decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False),
+        downsample_type=("spatiotemporal",), upsample_residual=(False,), upsample_factor=(1,),
+        timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+    torch.manual_seed(0)
+    audio_vae = AutoencoderKLLTX2Audio(
+        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2,
+        resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
+        mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True, mel_bins=8)
+    torch.manual_seed(0)
+    vocoder = LTX2Vocoder(in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[20, 32],
+                          upsample_factors=[10, 16], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+                          leaky_relu_negative_slope=0.1, output_sampling_rate=16000)
+    return LTX2Pipeline(transformer=transformer, vae=vae, audio_vae=audio_vae,
+                        scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder=te, tokenizer=tok,
+                        connectors=connectors, vocoder=vocoder, processor=None, prompt_enhancer=None,
+                        duration_head=None)
+
+
 BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v,
-            "fixture-animatediff": build_animatediff}
+            "fixture-animatediff": build_animatediff, "fixture-stable-audio": build_stable_audio,
+            "fixture-ltx2": build_ltx2}
 
 
 def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) -> list[Path]:

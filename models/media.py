@@ -20,12 +20,13 @@ import io
 import math
 import os
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import av
 import numpy as np
@@ -222,9 +223,14 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def _frame_start(i: int, fps: Fraction, unit_ms: int) -> int:
+    """Start time of frame i in ms, rounded to `unit_ms`: delays never drift from i / fps."""
+    return round(Fraction(i * 1000, unit_ms) / fps) * unit_ms
+
+
 def _frame_starts(n: int, fps: Fraction, unit_ms: int) -> list[int]:
     """Start time of frames 0..n (n+1 values) in ms, rounded to `unit_ms`: delays never drift from n / fps."""
-    return [round(Fraction(i * 1000, unit_ms) / fps) * unit_ms for i in range(n + 1)]
+    return [_frame_start(i, fps, unit_ms) for i in range(n + 1)]
 
 
 def save_video(frames: torch.Tensor, path, fps: float, fmt: VideoFormat | str = VideoFormat.MP4,
@@ -249,96 +255,187 @@ def save_video(frames: torch.Tensor, path, fps: float, fmt: VideoFormat | str = 
         metadata: text tags (e.g. {"prompt": json, "workflow": json}): container tags in mp4/webm, EXIF in webp
             (ComfyUI's layout, so the editor can read the workflow back); gif stores none.
     """
-    fmt = video_format(fmt)
-    n, h, w, c = check_images("images", frames)
-    rate = check_fps("fps", fps)
-    if fmt in MAX_FPS and rate > MAX_FPS[fmt]:
-        fail("fps", f"must be at most {MAX_FPS[fmt]:g} for {fmt.value}", float(fps),
-             "Browsers slow down shorter frame delays; pick mp4 or webm for high frame rates.")
-    check_choice("odd_size", odd_size, ["pad", "error"])
-    check_range("loop", loop, 0, 65535)
-    opacity = frames[..., 3] if c == 4 else None  # (F, H, W)
+    writer = VideoWriter(path, fps, fmt, audio=audio, loop=loop, crf=crf, quality=quality, lossless=lossless,
+                         webp_method=webp_method, odd_size=odd_size, metadata=metadata)
+    n, h, w, _ = check_images("images", frames)
     if alpha is not None:
-        alpha = check_mask("alpha", alpha, n, h, w)
-        opacity = alpha if opacity is None else opacity * alpha
-    if opacity is not None and fmt == VideoFormat.MP4 and bool((opacity < 1 - 0.5 / 255).any()):
-        fail("format", "cannot store transparency (H.264 has no alpha channel)", fmt.value,
-             "Pick webm, webp or gif for transparency, or put the frames on a colour with Composite On Color.")
-    if audio is not None and fmt not in (VideoFormat.MP4, VideoFormat.WEBM):
-        fail("audio", f"cannot be stored in {fmt.value}", "an AUDIO input", "Pick mp4 or webm, or disconnect it.")
-
-    def rgba(i: int) -> np.ndarray:  # (H, W, 3 or 4) uint8 of frame i
-        rgb = _to_uint8(frames[i, ..., :3])
-        if opacity is None:
-            return rgb
-        return np.concatenate([rgb, _to_uint8(opacity[min(i, opacity.shape[0] - 1)])[..., None]], axis=-1)
-
-    with atomic_write(path) as tmp:
-        if fmt in (VideoFormat.MP4, VideoFormat.WEBM):
-            _write_av(tmp, fmt, rgba, n, h, w, rate, opacity is not None, crf, audio, odd_size, metadata)
-        elif fmt == VideoFormat.WEBP:
-            _write_webp(tmp, rgba, n, h, w, rate, opacity is not None, loop, quality, lossless, webp_method, metadata)
-        else:
-            _write_gif(tmp, rgba, n, rate, opacity is not None, loop)
+        check_mask("alpha", alpha, n, h, w)
+    writer.check_size(h, w)
+    with writer:
+        writer.write(frames, alpha)
     return Path(path)
 
 
-def _write_av(tmp: Path, fmt: VideoFormat, rgba: Callable[[int], np.ndarray], n: int, h: int, w: int,
-              rate: Fraction, has_alpha: bool, crf: int | None, audio: dict | None, odd_size: str,
-              metadata: dict[str, str] | None) -> None:
-    """mp4 (libx264 yuv420p + AAC) or webm (libvpx-vp9 yuv(a)420p + Opus), BT.709 limited range, tagged."""
-    from av.video.reformatter import Colorspace, ColorRange, VideoReformatter
-    mp4 = fmt == VideoFormat.MP4
-    pad_h, pad_w = (h % 2, w % 2) if mp4 else (0, 0)
-    if (pad_h or pad_w) and odd_size == "error":
-        fail("images", "must have an even width and height for mp4 (H.264 4:2:0)", f"{w}x{h}",
-             f"Crop or pad to {w + pad_w}x{h + pad_h}, pick webm or webp, or let odd sizes be padded.")
-    pix = "yuv420p" if mp4 or not has_alpha else "yuva420p"
-    wav = rate_in = None
-    if audio is not None:
-        wav, rate_in = check_audio("audio", audio)
-        want = round(Fraction(n) * rate_in / rate)  # samples covering exactly n / fps seconds
-        wav = wav[:, :want] if wav.shape[1] >= want else torch.nn.functional.pad(wav, (0, want - wav.shape[1]))
-    options = {"movflags": "+faststart+use_metadata_tags"} if mp4 else {}
-    reformatter = VideoReformatter()
-    with av.open(str(tmp), "w", format=fmt.value, options=options) as out:
-        for k, v in (metadata or {}).items():
-            out.metadata[k] = v
-        # 1. video stream: exact fps as the codec time base (pts = frame index)
-        vs = out.add_stream("libx264" if mp4 else "libvpx-vp9", rate=rate)
-        vs.width, vs.height, vs.pix_fmt = w + pad_w, h + pad_h, pix
-        cc = vs.codec_context
-        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
-        vs.options = ({"crf": str(19 if crf is None else crf), "preset": "medium"} if mp4 else
-                      {"crf": str(32 if crf is None else crf), "b": "0", "deadline": "good", "cpu-used": "4",
-                       "row-mt": "1"})
-        # 2. audio stream (AAC at its own rate when AAC allows it, Opus always at 48 kHz; PyAV resamples)
-        aus, layout = None, "stereo"
-        if wav is not None:
-            layout = "mono" if wav.shape[0] == 1 else "stereo"
-            codec_rate = (rate_in if rate_in in AAC_RATES else 48000) if mp4 else 48000
-            aus = out.add_stream("aac" if mp4 else "libopus", rate=codec_rate, layout=layout)
-            aus.bit_rate = (192000 if mp4 else 128000) // (2 if layout == "mono" else 1)
-        # 3. frames, with the audio of each frame's time span muxed right after it (interleaved file)
+class VideoWriter:
+    """Write a video chunk by chunk, atomically: frames go to the encoder as they come, so a long video never
+    sits in memory; the file appears at `path` only when the `with` block ends without an exception (a hidden
+    temporary file in the same folder is renamed), and is deleted otherwise.
+
+        with VideoWriter(path, fps=16, fmt="mp4", audio=audio) as out:
+            for chunk in chunks:          # IMAGE chunks (n, H, W, 3 or 4) float 0..1, any n >= 1
+                out.write(chunk)
+        out.frames                        # frames written
+
+    Args as save_video (which is this writer with one chunk). The audio is muxed frame by frame beside the video
+    and ends with the last frame written (trimmed, or padded with silence), so its length need not be known
+    up front. Every chunk must have the first chunk's size, and either all chunks have alpha or none.
+    """
+
+    def __init__(self, path, fps: float, fmt: VideoFormat | str = VideoFormat.MP4, *, audio: dict | None = None,
+                 loop: int = 0, crf: int | None = None, quality: int = 90, lossless: bool = False,
+                 webp_method: int = 4, odd_size: str = "pad", metadata: dict[str, str] | None = None):
+        self.path, self.fmt = Path(path), video_format(fmt)
+        self.rate = check_fps("fps", fps)
+        if self.fmt in MAX_FPS and self.rate > MAX_FPS[self.fmt]:
+            fail("fps", f"must be at most {MAX_FPS[self.fmt]:g} for {self.fmt.value}", float(fps),
+                 "Browsers slow down shorter frame delays; pick mp4 or webm for high frame rates.")
+        check_choice("odd_size", odd_size, ["pad", "error"])
+        check_range("loop", loop, 0, 65535)
+        if audio is not None and self.fmt not in (VideoFormat.MP4, VideoFormat.WEBM):
+            fail("audio", f"cannot be stored in {self.fmt.value}", "an AUDIO input",
+                 "Pick mp4 or webm, or disconnect it.")
+        self.audio = check_audio("audio", audio) if audio is not None else None   # (waveform (C, T), rate)
+        self.options = dict(loop=loop, crf=crf, quality=quality, lossless=lossless, webp_method=webp_method,
+                            odd_size=odd_size, metadata=metadata)
+        self.frames = 0
+        self._size: tuple[int, int, bool] | None = None    # (h, w, has_alpha) fixed by the first chunk
+        self._sink = None
+        self._stack: contextlib.ExitStack | None = None
+        self._tmp: Path | None = None
+
+    def check_size(self, h: int, w: int) -> None:
+        """Reject a frame size this format cannot store (mp4 with odd_size="error"), before anything is written."""
+        if self.fmt == VideoFormat.MP4 and (h % 2 or w % 2) and self.options["odd_size"] == "error":
+            fail("images", "must have an even width and height for mp4 (H.264 4:2:0)", f"{w}x{h}",
+                 f"Crop or pad to {w + w % 2}x{h + h % 2}, pick webm or webp, or let odd sizes be padded.")
+
+    def __enter__(self) -> "VideoWriter":
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_write(self.path))
+        return self
+
+    def write(self, frames: torch.Tensor, alpha: torch.Tensor | None = None) -> None:
+        """Append IMAGE frames (n, H, W, 3 or 4) float 0..1; alpha: optional opacity (n or 1, H, W), 1 = opaque."""
+        if self._tmp is None:
+            raise RuntimeError("VideoWriter.write() called outside its `with` block. Fix: use "
+                               "`with VideoWriter(...) as out: out.write(frames)`.")
+        n, h, w, c = check_images("images", frames)
+        opacity = frames[..., 3] if c == 4 else None  # (n, H, W)
+        if alpha is not None:
+            alpha = check_mask("alpha", alpha, n, h, w)
+            opacity = alpha if opacity is None else opacity * alpha
+        if self._size is None:
+            self.check_size(h, w)
+            self._size = (h, w, opacity is not None)
+            self._sink = self._open_sink(h, w, opacity is not None)
+        elif (h, w) != self._size[:2]:
+            fail("images", f"must keep the size of the first chunk ({self._size[1]}x{self._size[0]})", f"{w}x{h}",
+                 "Write every chunk of one video at the same size.")
+        elif (opacity is not None) != self._size[2]:
+            fail("alpha", "must be given for every chunk or for none", "a change between chunks",
+                 "Pass alpha (or RGBA frames) with every chunk, or with none.")
+        if opacity is not None and self.fmt == VideoFormat.MP4 and bool((opacity < 1 - 0.5 / 255).any()):
+            fail("format", "cannot store transparency (H.264 has no alpha channel)", self.fmt.value,
+                 "Pick webm, webp or gif for transparency, or put the frames on a colour with Composite On Color.")
         for i in range(n):
-            arr = rgba(i)  # (H, W, 3|4) uint8
-            if pad_h or pad_w:
-                arr = np.pad(arr, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=("rgb24", "rgba")[arr.shape[2] == 4])
-            frame = reformatter.reformat(frame, format=pix, dst_colorspace=Colorspace.ITU709,
-                                         dst_color_range=ColorRange.MPEG)
-            frame.pts = i
-            out.mux(vs.encode(frame))
-            if aus is not None:
-                a0, a1 = (round(Fraction(j) * rate_in / rate) for j in (i, i + 1))
-                if a1 > a0:
-                    chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wav[:, a0:a1].numpy()), format="fltp",
-                                                       layout=layout)
-                    chunk.sample_rate, chunk.pts, chunk.time_base = rate_in, a0, Fraction(1, rate_in)
-                    out.mux(aus.encode(chunk))
-        out.mux(vs.encode(None))
-        if aus is not None:
-            out.mux(aus.encode(None))
+            rgb = _to_uint8(frames[i, ..., :3])   # (H, W, 3) uint8, converted one frame at a time
+            if opacity is not None:
+                rgb = np.concatenate([rgb, _to_uint8(opacity[min(i, opacity.shape[0] - 1)])[..., None]], axis=-1)
+            self._sink.add(rgb)
+            self.frames += 1
+
+    def _open_sink(self, h: int, w: int, has_alpha: bool):
+        o = self.options
+        if self.fmt in (VideoFormat.MP4, VideoFormat.WEBM):
+            return _AvSink(self._tmp, self.fmt, h, w, self.rate, has_alpha, o["crf"], self.audio, o["metadata"])
+        if self.fmt == VideoFormat.WEBP:
+            return _WebpSink(self._tmp, h, w, self.rate, has_alpha, o["loop"], o["quality"], o["lossless"],
+                             o["webp_method"], o["metadata"])
+        return _GifSink(self._tmp, self.rate, has_alpha, o["loop"])
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, self._tmp = self._stack, None
+        try:
+            if exc_type is None and self.frames == 0:
+                fail("images", "must hold at least one frame", 0, "Write at least one chunk before closing.")
+            if self._sink is not None:
+                self._sink.close(ok=exc_type is None)
+        except BaseException:
+            if exc_type is None:   # a failure while finishing: the temporary file goes too
+                stack.__exit__(*sys.exc_info())
+                raise
+        return bool(stack.__exit__(exc_type, exc, tb))
+
+
+class _AvSink:
+    """mp4 (libx264 yuv420p + AAC) or webm (libvpx-vp9 yuv(a)420p + Opus), BT.709 limited range, tagged; frames
+    added one at a time, each followed by the audio of its time span (an interleaved file)."""
+
+    def __init__(self, tmp: Path, fmt: VideoFormat, h: int, w: int, rate: Fraction, has_alpha: bool,
+                 crf: int | None, audio: tuple[torch.Tensor, int] | None, metadata: dict[str, str] | None):
+        from av.video.reformatter import VideoReformatter
+        mp4 = fmt == VideoFormat.MP4
+        self.pad_h, self.pad_w = (h % 2, w % 2) if mp4 else (0, 0)
+        self.pix = "yuv420p" if mp4 or not has_alpha else "yuva420p"
+        self.rate, self.n = rate, 0
+        self.wav, self.rate_in = audio if audio is not None else (None, None)
+        self.reformatter = VideoReformatter()
+        options = {"movflags": "+faststart+use_metadata_tags"} if mp4 else {}
+        self.out = av.open(str(tmp), "w", format=fmt.value, options=options)
+        try:
+            for k, v in (metadata or {}).items():
+                self.out.metadata[k] = v
+            # 1. video stream: exact fps as the codec time base (pts = frame index)
+            self.vs = vs = self.out.add_stream("libx264" if mp4 else "libvpx-vp9", rate=rate)
+            vs.width, vs.height, vs.pix_fmt = w + self.pad_w, h + self.pad_h, self.pix
+            cc = vs.codec_context
+            cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
+            vs.options = ({"crf": str(19 if crf is None else crf), "preset": "medium"} if mp4 else
+                          {"crf": str(32 if crf is None else crf), "b": "0", "deadline": "good", "cpu-used": "4",
+                           "row-mt": "1"})
+            # 2. audio stream (AAC at its own rate when AAC allows it, Opus always at 48 kHz; PyAV resamples)
+            self.aus, self.layout = None, "stereo"
+            if self.wav is not None:
+                self.layout = "mono" if self.wav.shape[0] == 1 else "stereo"
+                codec_rate = (self.rate_in if self.rate_in in AAC_RATES else 48000) if mp4 else 48000
+                self.aus = self.out.add_stream("aac" if mp4 else "libopus", rate=codec_rate, layout=self.layout)
+                self.aus.bit_rate = (192000 if mp4 else 128000) // (2 if self.layout == "mono" else 1)
+        except BaseException:
+            self.out.close()
+            raise
+
+    def add(self, arr: np.ndarray) -> None:
+        """One frame (H, W, 3|4) uint8, then the audio of its time span (silence past the end of the audio)."""
+        from av.video.reformatter import Colorspace, ColorRange
+        i = self.n
+        if self.pad_h or self.pad_w:
+            arr = np.pad(arr, ((0, self.pad_h), (0, self.pad_w), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format=("rgb24", "rgba")[arr.shape[2] == 4])
+        frame = self.reformatter.reformat(frame, format=self.pix, dst_colorspace=Colorspace.ITU709,
+                                          dst_color_range=ColorRange.MPEG)
+        frame.pts = i
+        self.out.mux(self.vs.encode(frame))
+        self.n += 1
+        if self.aus is not None:
+            a0, a1 = (round(Fraction(j) * self.rate_in / self.rate) for j in (i, i + 1))
+            if a1 > a0:
+                samples = self.wav[:, a0:a1]
+                if samples.shape[1] < a1 - a0:   # the audio ended: pad with silence to the frame's end
+                    samples = torch.nn.functional.pad(samples, (0, a1 - a0 - samples.shape[1]))
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.numpy()), format="fltp",
+                                                   layout=self.layout)
+                chunk.sample_rate, chunk.pts, chunk.time_base = self.rate_in, a0, Fraction(1, self.rate_in)
+                self.out.mux(self.aus.encode(chunk))
+
+    def close(self, ok: bool) -> None:
+        """Flush the encoders (ok) and close the container."""
+        try:
+            if ok:
+                self.out.mux(self.vs.encode(None))
+                if self.aus is not None:
+                    self.out.mux(self.aus.encode(None))
+        finally:
+            self.out.close()
 
 
 def _riff_chunk(fourcc: bytes, payload: bytes) -> bytes:
@@ -370,62 +467,82 @@ def _webp_exif(metadata: dict[str, str]) -> bytes:
     return raw[6:] if raw.startswith(b"Exif\0\0") else raw
 
 
-def _write_webp(tmp: Path, rgba: Callable[[int], np.ndarray], n: int, h: int, w: int, rate: Fraction,
-                has_alpha: bool, loop: int, quality: int, lossless: bool, method: int,
-                metadata: dict[str, str] | None) -> None:
-    """Animated WebP assembled from full frames (RIFF: VP8X, ANIM, one ANMF per frame, EXIF): nothing merged."""
-    starts = _frame_starts(n, rate, 1)
-    exif = _webp_exif(metadata) if metadata else b""
-    flags = 0x02 | (0x10 if has_alpha else 0) | (0x08 if exif else 0)  # animation, alpha, EXIF
-    with open(tmp, "wb") as f:
-        f.write(b"RIFF\0\0\0\0WEBP")
-        f.write(_riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + (w - 1).to_bytes(3, "little")
-                            + (h - 1).to_bytes(3, "little")))
-        f.write(_riff_chunk(b"ANIM", bytes(4) + loop.to_bytes(2, "little")))  # background BGRA, loop count
-        for i in range(n):
-            duration = starts[i + 1] - starts[i]
-            if duration >= 1 << 24:
-                fail("fps", "is too low for webp (a frame may last at most 4.6 hours)", float(rate), "Raise fps.")
-            # x/2, y/2, width-1, height-1, duration (24-bit each), flags: 0b10 = replace (no blend), no dispose
-            header = bytes(6) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little") \
-                + duration.to_bytes(3, "little") + b"\x02"
-            img = Image.fromarray(rgba(i))
-            f.write(_riff_chunk(b"ANMF", header + _webp_bitstream(img, lossless, quality, method)))
-        if exif:
-            f.write(_riff_chunk(b"EXIF", exif))
-        size = f.tell() - 8
-        f.seek(4)
-        f.write(size.to_bytes(4, "little"))
+class _WebpSink:
+    """Animated WebP assembled from full frames (RIFF: VP8X, ANIM, one ANMF per frame, EXIF): nothing merged.
+    The RIFF size is patched in when the file is closed."""
+
+    def __init__(self, tmp: Path, h: int, w: int, rate: Fraction, has_alpha: bool, loop: int, quality: int,
+                 lossless: bool, method: int, metadata: dict[str, str] | None):
+        self.h, self.w, self.rate, self.n = h, w, rate, 0
+        self.encode = dict(lossless=lossless, quality=quality, method=method)
+        self.exif = _webp_exif(metadata) if metadata else b""
+        flags = 0x02 | (0x10 if has_alpha else 0) | (0x08 if self.exif else 0)  # animation, alpha, EXIF
+        self.f = open(tmp, "wb")
+        self.f.write(b"RIFF\0\0\0\0WEBP")
+        self.f.write(_riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + (w - 1).to_bytes(3, "little")
+                                 + (h - 1).to_bytes(3, "little")))
+        self.f.write(_riff_chunk(b"ANIM", bytes(4) + loop.to_bytes(2, "little")))  # background BGRA, loop count
+
+    def add(self, arr: np.ndarray) -> None:
+        duration = _frame_start(self.n + 1, self.rate, 1) - _frame_start(self.n, self.rate, 1)
+        if duration >= 1 << 24:
+            fail("fps", "is too low for webp (a frame may last at most 4.6 hours)", float(self.rate), "Raise fps.")
+        # x/2, y/2, width-1, height-1, duration (24-bit each), flags: 0b10 = replace (no blend), no dispose
+        header = bytes(6) + (self.w - 1).to_bytes(3, "little") + (self.h - 1).to_bytes(3, "little") \
+            + duration.to_bytes(3, "little") + b"\x02"
+        self.f.write(_riff_chunk(b"ANMF", header + _webp_bitstream(Image.fromarray(arr), **self.encode)))
+        self.n += 1
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok:
+                if self.exif:
+                    self.f.write(_riff_chunk(b"EXIF", self.exif))
+                size = self.f.tell() - 8
+                self.f.seek(4)
+                self.f.write(size.to_bytes(4, "little"))
+        finally:
+            self.f.close()
 
 
-def _write_gif(tmp: Path, rgba: Callable[[int], np.ndarray], n: int, rate: Fraction, has_alpha: bool,
-               loop: int) -> None:
+class _GifSink:
     """Animated GIF written frame by frame (one local palette per frame): nothing merged.
 
     Transparency is 1-bit (opacity < 0.5 -> transparent, palette index 255); frames with alpha are disposed to
     background so each one replaces the last. `loop` counts plays: GIF stores repeats, so 1 writes no loop block.
     """
-    starts = _frame_starts(n, rate, 10)
-    with open(tmp, "wb") as f:
-        for i in range(n):
-            arr = rgba(i)
-            frame = Image.fromarray(np.ascontiguousarray(arr[..., :3])).quantize(
-                colors=255 if has_alpha else 256, method=Image.Quantize.FASTOCTREE)  # ~100x faster than median cut
-            palette = (frame.getpalette() or [])[:765]
-            frame.putpalette(palette + [0] * (768 - len(palette)))
-            params: dict[str, Any] = {"duration": starts[i + 1] - starts[i], "include_color_table": True,
-                                      "disposal": 2 if has_alpha else 1}
-            if params["duration"] > 655350:
-                fail("fps", "is too low for gif (a frame may last at most 655 s)", float(rate), "Raise fps.")
-            if has_alpha:
-                frame.paste(255, mask=Image.fromarray(np.where(arr[..., 3] < 128, 255, 0).astype(np.uint8)))
-                params["transparency"] = 255
-            if i == 0:
-                info = {"loop": loop - 1 if loop > 1 else (0 if loop == 0 else None), "duration": params["duration"]}
-                header, _ = GifImagePlugin.getheader(frame, info=info)
-                f.write(b"".join(header))
-            f.write(b"".join(GifImagePlugin.getdata(frame, offset=(0, 0), **params)))
-        f.write(b";")
+
+    def __init__(self, tmp: Path, rate: Fraction, has_alpha: bool, loop: int):
+        self.rate, self.has_alpha, self.loop, self.n = rate, has_alpha, loop, 0
+        self.f = open(tmp, "wb")
+
+    def add(self, arr: np.ndarray) -> None:
+        frame = Image.fromarray(np.ascontiguousarray(arr[..., :3])).quantize(
+            colors=255 if self.has_alpha else 256, method=Image.Quantize.FASTOCTREE)  # ~100x faster than median cut
+        palette = (frame.getpalette() or [])[:765]
+        frame.putpalette(palette + [0] * (768 - len(palette)))
+        duration = _frame_start(self.n + 1, self.rate, 10) - _frame_start(self.n, self.rate, 10)
+        params: dict[str, Any] = {"duration": duration, "include_color_table": True,
+                                  "disposal": 2 if self.has_alpha else 1}
+        if duration > 655350:
+            fail("fps", "is too low for gif (a frame may last at most 655 s)", float(self.rate), "Raise fps.")
+        if self.has_alpha:
+            frame.paste(255, mask=Image.fromarray(np.where(arr[..., 3] < 128, 255, 0).astype(np.uint8)))
+            params["transparency"] = 255
+        if self.n == 0:
+            loop = self.loop
+            info = {"loop": loop - 1 if loop > 1 else (0 if loop == 0 else None), "duration": duration}
+            header, _ = GifImagePlugin.getheader(frame, info=info)
+            self.f.write(b"".join(header))
+        self.f.write(b"".join(GifImagePlugin.getdata(frame, offset=(0, 0), **params)))
+        self.n += 1
+
+    def close(self, ok: bool) -> None:
+        try:
+            if ok:
+                self.f.write(b";")
+        finally:
+            self.f.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

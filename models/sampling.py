@@ -2,6 +2,8 @@
 
 Classifier-free guidance runs cond and uncond in one batch; the noise comes from one seeded CPU generator
 (so a seed gives the same clip on any device); progress, previews and interrupt go through `on_step`.
+The loop is shape-agnostic: the family gives the latent shape from the settings (video (1, C, f, h, w), audio
+(1, C, T): families/base.py AudioFamily), sets the timesteps and draws the seeded noise.
 Long video: with ContextOptions the loop applies FreeNoise (models/windows.py) to any family — noise
 rescheduling, windows fused inside temporal attention (AnimateDiff) or on the predictions (every family, DiTs
 included), prompt schedules with motion injection, and drift control that anchors each window's statistics.
@@ -13,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from . import windows as W
 from .checks import check_range, fail
@@ -25,7 +26,7 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """What the Temporal Sampler node asks for (diffusers names)."""
+    """What the Temporal Sampler (or an audio node) asks for (diffusers names)."""
     num_frames: int = 16
     height: int = 512
     width: int = 512
@@ -35,10 +36,13 @@ class SamplerSettings:
     scheduler: str = "default"
     shift: float = 0.0        # 0 keeps the model's configured shift (flow families)
     denoise: float = 1.0      # < 1 starts from `init_latents` re-noised to this strength (SDEdit)
+    audio_length_in_s: float = 0.0   # audio families, text-to-audio: seconds of sound to make
+    frame_rate: float = 0.0          # audio families, audio for a video: the clip's fps (audio = num_frames / fps)
 
 
-def _timesteps(scheduler, steps: int, denoise: float, device):
-    scheduler.set_timesteps(steps, device=device)
+def _timesteps(model, scheduler, settings: SamplerSettings, device):
+    steps, denoise = settings.num_inference_steps, settings.denoise
+    model.set_timesteps(scheduler, settings, device)
     timesteps = scheduler.timesteps
     if denoise >= 1.0:
         if hasattr(scheduler, "set_begin_index"):
@@ -151,22 +155,23 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
         model: a loaded family.
         positive, negative: encoded prompts; negative is used only when guidance_scale > 1. A positive from
             the Prompt Schedule node carries extras["schedule"] = [(frame, Conditioning), ...].
-        settings: frames, size (pixels), steps, guidance, seed, scheduler, shift, denoise.
+        settings: frames, size (pixels), steps, guidance, seed, scheduler, shift, denoise; audio families read
+            audio_length_in_s, or num_frames and frame_rate of the clip the sound is for.
         init_latents: (1, C, f, h, w) latents to start from when denoise < 1 (video-to-video, image animation).
         on_step: progress/preview/interrupt hook.
         context: long-video windows (FreeNoise); None or a window covering the clip gives the plain result.
     Returns:
-        latents (1, C, f, h, w) float32 on the model's device.
+        latents (1, C, f, h, w) (audio: (1, C, T)) float32 on the model's device.
     """
     s = settings
-    model.check_size(s.num_frames, s.height, s.width)
+    model.check_settings(s)
     check_range("steps", s.num_inference_steps, 1, 10_000)
     check_range("denoise", s.denoise, 0.0, 1.0)
     if positive.family != model.name:
         fail("positive", f"must be encoded by a {model.name} model", positive.family,
              "Connect the Text Encode node to the same model as the sampler.")
     device = model.device
-    shape = (1, *model.latent_shape(s.num_frames, s.height, s.width))       # (1, C, f, h, w)
+    shape = (1, *model.latent_shape_for(s))                       # (1, C, f, h, w) video, (1, C, T) audio
     frames = shape[2]
     if init_latents is not None and tuple(init_latents.shape) != shape:
         fail("latent", f"must have shape {shape} for {s.num_frames} frames at {s.width}x{s.height}",
@@ -177,6 +182,9 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
 
     # 1. windows (latent frames) and how they are fused
     spans, length, stride, mode = [(0, frames)], frames, 1, None
+    if context is not None and not model.windows:
+        fail("context", f"is not available for {model.name} (no context windows)", "a Context Options input",
+             "Disconnect `context`.")
     if context is not None:
         length = W.latent_window(context.context_length, model.temporal_ratio)
         overlap = context.context_overlap // model.temporal_ratio if model.temporal_ratio > 1 else \
@@ -194,10 +202,10 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
     # 2. scheduler and seeded noise (same generator for noise, rescheduling and any stochastic step)
     scheduler = model.make_scheduler(s.scheduler, s.shift)
     generator = torch.Generator("cpu").manual_seed(s.seed)
-    noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    noise = model.initial_noise(s, shape, generator, device)
     if windowed:
         noise = W.reschedule_noise(noise, length, stride, generator, context.noise)
-    timesteps = _timesteps(scheduler, s.num_inference_steps, s.denoise, device)
+    timesteps = _timesteps(model, scheduler, s, device)
     if init_latents is not None and s.denoise < 1.0:
         latents = _noised(scheduler, init_latents.to(device, torch.float32), noise, timesteps[0])
     else:
@@ -206,8 +214,7 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
     # 3. conditioning, batched [negative, positive] for guidance in one denoiser call; one batch per prompt
     guided = s.guidance_scale > 1.0 and negative is not None
     schedule = _schedule(positive)
-    batches = [model.prepare(c, negative if guided else None, s.num_frames, s.height, s.width, generator)
-               for _, c in schedule]
+    batches = [model.prepare_for(c, negative if guided else None, s, generator) for _, c in schedule]
     keyframes = [f for f, _ in schedule]
     ratio = model.temporal_ratio
     scheduled = batches[0]

@@ -1,9 +1,69 @@
-"""Latent <-> pixels through the model's VAE / temporal autoencoder."""
+"""Latent <-> pixels through the model's VAE / temporal autoencoder: tiled and chunked within a memory budget,
+streamed straight into a video file, with the latents saved first so a failed decode can be resumed."""
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from . import _env
+
+_TILING = ("KINEMA_TILING", {"tooltip": "Optional memory budget and tile sizes from a Tiled VAE Options node. "
+                                        "Unconnected: automatic (free GPU memory, or half the free RAM on CPU)."})
+_OUTPUT_TAG = " [output]"
+
+
+def _latent_samples(model, latent):
+    from ..models import tae
+    tae.check_latents(model, latent["samples"])
+    family = latent.get("kinema_family")
+    if family is not None and family != model.name:
+        from ..models.checks import fail
+        fail("latent", f"was made by a {family} model", model.name, f"Connect the {family} model that made it.")
+    return latent["samples"]
+
+
+class KinemaTileOptions:
+    DESCRIPTION = ("Memory budget and tile sizes for Video Decode, Video Encode and Decode And Save Video. Defaults "
+                   "(all 0) are automatic: the whole frame when it fits, else the largest tiles that do.")
+    CATEGORY = "Kinema/decode"
+    RETURN_TYPES = ("KINEMA_TILING",)
+    RETURN_NAMES = ("tiling",)
+    OUTPUT_TOOLTIPS = ("Tiling settings: connect to the `tiling` input of a decode or encode node.",)
+    FUNCTION = "options"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "memory_mb": ("INT", {"default": 0, "min": 0, "max": 1048576, "step": 256, "tooltip":
+                                  "MB the VAE may use besides its weights. 0: 90% of the free GPU memory, or on CPU "
+                                  "half the free RAM (at most 8192). Too small still decodes, with the smallest "
+                                  "tiles (64 px) and one latent frame per call."}),
+            "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip":
+                                  "Tile side in pixels (a multiple of the VAE's 8 or 16 px cell; rounded down to "
+                                  "whole cells). 0: chosen from the memory budget. At least the frame size: no "
+                                  "tiling, no seams."}),
+            "tile_overlap": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip":
+                                     "Pixels shared by neighbouring tiles, cross-faded. 0: a quarter of the tile. "
+                                     "More overlap hides seams better and costs time."}),
+            "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip":
+                                     "Latent frames per VAE call (Wan: each is 4 frames; its first frame always goes "
+                                     "alone). 0: enough to keep a GPU busy within the budget (at most 4 for Wan, "
+                                     "16 for AnimateDiff; 1 on CPU). Chunks are exact: they change memory and "
+                                     "speed, never the pixels."}),
+        }}
+
+    def options(self, memory_mb, tile_size, tile_overlap, chunk_frames):
+        from ..models.tae import TileSettings
+        settings = TileSettings(memory_mb=memory_mb, tile_px=tile_size, overlap_px=tile_overlap,
+                                chunk_frames=chunk_frames)
+        settings.check()
+        return (settings,)
 
 
 class KinemaVideoDecode:
-    DESCRIPTION = "Decodes video latents to frames with the model's VAE (Wan's causal 3D VAE, AnimateDiff's per-frame VAE)."
+    DESCRIPTION = ("Decodes video latents to frames with the model's VAE (Wan's causal 3D VAE, AnimateDiff's per-frame "
+                   "VAE), in chunks and tiles that fit the memory. For long videos use Decode And Save Video, which "
+                   "never holds all frames in memory.")
     CATEGORY = "Kinema/decode"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
@@ -15,14 +75,13 @@ class KinemaVideoDecode:
         return {"required": {
             "model": ("KINEMA_MODEL", {"tooltip": "The model whose VAE decodes (the one that sampled)."}),
             "latent": ("LATENT", {"tooltip": "Video latents from the Temporal Sampler, (1, C, f, h, w)."}),
-        }}
+        }, "optional": {"tiling": _TILING}}
 
-    def decode(self, model, latent):
-        from ..models.checks import check_shape
-        samples = latent["samples"]
-        check_shape("latent", samples, 5, "(1, C, frames, h, w) of video latents",
-                    "Connect a Kinema Temporal Sampler or Video Encode output.")
-        return (model.decode(samples),)
+    def decode(self, model, latent, tiling=None):
+        import torch
+        from ..models import tae
+        samples = _latent_samples(model, latent)
+        return (torch.cat(list(tae.stream_decode(model, samples, tiling))),)
 
 
 class KinemaVideoEncode:
@@ -43,17 +102,156 @@ class KinemaVideoEncode:
             "length": ("INT", {"default": 16, "min": 1, "max": 10000, "tooltip":
                                "Frames of the result. One input image is repeated to this length; a clip must "
                                "have exactly this many frames (it is never trimmed or padded silently)."}),
-        }}
+        }, "optional": {"tiling": _TILING}}
 
-    def encode(self, model, images, length):
+    def encode(self, model, images, length, tiling=None):
         from ..models.checks import fail
         if images.shape[0] == 1:
             images = images.expand(length, *images.shape[1:])
         elif images.shape[0] != length:
             fail("images", f"must have 1 or `length` ({length}) frames", images.shape[0],
                  "Set length to the clip's frame count.")
-        return ({"samples": model.encode(images[..., :3].float()).cpu(), "kinema_frames": length},)
+        frames = images[..., :3].float()
+        latents = model.encode(frames) if tiling is None else model.encode(frames, tiling)
+        return ({"samples": latents.cpu(), "kinema_frames": length},)
 
 
-NODE_CLASS_MAPPINGS = {"KinemaVideoDecode": KinemaVideoDecode, "KinemaVideoEncode": KinemaVideoEncode}
-NODE_DISPLAY_NAME_MAPPINGS = {"KinemaVideoDecode": "Video Decode", "KinemaVideoEncode": "Video Encode"}
+class KinemaDecodeAndSave:
+    DESCRIPTION = ("Decodes video latents straight into a video file, chunk by chunk, so even thousands of frames "
+                   "never sit in memory. The latents are saved beside the video first (.latents.safetensors): if "
+                   "the decode fails, resume it with Load Latent or `kinema decode`.")
+    CATEGORY = "Kinema/decode"
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    OUTPUT_TOOLTIPS = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models import media
+        from .media import _FPS
+        return {
+            "required": {
+                "model": ("KINEMA_MODEL", {"tooltip": "The model whose VAE decodes (the one that sampled)."}),
+                "latent": ("LATENT", {"tooltip": "Video latents from the Temporal Sampler or Load Latent, "
+                                                 "(1, C, f, h, w)."}),
+                "fps": _FPS,
+                "format": ([f.value for f in media.VideoFormat], {"default": "mp4", "tooltip":
+                           "mp4: H.264 + AAC. webm: VP9 + Opus. webp: looping, no audio. gif: looping, 256 "
+                           "colours, no audio. All are written frame by frame as the decode goes."}),
+                "filename_prefix": ("STRING", {"default": "Kinema/video", "tooltip":
+                                    "File name start inside the output folder; '/' makes sub-folders. Files are "
+                                    "numbered prefix_00001_.ext and never overwritten; '..' is rejected."}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Sound for mp4/webm, trimmed or padded with silence to exactly "
+                                               "frames / fps seconds; both streams start at 0."}),
+                "tiling": _TILING,
+                "keep_latents": ("BOOLEAN", {"default": False, "tooltip":
+                                             "Keep prefix_00001_.latents.safetensors after a successful decode (to "
+                                             "decode again later). Off: it is deleted once the video is complete; "
+                                             "after a failure it always stays."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def save(self, model, latent, fps, format, filename_prefix, audio=None, tiling=None, keep_latents=False,
+             prompt=None, extra_pnginfo=None):
+        import json
+        from ..models import media, tae
+        from .media import _saved, _ui
+        samples = _latent_samples(model, latent)
+        fmt = media.video_format(format)
+        root = _env.output_dir()
+        path = media.next_output_path(root, filename_prefix, fmt.value)
+        tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+        tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
+        progress = _env.Progress(tae.frames_for(model, samples.shape[2]))
+        tae.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling, metadata=tags or None,
+                            keep_latents=keep_latents, on_frames=lambda done, total: progress(done))
+        return {"ui": _ui(_saved(path, root, "output"), fmt), "result": ()}
+
+
+def _latent_files() -> list[str]:
+    """Latents files for the dropdown: the input folders' own, then the output folder's tagged " [output]"."""
+    from ..models.tae import LATENTS_SUFFIX
+    found: list[str] = []
+    for folder in _env.input_search_dirs():
+        if folder.is_dir():
+            found += sorted(p.relative_to(folder).as_posix() for p in folder.rglob(f"*{LATENTS_SUFFIX}")
+                            if not p.name.startswith("."))
+    out = _env.output_dir()
+    if out.is_dir():
+        found += sorted(p.relative_to(out).as_posix() + _OUTPUT_TAG for p in out.rglob(f"*{LATENTS_SUFFIX}")
+                        if not p.name.startswith("."))
+    return found
+
+
+def _latent_path(name: str) -> Path:
+    if name.endswith(_OUTPUT_TAG):
+        root = _env.output_dir()
+        path = root / name[:-len(_OUTPUT_TAG)]
+        if path.is_file() and path.resolve().is_relative_to(root.resolve()):
+            return path
+        raise FileNotFoundError(f"latents file {name!r} not found in {root}. Fix: pick another file.")
+    return _env.find_input(name.removesuffix(" [input]"))
+
+
+class KinemaLoadLatent:
+    DESCRIPTION = ("Loads latents saved by Decode And Save Video (prefix_00001_.latents.safetensors, in the output "
+                   "folder, or copied to the input folder), to decode them again, e.g. after a failed decode. "
+                   "Load the model named in the file with Load Video Model.")
+    CATEGORY = "Kinema/latent"
+    RETURN_TYPES = ("LATENT", "FLOAT")
+    RETURN_NAMES = ("latent", "fps")
+    OUTPUT_TOOLTIPS = ("The saved video latents (1, C, f, h, w), tagged with the family that made them.",
+                       "The video's frames per second as saved; 0 when the file does not know it.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _latent_files() or ["(no .latents.safetensors files found)"]
+        return {"required": {"latents": (files, {"tooltip":
+                                                 "A .latents.safetensors file: from the input folder, or marked "
+                                                 "[output] from the output folder. Its metadata names the model "
+                                                 "folder, frame count and fps."})}}
+
+    @classmethod
+    def IS_CHANGED(cls, latents):
+        try:
+            path = _latent_path(latents)
+        except FileNotFoundError:
+            return f"missing:{latents}"
+        stat = path.stat()
+        return hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, latents):
+        try:
+            _latent_path(latents)
+        except FileNotFoundError as e:
+            return str(e)
+        return True
+
+    def load(self, latents):
+        from ..models import tae
+        samples, info, _audio = tae.load_latents(_latent_path(latents))
+        return ({"samples": samples, "kinema_frames": info.frames, "kinema_family": info.family},
+                float(info.fps or 0.0))
+
+
+NODE_CLASS_MAPPINGS = {
+    "KinemaVideoDecode": KinemaVideoDecode,
+    "KinemaVideoEncode": KinemaVideoEncode,
+    "KinemaDecodeAndSave": KinemaDecodeAndSave,
+    "KinemaLoadLatent": KinemaLoadLatent,
+    "KinemaTileOptions": KinemaTileOptions,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "KinemaVideoDecode": "Video Decode",
+    "KinemaVideoEncode": "Video Encode",
+    "KinemaDecodeAndSave": "Decode And Save Video",
+    "KinemaLoadLatent": "Load Latent",
+    "KinemaTileOptions": "Tiled VAE Options",
+}

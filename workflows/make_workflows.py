@@ -96,6 +96,36 @@ WORKFLOWS = {
     }, ["Long video with Wan (FreeNoise): 33 frames in 4 overlapping windows of 9, a prompt schedule with two "
         "prompts, drift anchored to the first window. Bundled: `fixture-wan-t2v` (tiny, RANDOM weights). With a "
         "real Wan model use windows of 81 frames, overlap 16, and as many frames as you like."]),
+    "text_to_audio": ({
+        "1": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "fixture-stable-audio", "family": "auto",
+                                                               "device": "auto", "dtype": "auto"}},
+        "2": {"class_type": "KinemaTextToAudio", "inputs": {
+            "model": _link(1), "prompt": "a wooden door creaks open, then slams shut, close mic",
+            "negative_prompt": "low quality, noise, music", "seconds": 1.0, "steps": 8, "cfg": 7.0, "seed": 42}},
+        "3": {"class_type": "KinemaSaveAudio", "inputs": {"audio": _link(2), "format": "flac",
+                                                          "filename_prefix": "Kinema/text_to_audio"}},
+    }, ["Text to audio with Stable Audio Open: exactly `seconds` of sound, saved as flac with the workflow inside. "
+        "Bundled: `fixture-stable-audio` (tiny, RANDOM weights: it makes noise, at most 1.024 s). For real sound "
+        "put stabilityai/stable-audio-open-1.0 (diffusers format) in models/diffusers, pick it in Load Audio "
+        "Model and use up to 47 s, 100 steps, cfg 7."]),
+    "video_with_sound": ({
+        "1": _loader("fixture-wan-t2v"),
+        "2": _text(1, "waves crash on rocks at the shore, spray flies up", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "7": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "fixture-ltx2", "family": "auto",
+                                                               "device": "auto", "dtype": "auto"}},
+        "8": {"class_type": "KinemaVideoToAudio", "inputs": {
+            "model": _link(7), "images": _link(5), "fps": 16.0, "steps": 8, "cfg": 4.0, "seed": 42,
+            "prompt": "waves crashing, spray, wind", "negative_prompt": "music, speech"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/video_with_sound",
+                                                          "audio": _link(8)}},
+    }, ["Text to video to sound: Wan makes the clip, LTX-2's audio branch makes the sound while watching the "
+        "frames (same fps in Video to Audio and Save Video: the sound lasts exactly frames / fps), Save Video "
+        "muxes both into one mp4 (H.264 + AAC). Bundled: `fixture-wan-t2v` and `fixture-ltx2` (tiny, RANDOM "
+        "weights: noise). For real results load Wan 2.x and an LTX-2 diffusers folder (Lightricks/LTX-2)."]),
 }
 
 

@@ -1,4 +1,7 @@
-"""Model families behind one protocol (base.VideoFamily). `load_model` picks the family from the folder."""
+"""Model families behind one protocol (base.VideoFamily). `load_model` picks the family from the folder.
+
+Audio models (base.AudioFamily, driven by the same loop) have their own registry and loader, `load_audio_model`:
+a folder can be both (LTX-2 makes video and audio), and each loader offers what its nodes can use."""
 from __future__ import annotations
 
 from enum import Enum
@@ -8,7 +11,9 @@ import torch
 
 from ..checks import fail
 from .animatediff import AnimateDiffFamily
-from .base import Conditioning, SchedulerChoice, VideoFamily, read_model_index
+from .base import AudioFamily, Conditioning, SchedulerChoice, VideoFamily, read_model_index
+from .ltx2_audio import LTX2AudioFamily
+from .stable_audio import StableAudioFamily
 from .wan import WanFamily
 
 FAMILIES: dict[str, type[VideoFamily]] = {"wan": WanFamily, "animatediff": AnimateDiffFamily}
@@ -54,5 +59,44 @@ def load_model(path: Path, family: str = "auto", device: torch.device | None = N
     return model
 
 
-__all__ = ["Conditioning", "FAMILIES", "FamilyChoice", "SchedulerChoice", "VideoFamily", "load_model",
-           "detect_family"]
+AUDIO_FAMILIES: dict[str, type[AudioFamily]] = {"stable_audio": StableAudioFamily, "ltx2": LTX2AudioFamily}
+
+
+class AudioFamilyChoice(str, Enum):
+    AUTO = "auto"
+    STABLE_AUDIO = "stable_audio"   # text-to-audio (Stable Audio Open)
+    LTX2 = "ltx2"                   # audio for a video (LTX-2's audio branch, the clip as a condition)
+
+
+def detect_audio_family(path: Path) -> str | None:
+    """The audio family whose loader accepts the folder's model_index.json, or None."""
+    index = read_model_index(path)
+    return next((name for name, cls in AUDIO_FAMILIES.items() if cls.accepts(index)), None)
+
+
+def load_audio_model(path: Path, family: str = "auto", device: torch.device | None = None,
+                     dtype: torch.dtype = torch.float32) -> AudioFamily:
+    """Load a diffusers-format audio model folder (never downloads, never unpickles).
+
+    Args:
+        path: folder holding model_index.json (StableAudioPipeline, LTX2Pipeline / LTX2ConditionPipeline).
+        family: "auto" or an AudioFamilyChoice value.
+        device, dtype: where and how the denoiser and text encoder run (the audio VAEs stay fp32).
+    """
+    path = Path(path)
+    name = detect_audio_family(path) if family == AudioFamilyChoice.AUTO else family
+    if name is None:
+        fail("model", "must be a supported audio model folder (Stable Audio Open, LTX-2)",
+             read_model_index(path).get("_class_name"), "Pick a StableAudioPipeline or LTX-2 folder.")
+    if name not in AUDIO_FAMILIES:
+        fail("family", f"must be one of {[c.value for c in AudioFamilyChoice]}", family, "Pick a listed family.")
+    index = read_model_index(path)
+    if not AUDIO_FAMILIES[name].accepts(index):
+        fail("family", f"does not match the folder (its model_index.json says {index.get('_class_name')})", name,
+             "Set family to auto.")
+    return AUDIO_FAMILIES[name].load(path, device or torch.device("cpu"), dtype)
+
+
+__all__ = ["AUDIO_FAMILIES", "AudioFamily", "AudioFamilyChoice", "Conditioning", "FAMILIES", "FamilyChoice",
+           "SchedulerChoice", "VideoFamily", "detect_audio_family", "detect_family", "load_audio_model",
+           "load_model"]

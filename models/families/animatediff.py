@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import tae
 from ..checks import fail
 from .base import Conditioning, VideoFamily, quiet_diffusers
 
@@ -92,23 +93,15 @@ class AnimateDiffFamily(VideoFamily):
         return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=batch["encoder_hidden_states"]).sample
 
     # ---- VAE (per frame) -----------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        _, c, f, h, w = latents.shape
-        z = (latents[0] / self.scaling).permute(1, 0, 2, 3)                             # (F, C, h, w)
-        out = []
-        with torch.no_grad():
-            for i in range(0, f, self.decode_chunk):
-                chunk = z[i:i + self.decode_chunk].to(self.device, self.vae.dtype)
-                out.append(self.vae.decode(chunk).sample.float().cpu())                 # (n, 3, H, W)
-        video = torch.cat(out)
-        return (video / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)                        # (F, H, W, 3)
+    def decode(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
+        """latents (1, 4, F, h, w) -> IMAGE (F, H, W, 3) float32 0..1 on the CPU: frames in chunks and, for large
+        frames, blended tiles within the memory budget (models/tae.py)."""
+        return torch.cat(list(self.decode_chunks(latents, tiling)))
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames[..., :3].permute(0, 3, 1, 2) * 2 - 1                                 # (F, 3, H, W)
-        out = []
-        with torch.no_grad():
-            for i in range(0, x.shape[0], self.decode_chunk):
-                chunk = x[i:i + self.decode_chunk].to(self.device, self.vae.dtype)
-                out.append(self.vae.encode(chunk).latent_dist.mode().float())          # (n, 4, h, w)
-        z = torch.cat(out) * self.scaling
-        return z.permute(1, 0, 2, 3).unsqueeze(0)                                       # (1, 4, F, h, w)
+    def decode_chunks(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None):
+        """As decode, one chunk of frames (n, H, W, 3) at a time: for streaming into a video file."""
+        return tae.decode_chunks(self.vae, latents / self.scaling, tiling)             # (1, 4, F, h, w)
+
+    def encode(self, frames: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
+        """IMAGE frames (F, H, W, 3) 0..1 -> latents (1, 4, F, h, w) in the sampler's space, tiled like decode."""
+        return tae.encode(self.vae, frames, tiling) * self.scaling

@@ -183,6 +183,56 @@ class VideoFamily:
 
     latent_channels: int = 4
 
+    # ---- what the loop asks (models/sampling.py) -----------------------------------------------------------
+    # Video families answer from num_frames / height / width (the methods above); audio families (AudioFamily)
+    # override these, so the one loop drives latents of any shape: (1, C, f, h, w) video, (1, C, T) audio.
+    windows: ClassVar[bool] = True              # accepts long-video context windows
+
+    def check_settings(self, settings) -> None:
+        """Reject (never round) settings this model cannot honour. settings: sampling.SamplerSettings."""
+        self.check_size(settings.num_frames, settings.height, settings.width)
+
+    def latent_shape_for(self, settings) -> tuple[int, ...]:
+        """Latent shape of one sample, without the batch axis: (C, f, h, w) for video."""
+        return self.latent_shape(settings.num_frames, settings.height, settings.width)
+
+    def prepare_for(self, positive: Conditioning, negative: Conditioning | None, settings,
+                    generator: torch.Generator | None = None) -> dict[str, Any]:
+        """The denoiser's batch for one run (see prepare)."""
+        return self.prepare(positive, negative, settings.num_frames, settings.height, settings.width, generator)
+
+    def set_timesteps(self, scheduler, settings, device) -> None:
+        """Set the scheduler's timesteps for settings.num_inference_steps (a family may pass sigmas or a shift)."""
+        scheduler.set_timesteps(settings.num_inference_steps, device=device)
+
+    def initial_noise(self, settings, shape: tuple[int, ...], generator: torch.Generator, device) -> torch.Tensor:
+        """Seeded noise of `shape` (batch axis included), float32, drawn on the CPU generator (a family may draw
+        in the order its diffusers pipeline does, so that a seed gives the pipeline's result)."""
+        from diffusers.utils.torch_utils import randn_tensor
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
+
+class AudioFamily(VideoFamily):
+    """Base class for an audio model (the KINEMA_AUDIO_MODEL value), driven by the same loop as video.
+
+    The loop's latents are (1, C, T): channels by latent time steps. An audio family supplies the same
+    protocol as a video family (encode_prompt, prepare, predict, schedulers) and answers the loop's questions
+    (check_settings, latent_shape_for, prepare_for) from settings.audio_length_in_s (text-to-audio) or from
+    settings.num_frames / settings.frame_rate (audio for a video). decode gives a waveform, not frames.
+    """
+
+    windows = False
+    sample_rate: int = 44100                    # Hz of the decoded waveform
+    audio_channels: int = 2
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (1, C, T) -> waveform (1, channels, samples) float32 on the CPU, at self.sample_rate."""
+        raise NotImplementedError
+
+    def num_samples(self, settings) -> int:
+        """Waveform samples the run must deliver (exact: the decoded audio is trimmed to this)."""
+        raise NotImplementedError
+
 
 def read_model_index(path: Path) -> dict:
     index = Path(path) / "model_index.json"

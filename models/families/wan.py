@@ -13,6 +13,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .. import tae
 from ..checks import fail
 from .base import Conditioning, VideoFamily, quiet_diffusers
 
@@ -150,15 +151,17 @@ class WanFamily(VideoFamily):
         return latents
 
     # ---- VAE -----------------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents.to(self.device, torch.float32) * self._std + self._mean                # (1, C, f, h, w)
-        with torch.no_grad():
-            video = self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]          # (1, 3, F, H, W)
-        return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()      # (F, H, W, 3)
+    def decode(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
+        """latents (1, C, f, h, w) -> IMAGE (F, H, W, 3) float32 0..1 on the CPU (F = 4 (f - 1) + 1), decoded in
+        causal chunks and, for large frames, blended tiles within the memory budget (models/tae.py)."""
+        return torch.cat(list(self.decode_chunks(latents, tiling)))
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
-        video = frames[..., :3].permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1                 # (1, 3, F, H, W)
-        with torch.no_grad():
-            z = retrieve_latents(self.vae.encode(video.to(self.device, self.vae.dtype)), sample_mode="argmax")
-        return (z.float() - self._mean) / self._std                                      # (1, C, f, h, w)
+    def decode_chunks(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None):
+        """As decode, one chunk of frames (n, H, W, 3) at a time: for streaming into a video file."""
+        z = latents.to(self.device, torch.float32) * self._std + self._mean                # (1, C, f, h, w)
+        return tae.decode_chunks(self.vae, z.to(self.vae.dtype), tiling)
+
+    def encode(self, frames: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
+        """IMAGE frames (F, H, W, 3) 0..1, F = 4k+1 -> normalised latents (1, C, f, h, w), tiled like decode."""
+        z = tae.encode(self.vae, frames, tiling)                                         # (1, C, f, h, w)
+        return (z.float() - self._mean) / self._std

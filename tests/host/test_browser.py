@@ -201,7 +201,11 @@ def test_node_library_lists_every_kinema_node(editor, browser, tmp_path):
         for name, d in defs.items():
             assert d is not None, f"{name} is not registered in the editor"
             assert d["title"] == kinema[name]["display_name"] and d["description"]
+            ours = {**kinema[name]["input"].get("required", {}), **kinema[name]["input"].get("optional", {})}
             for inp, spec in d["input"].items():
+                if inp not in ours:      # the upload button the frontend adds (its AUDIOUPLOAD has no tooltip)
+                    assert inp == "upload" and spec[0] in ("IMAGEUPLOAD", "AUDIOUPLOAD"), (name, inp, spec)
+                    continue
                 assert spec[1]["tooltip"], f"{name}.{inp}"
         # and the node library shows them under Kinema: expand every folder of the Kinema tree
         page.get_by_role("button", name="Node Library (n)").click()
@@ -220,5 +224,39 @@ def test_node_library_lists_every_kinema_node(editor, browser, tmp_path):
         page.get_by_role("treeitem", name="Temporal Sampler").hover()
         page.get_by_text(kinema["KinemaTemporalSampler"]["description"][:40]).first.wait_for(timeout=10_000)
         page.screenshot(path=str(tmp_path / "node_library.png"))
+    finally:
+        page.close()
+
+
+def test_editor_plays_the_text_to_audio_result(editor, browser, tmp_path):
+    """Frontend 1.58.1 shows {"audio": [...]} in the node's `audioUI` <audio> player (uploadAudio.ts): the Save
+    Audio node declares it, and after the run the player's src is /api/view of the saved flac."""
+    url, dirs = editor
+    workflow = json.loads((REPO / "workflows" / "text_to_audio.json").read_text())
+    page = open_editor(browser, url)
+    try:
+        page.evaluate("(wf) => window.app.loadGraphData(wf, true, true, 'text_to_audio')", workflow)
+        page.wait_for_function("() => window.app.graph.nodes.length >= 3")
+        save_id = next(n["id"] for n in workflow["nodes"] if n["type"] == "KinemaSaveAudio")
+        widgets = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.map(w => w.name)", save_id)
+        assert "audioUI" in widgets
+        # Load Audio's upload button finds its player (it needs `audioUI` to exist before it is built)
+        widgets = page.evaluate("() => { const n = LiteGraph.createNode('KinemaLoadAudio'); window.app.graph.add(n);"
+                                " return n.widgets.map(w => w.name); }")
+        assert {"audio", "audioUI", "upload"} <= set(widgets), widgets
+        page.evaluate("() => { window.__error = null; window.app.api.addEventListener('execution_error', "
+                      "(e) => window.__error = e.detail); }")
+        page.get_by_role("button", name="Run", exact=True).first.click()
+        page.wait_for_function("(id) => window.__error || window.app.nodeOutputs?.[String(id)]?.audio?.length",
+                               arg=save_id, timeout=240_000, polling=100)
+        assert page.evaluate("() => window.__error") is None
+        item = page.evaluate("(id) => window.app.nodeOutputs[String(id)].audio[0]", save_id)
+        assert item["type"] == "output" and item["filename"].endswith(".flac")
+        assert (dirs["output"] / item["subfolder"] / item["filename"]).is_file()
+        audio = page.wait_for_selector(f"audio[src*='{item['filename']}']", state="attached", timeout=30_000)
+        assert "/api/view?" in audio.get_attribute("src")
+        page.wait_for_function("(el) => el.readyState >= 1 && el.duration > 0.9", arg=audio, timeout=30_000)
+        assert not page.errors, page.errors
+        assert not [f for f in page.failed if not HARMLESS_404.search(f)], page.failed
     finally:
         page.close()

@@ -13,6 +13,9 @@ CATEGORIES = {f"Kinema/{c}" for c in
               ("loaders", "conditioning", "sampling", "latent", "decode", "audio", "portrait", "edit", "io")}
 CORE_TYPES = {"IMAGE", "MASK", "LATENT", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
 FILE_COMBOS = {"model", "image", "audio", "video", "file", "motion_adapter", "latents"}
+# The frontend's audio player: 1.58.1 draws it for custom nodes only when they declare this exact input (by name:
+# uploadAudio.ts looks the widget up as "audioUI"), optional because it is never serialised.
+FRONTEND_WIDGETS = {"audioUI": "AUDIO_UI"}
 
 
 def _inputs(cls):
@@ -35,6 +38,9 @@ def test_node_follows_house_rules(node_id, cls):
     for name, spec in _inputs(cls).items():
         kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
         assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+        if name in FRONTEND_WIDGETS:
+            assert kind == FRONTEND_WIDGETS[name] and name in cls.INPUT_TYPES().get("optional", {}), (node_id, name)
+            continue
         assert re.fullmatch(r"[a-z][a-z0-9_]*", name), name
         if isinstance(kind, str):
             assert kind in CORE_TYPES or kind.startswith("KINEMA_"), f"{node_id}.{name}: type {kind}"

@@ -1,11 +1,16 @@
 """Every file in workflows/ runs headless through `kinema run` against the tiny fixture models, and produces
-what its sidecar <name>.expect.json says."""
+what its sidecar <name>.expect.json says.
+
+Sidecar entries: a video output {format, frames, fps, width, height, alpha, loop?, audio?: {codec, sample_rate,
+channels}} (a muxed sound track must last frames / fps within one video frame and start at 0, read back with
+PyAV), or an audio file {"kind": "audio", format, seconds, sample_rate, channels} (exact sample count)."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
+import av
 import pytest
 
 from kinema.host import cli, graph
@@ -20,8 +25,22 @@ def _object_info():
     return graph.object_info(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
 
 
+def _decoded_audio(file: Path) -> tuple[int, int, int, float]:
+    """(rate, channels, samples on the timeline, start of the first decoded frame in s) of the first audio stream:
+    decoded with PyAV; priming before 0 and padding past the stream's duration (mp4 edit list) are not counted."""
+    with av.open(str(file)) as c:
+        s = c.streams.audio[0]
+        rate, frames = s.codec_context.sample_rate, list(c.decode(s))
+        decoded = sum(f.samples for f in frames)
+        first = float(frames[0].pts * frames[0].time_base) if frames[0].pts is not None else 0.0
+        end = s.duration * s.time_base * rate if s.duration else decoded
+        samples = min(decoded + min(0, round(first * rate)), round(end))
+        return rate, len(s.layout.channels), samples, first
+
+
 def test_there_are_workflows_and_each_has_expectations():
-    assert {p.stem for p in WORKFLOWS} >= {"text_to_video_wan", "image_to_video_wan", "animated_sticker"}
+    assert {p.stem for p in WORKFLOWS} >= {"text_to_video_wan", "image_to_video_wan", "animated_sticker",
+                                           "text_to_audio", "video_with_sound"}
     for p in WORKFLOWS:
         assert p.with_suffix(".expect.json").is_file(), p
 
@@ -51,8 +70,15 @@ def test_workflow_runs_headless(path, kinema_dirs, capsys):
     expect = json.loads(path.with_suffix(".expect.json").read_text())["outputs"]
     assert set(outputs) == set(expect)
     for nid, want in expect.items():
-        entry = outputs[nid]["images"][0]
+        entry = outputs[nid]["audio" if want.get("kind") == "audio" else "images"][0]
         file = kinema_dirs["output"] / entry["subfolder"] / entry["filename"]
+        if want.get("kind") == "audio":
+            rate, channels, samples, _ = _decoded_audio(file)
+            assert (rate, channels) == (want["sample_rate"], want["channels"])
+            assert samples == round(want["seconds"] * rate)
+            with av.open(str(file)) as c:
+                assert c.format.name == want["format"]
+            continue
         info = read_video_info(file)
         assert info.format == want["format"]
         assert info.frames == want["frames"]
@@ -61,5 +87,15 @@ def test_workflow_runs_headless(path, kinema_dirs, capsys):
         assert info.has_alpha == want["alpha"]
         if "loop" in want:
             assert info.loop == want["loop"]
+        if "audio" in want:   # sync: the sound track lasts frames / fps (within one frame) and starts at 0
+            frame, seconds = 1 / want["fps"], want["frames"] / want["fps"]
+            assert info.audio is not None and info.audio.codec == want["audio"]["codec"]
+            assert (info.audio.sample_rate, info.audio.channels) == (want["audio"]["sample_rate"],
+                                                                     want["audio"]["channels"])
+            assert abs(info.audio.duration - seconds) < frame and abs(info.audio.start_time) < 1e-6
+            rate, _, samples, first_pts = _decoded_audio(file)
+            assert abs(samples / rate - seconds) < frame and first_pts <= 0
+        else:
+            assert info.audio is None
     # nothing half-written: no temp files left in the output folder
     assert not [p for p in kinema_dirs["output"].rglob("*") if p.name.startswith(".")]

@@ -1,0 +1,124 @@
+"""Peak memory and time to decode and write 16, 64 and 256 frames: Kinema's streaming tiled decode against
+diffusers' enable_tiling() + decode-all + write, in one run, with a VAE at realistic channel counts.
+
+The VAE is Wan 2.1's real configuration (AutoencoderKLWan, base_dim 96, z_dim 16, dim_mult 1,2,4,4, 2 res blocks:
+127 M parameters) with random weights, or with --vae sd the SD 1.5 VAE of AnimateDiff (AutoencoderKL 128..512).
+Each measurement runs in its own process; its peak resident memory comes from os.wait4 (ru_maxrss), and the
+child also reports its RSS after building the VAE (the weights), so the working memory is peak - that.
+  kinema:    models/tae.py decode_chunks (automatic plan) -> media.VideoWriter, chunk by chunk (mp4).
+  diffusers: vae.enable_tiling(); vae.decode(all latents) -> postprocess to float numpy frames -> uint8 frames ->
+             written frame by frame with the same mp4 encoder. (This is what export_to_video does; it needs
+             imageio or OpenCV, absent here, so the frames are handed to the same PyAV writer instead.)
+Wan frame counts are 4k+1: 17, 65, 257 stand for 16, 64, 256.
+Usage: nice python bench/decode_memory.py [--size 128] [--frames 17,65,257] [--vae wan|sd]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+CHILD = textwrap.dedent("""
+    import json, sys, time, torch
+    mode, vae_kind, frames, size, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2 ** 20
+    torch.manual_seed(0)
+    if vae_kind == "wan":
+        from diffusers import AutoencoderKLWan
+        vae = AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2).eval()
+        z = torch.randn(1, 16, (frames - 1) // 4 + 1, size // 8, size // 8)
+    else:
+        from diffusers import AutoencoderKL
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4).eval()
+        z = torch.randn(1, 4, frames, size // 8, size // 8)
+    from kinema.models import media, tae
+    base = rss_mb()
+    t = time.perf_counter()
+    if mode == "kinema":
+        with media.VideoWriter(out, 16, "mp4") as w:
+            for chunk in tae.decode_chunks(vae, z):                  # (n, H, W, 3) 0..1
+                w.write(chunk)
+        n, plan = w.frames, tae.plan(vae, tuple(z.shape[1:]))
+        info = f"chunk {plan.chunk}, tiles {plan.num_tiles(*z.shape[-2:])}"
+    else:
+        import numpy as np
+        from diffusers.video_processor import VideoProcessor
+        vae.enable_tiling()
+        with torch.no_grad():
+            if vae_kind == "wan":
+                video = vae.decode(z).sample                         # (1, 3, F, H, W) -1..1
+            else:                                                    # per-frame VAE: all frames in one batch
+                video = vae.decode(z[0].transpose(0, 1)).sample.transpose(0, 1)[None]
+        arr = VideoProcessor().postprocess_video(video, output_type="np")[0]      # (F, H, W, 3) float32
+        frames_u8 = [(f * 255).astype(np.uint8) for f in arr]                    # as export_to_video does
+        with media.VideoWriter(out, 16, "mp4") as w:
+            for f in frames_u8:
+                w.write(torch.from_numpy(f).float().div(255)[None])
+        n, info = w.frames, "enable_tiling()"
+    print(json.dumps({"frames": n, "seconds": time.perf_counter() - t, "base_mb": base, "info": info}))
+""")
+
+
+def _child(cmd: list[str]) -> tuple[dict, float]:
+    """Run one measurement; return (its report, its own peak RSS in MB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0), err.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"{cmd[3:6]} failed:\n{err.read()[-3000:]}")
+        return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=128, help="frame side in pixels (a multiple of 8)")
+    ap.add_argument("--frames", default="17,65,257", help="frame counts (Wan: 4k+1)")
+    ap.add_argument("--vae", choices=["wan", "sd"], default="wan")
+    args = ap.parse_args()
+    counts = [int(c) for c in args.frames.split(",")]
+    work = tempfile.mkdtemp(prefix="kinema-decode-bench-")
+    print(f"{args.vae} VAE (real channel counts, random weights), {args.size}x{args.size}, CPU "
+          f"({os.cpu_count()} cores), mp4 written; peak = child's ru_maxrss, work = peak - RSS after building the VAE")
+    print(f"{'frames':>6} {'who':10} {'peak MB':>8} {'work MB':>8} {'seconds':>8} {'s/frame':>8}  plan")
+    rows: dict[str, dict[int, dict]] = {"kinema": {}, "diffusers": {}}
+    for n in counts:
+        for who in ("kinema", "diffusers"):
+            t = time.perf_counter()
+            rep, peak = _child([sys.executable, "-c", CHILD, who, args.vae, str(n), str(args.size),
+                                os.path.join(work, f"{who}_{n}.mp4")])
+            rep.update(peak_mb=peak, work_mb=peak - rep["base_mb"], wall=time.perf_counter() - t)
+            rows[who][n] = rep
+            print(f"{n:6d} {who:10} {peak:8.0f} {rep['work_mb']:8.0f} {rep['seconds']:8.1f} "
+                  f"{rep['seconds'] / rep['frames']:8.3f}  {rep['info']}", flush=True)
+    lo, hi = counts[0], counts[-1]
+    print("\nratios (largest / smallest clip):")
+    for who in rows:
+        a, b = rows[who][lo], rows[who][hi]
+        print(f"  {who:10} peak {b['peak_mb'] / a['peak_mb']:.2f}x   work {b['work_mb'] / a['work_mb']:.2f}x   "
+              f"time {b['seconds'] / a['seconds']:.1f}x for {hi / lo:.1f}x frames "
+              f"(s/frame {a['seconds'] / a['frames']:.3f} -> {b['seconds'] / b['frames']:.3f})")
+    for n in counts:
+        k, d = rows["kinema"][n], rows["diffusers"][n]
+        print(f"  {n:4d} frames: kinema/diffusers peak {k['peak_mb'] / d['peak_mb']:.2f}x, work "
+              f"{k['work_mb'] / d['work_mb']:.2f}x, time {k['seconds'] / d['seconds']:.2f}x")
+    slope = {who: (rows[who][hi]["work_mb"] - rows[who][lo]["work_mb"]) / (hi - lo) for who in rows}
+    px = args.size * args.size
+    print(f"  working memory growth per frame: kinema {slope['kinema'] * 1024:.1f} KB, diffusers "
+          f"{slope['diffusers'] * 1024:.1f} KB ({slope['diffusers'] * 2 ** 20 / px:.1f} bytes per pixel); "
+          f"at 832x480 x 5000 frames diffusers' would be ~{slope['diffusers'] / px * 832 * 480 * 5000 / 1024:.0f} GB")
+    target = rows["kinema"][hi]["peak_mb"] / rows["kinema"][lo]["peak_mb"]
+    print(f"target: kinema peak for {hi} frames <= 1.3x its peak for {lo}: {target:.2f}x "
+          f"{'met' if target <= 1.3 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

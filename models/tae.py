@@ -1,0 +1,644 @@
+"""Tiled, streaming encode and decode through a video VAE, and crash-safe decoding to a file.
+
+Time. Wan's VAE (AutoencoderKLWan) is causal: latent frame 0 decodes to 1 frame, every later latent frame to 4,
+and each causal convolution looks back 2 frames. We decode latent frame 0 alone, then chunks of n latent frames
+(-> 4n frames), carrying the decoder's feature cache (the last 2 frames of every causal convolution's input) from
+chunk to chunk, exactly as diffusers' own decode does one latent frame at a time. So cutting in time is exact
+(float rounding only): no frame is decoded twice, nothing is blended, and causality is kept. Encoding mirrors it:
+frame 0 alone, then chunks of 4n frames. A per-frame VAE (AnimateDiff's SD VAE) decodes frames independently:
+its chunks are exact too.
+
+Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache,
+kept on the CPU between chunks when the device is short of memory), and blended with linear cross-fades over
+the overlap. This is not exact: the VAEs' convolutions see across tile borders and their middle attention sees
+the whole frame. tests/models/test_tae.py measures the error against the untiled decode.
+
+Memory. `plan()` picks the largest tile (the whole frame when it fits), then a chunk long enough to keep a GPU
+busy (one latent frame on the CPU), whose estimated working set fits a budget: TileSettings.memory_mb, else the
+free CUDA memory, else half the available RAM (at most 8 GB) on the CPU. The estimate is bytes per output pixel:
+the causal cache is measured exactly by a tiny probe decode; activations use a per-architecture factor measured
+on the real Wan 2.1 and SD VAEs (see ACT_FACTOR).
+
+Streaming. `decode_chunks()` yields (n, H, W, 3) frames chunk by chunk; `decode_to_file()` feeds them straight
+into media.VideoWriter, so a long video never sits in memory as one tensor, and the file appears only when it
+is complete. `decode_and_save()` first saves the latents (safetensors + JSON metadata) beside the video, so a
+failed decode can be resumed with the Load Latent node or `kinema decode LATENTS`.
+
+Plain torch + diffusers: nothing here imports ComfyUI, the nodes or a host.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import weakref
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .checks import check_frames, check_range, fail
+
+LATENTS_SUFFIX = ".latents.safetensors"
+LATENTS_FORMAT = 1
+CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and at most half of what is free)
+MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
+MAX_CHUNK = {"causal": 4, "frame": 16}   # latent frames per call: Wan 4 (16 frames), per-frame VAEs 16 frames
+GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512); a
+                              # CPU is busy with one latent frame, so there longer chunks would only cost memory
+# Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
+# resolution x dtype bytes). Measured from the peak RSS of single decode calls on the CPU, fresh processes, random
+# weights: the real Wan 2.1 VAE (96 channels) 24 at 128 px x 4 frames, 28 at 128 px x 8, 35 at 64 px; the SD 1.5
+# VAE (128 channels) 28 at 256 px, 38 at 128 px (small calls carry more allocator overhead). Rounded up for the
+# sizes where memory matters. Not yet measured on CUDA, where the caching allocator packs differently.
+ACT_FACTOR = {"causal": 32.0, "frame": 36.0}
+ENCODE_FACTOR = 0.5           # encoders keep fewer full-resolution activations alive than decoders
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings and plans
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TileSettings:
+    """What a user may set; 0 = automatic."""
+    memory_mb: int = 0       # working memory for the VAE (not counting its weights); 0: free CUDA memory, or on the
+                             # CPU half the available RAM (at most CPU_BUDGET_MB)
+    tile_px: int = 0         # spatial tile side in pixels (rounded down to whole latent cells); 0: from the budget,
+                             # the whole frame when it fits
+    overlap_px: int = 0      # pixels shared by neighbouring tiles; 0: a quarter of the tile
+    chunk_frames: int = 0    # latent frames per VAE call (after Wan's first, which goes alone); 0: enough to keep a
+                             # GPU busy within the budget (1 on the CPU)
+
+    def check(self) -> None:
+        check_range("memory_mb", self.memory_mb, 0, 1 << 24, "Use 0 for automatic, or the MB the VAE may use.")
+        check_range("tile_size", self.tile_px, 0, 1 << 16, "Use 0 for automatic, or a tile side in pixels.")
+        check_range("tile_overlap", self.overlap_px, 0, 1 << 16, "Use 0 for automatic, or pixels of overlap.")
+        check_range("chunk_frames", self.chunk_frames, 0, 1 << 16, "Use 0 for automatic.")
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one decode or encode is cut. Sizes in latent cells and latent frames."""
+    chunk: int               # latent frames per call (Wan's latent frame 0 always goes alone first)
+    tile_h: int              # latent rows per tile (>= the latent height: one tile row)
+    tile_w: int              # latent columns per tile
+    overlap: int             # latent cells shared by neighbouring tiles
+    offload: bool = False    # keep each tile's causal cache on the CPU between chunks
+    estimate_mb: float = 0.0 # estimated working memory of one call (for logs and tests)
+
+    def starts(self, h: int, w: int) -> tuple[list[int], list[int]]:
+        """Tile origins along the height and the width, evenly spread, first at 0 and last at the edge."""
+        return _starts(h, self.tile_h, self.overlap), _starts(w, self.tile_w, self.overlap)
+
+    def num_tiles(self, h: int, w: int) -> int:
+        ys, xs = self.starts(h, w)
+        return len(ys) * len(xs)
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if tile >= size:
+        return [0]
+    n = math.ceil((size - overlap) / max(tile - overlap, 1))          # fewest tiles with at least `overlap`
+    return [round(k * (size - tile) / (n - 1)) for k in range(n)]
+
+
+def memory_budget(device: torch.device, memory_mb: int = 0) -> int:
+    """Bytes the VAE may use for activations and caches: memory_mb when > 0, else 90 % of the free CUDA memory,
+    else on the CPU (and MPS) half the available RAM, at most CPU_BUDGET_MB."""
+    if memory_mb > 0:
+        return int(memory_mb) << 20
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.9)
+    return int(min(CPU_BUDGET_MB << 20, _available_ram() // 2))
+
+
+def _available_ram() -> int:
+    """Bytes of RAM available without swapping (Linux MemAvailable; elsewhere free pages, else 16 GB)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The two kinds of VAE
+# ---------------------------------------------------------------------------------------------------------------
+
+class _CausalVAE:
+    """Wan's AutoencoderKLWan driven chunk by chunk with explicit per-tile feature caches."""
+    kind = "causal"
+
+    def __init__(self, vae):
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+        self.vae = vae
+        cfg = vae.config
+        self.patch = cfg.patch_size or 1
+        self.spatial = int(cfg.scale_factor_spatial)                    # pixels per latent cell (8; 16 for 2.2)
+        self.temporal = int(cfg.scale_factor_temporal)                  # frames per latent frame after the first
+        self.z_dim = cfg.z_dim
+        self.n_dec = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        self.n_enc = sum(isinstance(m, WanCausalConv3d) for m in vae.encoder.modules())
+        base = cfg.decoder_base_dim or cfg.base_dim
+        self.width = base * cfg.dim_mult[0] // self.patch ** 2          # channels at full resolution
+
+    def out_frames(self, first: bool, n: int) -> int:
+        return 1 + self.temporal * (n - 1) if first else self.temporal * n
+
+    def new_cache(self, encode: bool = False) -> list:
+        return [None] * (self.n_enc if encode else self.n_dec)
+
+    def decode(self, z: torch.Tensor, cache: list, first: bool) -> torch.Tensor:
+        """z (1, C, n, h, w) VAE latents -> (1, 3, F, H, W) pixels -1..1; cache carries the causal state."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+        x = self.vae.post_quant_conv(z)                                  # 1x1x1 conv: no state
+        if first and z.shape[2] > 1:                                     # latent frame 0 must go alone
+            out = [self.vae.decoder(x[:, :, :1], feat_cache=cache, feat_idx=[0], first_chunk=True),
+                   self.vae.decoder(x[:, :, 1:], feat_cache=cache, feat_idx=[0])]
+            out = torch.cat(out, dim=2)
+        else:
+            out = self.vae.decoder(x, feat_cache=cache, feat_idx=[0], first_chunk=first)
+        return unpatchify(out, self.patch).clamp(-1, 1)                  # (1, 3, F, H, W)
+
+    def encode(self, x: torch.Tensor, cache: list, first: bool) -> torch.Tensor:
+        """x (1, 3, F, H, W) -1..1 (F = 1 + 4k when first, else 4k) -> latent means (1, C, f, h, w)."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
+        x = patchify(x, self.patch)
+        if first and x.shape[2] > 1:
+            out = torch.cat([self.vae.encoder(x[:, :, :1], feat_cache=cache, feat_idx=[0]),
+                             self.vae.encoder(x[:, :, 1:], feat_cache=cache, feat_idx=[0])], dim=2)
+        else:
+            out = self.vae.encoder(x, feat_cache=cache, feat_idx=[0])
+        return self.vae.quant_conv(out)[:, :self.z_dim]                  # mean of the posterior
+
+
+class _FrameVAE:
+    """A per-frame image VAE (diffusers AutoencoderKL: AnimateDiff's SD 1.5 VAE)."""
+    kind = "frame"
+    temporal = 1
+
+    def __init__(self, vae):
+        self.vae = vae
+        cfg = vae.config
+        self.spatial = 2 ** (len(cfg.block_out_channels) - 1)
+        self.width = cfg.block_out_channels[0]                          # channels at full resolution
+
+    def out_frames(self, first: bool, n: int) -> int:
+        return n
+
+    def new_cache(self, encode: bool = False) -> None:
+        return None
+
+    def decode(self, z: torch.Tensor, cache, first: bool) -> torch.Tensor:
+        """z (1, C, n, h, w) VAE latents -> (1, 3, n, H, W) pixels."""
+        frames = z[0].transpose(0, 1)                                    # (n, C, h, w)
+        out = self.vae.decode(frames).sample                             # (n, 3, H, W)
+        return out.transpose(0, 1).unsqueeze(0)                          # (1, 3, n, H, W)
+
+    def encode(self, x: torch.Tensor, cache, first: bool) -> torch.Tensor:
+        """x (1, 3, n, H, W) -1..1 -> latent means (1, C, n, h, w)."""
+        frames = x[0].transpose(0, 1)                                    # (n, 3, H, W)
+        z = self.vae.encode(frames).latent_dist.mode()                   # (n, C, h, w)
+        return z.transpose(0, 1).unsqueeze(0)                           # (1, C, n, h, w)
+
+
+def vae_adapter(vae):
+    """The chunk/tile driver for a diffusers VAE: causal (Wan) or per frame (AutoencoderKL)."""
+    name = type(vae).__name__
+    if name == "AutoencoderKLWan":
+        return _CausalVAE(vae)
+    if name in ("AutoencoderKL", "AsymmetricAutoencoderKL") or hasattr(vae.config, "block_out_channels"):
+        return _FrameVAE(vae)
+    fail("model", "has a VAE Kinema cannot tile", name, "Use a Wan or AnimateDiff model, or report the family.")
+
+
+_CACHE_COST: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+
+
+def _cache_bytes_per_px(ad) -> float:
+    """Causal cache bytes per output pixel, measured exactly on a 2x2-cell probe (it scales with the area)."""
+    if ad.kind != "causal":
+        return 0.0
+    if ad.vae not in _CACHE_COST:
+        p = next(ad.vae.parameters())
+        z = torch.zeros(1, ad.z_dim, 2, 2, 2, device=p.device, dtype=p.dtype)
+        cache = ad.new_cache()
+        with torch.no_grad():
+            ad.decode(z[:, :, :1], cache, first=True)
+            ad.decode(z[:, :, 1:], cache, first=False)
+        total = sum(c.numel() * c.element_size() for c in cache if isinstance(c, torch.Tensor))
+        _CACHE_COST[ad.vae] = total / (2 * ad.spatial) ** 2
+    return _CACHE_COST[ad.vae]
+
+
+def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = None, device=None,
+         encode: bool = False) -> TilePlan:
+    """Choose tiles and chunks for one decode (or encode) of latents (C, f, h, w) within the memory budget.
+
+    The largest tile wins (the whole frame when it fits: no seams), then the longest chunk up to what keeps a
+    GPU busy (GPU_CALL_PX, at most MAX_CHUNK; one latent frame on the CPU).
+    When even the smallest tile with chunks of one latent frame does not fit, that is used anyway (it is the
+    least memory this VAE can decode with)."""
+    settings = settings or TileSettings()
+    settings.check()
+    ad = vae if isinstance(vae, (_CausalVAE, _FrameVAE)) else vae_adapter(vae)
+    p = next(ad.vae.parameters())
+    device = torch.device(device) if device is not None else p.device
+    _, f, h, w = latent_shape
+    r, dbytes = ad.spatial, p.element_size()
+    budget = memory_budget(device, settings.memory_mb)
+    act = ACT_FACTOR[ad.kind] * ad.width * dbytes * (ENCODE_FACTOR if encode else 1.0)   # bytes / px / frame
+    cache = _cache_bytes_per_px(ad)           # bytes / px (the encoder's causal cache is of the same order)
+    causal = ad.kind == "causal"
+
+    def cost(th: int, tw: int, chunk: int, overlap: int) -> tuple[float, bool]:
+        """(bytes, offload) for one call of `chunk` latent frames on a th x tw tile."""
+        px = th * tw * r * r
+        n_out = ad.out_frames(False, max(1, min(chunk, f - causal)))
+        tiles = len(_starts(h, th, overlap)) * len(_starts(w, tw, overlap))
+        all_cache = cache * px * tiles
+        offload = tiles > 1 and device.type == "cuda" and all_cache > budget / 2
+        held = cache * px if offload else all_cache
+        out = 0.0 if device.type == "cuda" else n_out * h * w * r * r * 3 * 4 * 2   # output chunk + its blend
+        return act * px * n_out + held + out, offload
+
+    gpu = device.type in ("cuda", "mps")
+    for t in _tile_sizes(max(h, w), settings.tile_px // r if settings.tile_px else 0):
+        th, tw = min(t, h), min(t, w)
+        overlap = (settings.overlap_px // r) if settings.overlap_px else max(1, min(th, tw) // 4)
+        overlap = min(overlap, max(min(th, tw) - 1, 0))
+        per_frame = th * tw * r * r * ad.out_frames(False, 1)                 # output px x frames per latent frame
+        want = min(MAX_CHUNK[ad.kind], math.ceil(GPU_CALL_PX / per_frame)) if gpu else 1
+        chunks = [settings.chunk_frames] if settings.chunk_frames else list(range(want, 0, -1))
+        for chunk in chunks:
+            need, offload = cost(th, tw, chunk, overlap)
+            if need <= budget:
+                return TilePlan(chunk, th, tw, overlap, offload, need / 2 ** 20)
+    # nothing fits: the least memory there is (the smallest tile, the shortest chunk, caches off the GPU)
+    need, offload = cost(th, tw, chunks[-1], overlap)
+    return TilePlan(chunks[-1], th, tw, overlap, offload or device.type == "cuda", need / 2 ** 20)
+
+
+def _tile_sizes(largest: int, fixed: int) -> list[int]:
+    """Tile sides to try, largest first: the user's one, else the whole frame shrinking by 3/4 to MIN_TILE."""
+    if fixed:
+        return [max(1, fixed)]
+    sizes = [largest]
+    while sizes[-1] > MIN_TILE:
+        sizes.append(max(MIN_TILE, int(sizes[-1] * 0.75)))
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blending
+# ---------------------------------------------------------------------------------------------------------------
+
+def _ramps(starts: list[int], tile: int, scale: int) -> list[torch.Tensor]:
+    """1-D blend weights per tile (in output units): linear cross-fades over each overlap with the neighbour,
+    1 elsewhere. Neighbouring weights sum to 1 over an overlap; the blender still divides by the sum."""
+    out = []
+    for k, s in enumerate(starts):
+        wgt = torch.ones(tile * scale)
+        if k > 0:
+            o = (starts[k - 1] + tile - s) * scale
+            if o > 0:
+                wgt[:o] = (torch.arange(o) + 0.5) / o
+        if k + 1 < len(starts):
+            o = (s + tile - starts[k + 1]) * scale
+            if o > 0:
+                wgt[-o:] = torch.minimum(wgt[-o:], 1 - (torch.arange(o) + 0.5) / o)
+        out.append(wgt)
+    return out
+
+
+class _Blender:
+    """Accumulates the weighted tiles of one chunk and returns their blend (1, C, n, H, W)."""
+
+    def __init__(self, ys: list[int], xs: list[int], tile_h: int, tile_w: int, scale: int):
+        self.ys, self.xs, self.scale = ys, xs, scale
+        self.size = ((ys[-1] + tile_h) * scale, (xs[-1] + tile_w) * scale)     # the last tiles end at the edges
+        self.wy, self.wx = _ramps(ys, tile_h, scale), _ramps(xs, tile_w, scale)
+        self.acc: torch.Tensor | None = None
+        self.wsum: torch.Tensor | None = None
+
+    def add(self, i: int, j: int, tile: torch.Tensor) -> None:
+        """Tile (i, j) of the grid, (1, C, n, th*scale, tw*scale)."""
+        if self.acc is None:
+            self.acc = tile.new_zeros(*tile.shape[:-2], *self.size)                  # (1, C, n, H, W)
+            self.wsum = tile.new_zeros(self.size)                                    # (H, W)
+        y0, x0 = self.ys[i] * self.scale, self.xs[j] * self.scale
+        hh, ww = tile.shape[-2:]
+        wgt = (self.wy[i][:hh, None] * self.wx[j][None, :ww]).to(tile)               # (th, tw)
+        self.acc[..., y0:y0 + hh, x0:x0 + ww] += tile * wgt
+        self.wsum[y0:y0 + hh, x0:x0 + ww] += wgt
+
+    def result(self) -> torch.Tensor:
+        out = self.acc / self.wsum
+        self.acc = self.wsum = None
+        return out
+
+
+def _over_tiles(tp: TilePlan, ys: list[int], xs: list[int], scale: int,
+                run: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """run(i, j) on every tile of the grid and blend the outputs (scale output units per latent cell); a single
+    tile is returned as it is."""
+    if len(ys) == 1 and len(xs) == 1:
+        return run(0, 0)
+    blender = _Blender(ys, xs, tp.tile_h, tp.tile_w, scale)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            blender.add(i, j, run(i, j).float())
+    return blender.result()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decode and encode
+# ---------------------------------------------------------------------------------------------------------------
+
+def _chunks(f: int, chunk: int, causal: bool) -> list[tuple[int, int, bool]]:
+    """(start, stop, first) latent frame ranges: for a causal VAE frame 0 alone first, then `chunk` at a time."""
+    out, i = [], 0
+    if causal:
+        out.append((0, 1, True))
+        i = 1
+    while i < f:
+        out.append((i, min(i + chunk, f), i == 0))
+        i += chunk
+    return out
+
+
+def _release_freed_memory() -> None:
+    """Give the C heap's freed pages back to the OS (glibc malloc_trim). Decoding on the CPU frees and reallocates
+    tensors of many sizes every chunk; without this, heap fragmentation lets the resident memory creep up over a
+    long video (measured: +100 MB from 17 to 65 frames at 64 px, flat with it). A no-op off glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    import ctypes
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _move(cache: list | None, device) -> None:
+    """Move a causal cache's tensors (in place in the list) to `device`: off the GPU between a tile's chunks."""
+    for k, c in enumerate(cache or []):
+        if isinstance(c, torch.Tensor):
+            cache[k] = c.to(device)
+
+
+def decode_chunks(vae, z: torch.Tensor, settings: TileSettings | None = None,
+                  tile_plan: TilePlan | None = None) -> Iterator[torch.Tensor]:
+    """Decode VAE latents chunk by chunk: yields IMAGE chunks (n, H, W, 3) float32 0..1 on the CPU.
+
+    Args:
+        vae: a diffusers AutoencoderKLWan or AutoencoderKL (weights on their device).
+        z: latents in the VAE's own space (already un-normalised by the family), (1, C, f, h, w).
+        settings: memory budget and tile/chunk overrides; tile_plan: a ready plan (overrides settings).
+    Frames come out in order; concatenated they are the whole clip (Wan: 1 + 4 (f - 1) frames).
+    """
+    ad = vae_adapter(vae)
+    p = next(vae.parameters())
+    _, _, f, h, w = z.shape
+    tp = tile_plan or plan(ad, tuple(z.shape[1:]), settings)
+    ys, xs = tp.starts(h, w)
+    caches = {(i, j): ad.new_cache() for i in range(len(ys)) for j in range(len(xs))}
+    for a, b, first in _chunks(f, tp.chunk, ad.kind == "causal"):
+        # 1. every tile of latent frames a..b, each with its own causal cache, blended in pixel space
+        def run(i: int, j: int) -> torch.Tensor:
+            zt = z[:, :, a:b, ys[i]:ys[i] + tp.tile_h, xs[j]:xs[j] + tp.tile_w]          # (1, C, n, th, tw)
+            if tp.offload:
+                _move(caches[(i, j)], p.device)
+            out = ad.decode(zt.to(p.device, p.dtype), caches[(i, j)], first)            # (1, 3, n_out, TH, TW)
+            if tp.offload:
+                _move(caches[(i, j)], "cpu")
+            return out
+
+        with torch.no_grad():                     # not around the yield: grad mode is global to the caller
+            video = _over_tiles(tp, ys, xs, ad.spatial, run)                            # (1, 3, n_out, H, W)
+            # 2. to IMAGE frames on the CPU: -1..1 -> (n_out, H, W, 3) 0..1
+            frames = (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
+        del video
+        if p.device.type == "cpu":
+            _release_freed_memory()
+        yield frames
+
+
+def decode(vae, z: torch.Tensor, settings: TileSettings | None = None) -> torch.Tensor:
+    """All frames at once: (1, C, f, h, w) VAE latents -> IMAGE (F, H, W, 3) float32 0..1 on the CPU."""
+    return torch.cat(list(decode_chunks(vae, z, settings)))
+
+
+def encode(vae, frames: torch.Tensor, settings: TileSettings | None = None) -> torch.Tensor:
+    """IMAGE frames (F, H, W, 3) 0..1 -> latent means in the VAE's own space (1, C, f, h, w) on the VAE's device,
+    tiled and chunked like decode (Wan: F must be 4k+1; frame 0 alone, then 4 * chunk frames per call)."""
+    ad = vae_adapter(vae)
+    p = next(vae.parameters())
+    n, hh, ww = frames.shape[:3]
+    r, t = ad.spatial, ad.temporal
+    if ad.kind == "causal":
+        check_frames("images", n, t)
+    for arg, size in (("height", hh), ("width", ww)):
+        if size % r:
+            fail(arg, f"must be a multiple of {r} to encode", size, f"Resize the frames to a multiple of {r}.")
+    f = (n - 1) // t + 1 if ad.kind == "causal" else n
+    h, w = hh // r, ww // r
+    tp = plan(ad, (0, f, h, w), settings, encode=True)
+    ys, xs = tp.starts(h, w)
+    caches = {(i, j): ad.new_cache(encode=True) for i in range(len(ys)) for j in range(len(xs))}
+    out = []
+    with torch.no_grad():
+        for a, b, first in _chunks(f, tp.chunk, ad.kind == "causal"):
+            # 1. latent frames a..b come from pixel frames p0..p1 (Wan: 0 -> [0], k -> [4k-3 .. 4k])
+            p0, p1 = (0 if a == 0 else 1 + t * (a - 1), 1 + t * (b - 1)) if ad.kind == "causal" else (a, b)
+            clip = frames[p0:p1, ..., :3]                                                # (m, H, W, 3)
+
+            # 2. every tile, each with its own causal cache, blended in latent space
+            def run(i: int, j: int) -> torch.Tensor:
+                y0, x0 = ys[i] * r, xs[j] * r
+                x = clip[:, y0:y0 + tp.tile_h * r, x0:x0 + tp.tile_w * r]                # (m, th, tw, 3)
+                x = x.permute(3, 0, 1, 2).unsqueeze(0).to(p.device, p.dtype) * 2 - 1     # (1, 3, m, th, tw)
+                if tp.offload:
+                    _move(caches[(i, j)], p.device)
+                zt = ad.encode(x, caches[(i, j)], first)                                # (1, C, b-a, th/r, tw/r)
+                if tp.offload:
+                    _move(caches[(i, j)], "cpu")
+                return zt
+
+            out.append(_over_tiles(tp, ys, xs, 1, run).float())
+    return torch.cat(out, dim=2)                                                        # (1, C, f, h, w)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Families: the model's chunked decode when it has one
+# ---------------------------------------------------------------------------------------------------------------
+
+def frames_for(model, f: int) -> int:
+    """Frames a clip of f latent frames decodes to (Wan: 4 (f - 1) + 1; per-frame VAEs: f)."""
+    r = getattr(model, "temporal_ratio", 1)
+    return (f - 1) * r + 1 if r > 1 else f
+
+
+def check_latents(model, samples) -> torch.Tensor:
+    """LATENT samples (1, C, f, h, w) with this model's channel count."""
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 5:
+        fail("latent", "must be a 5-D tensor (1, C, frames, h, w) of video latents",
+             tuple(getattr(samples, "shape", ())), "Connect a Kinema Temporal Sampler, Video Encode or Load Latent.")
+    if samples.shape[0] != 1:
+        fail("latent", "must hold one clip (batch size 1)", tuple(samples.shape), "Pick one clip of the batch.")
+    channels = getattr(model, "latent_channels", samples.shape[1])
+    if samples.shape[1] != channels:
+        fail("latent", f"must have the model's {channels} latent channels", samples.shape[1],
+             "Decode with the model that made the latents (see the latents file's metadata).")
+    return samples
+
+
+def stream_decode(model, latents: torch.Tensor, settings: TileSettings | None = None) -> Iterator[torch.Tensor]:
+    """IMAGE chunks (n, H, W, 3) of a model's latents, through the family's chunked decode when it has one
+    (`decode_chunks`), else one chunk from its plain decode."""
+    check_latents(model, latents)
+    chunked = getattr(model, "decode_chunks", None)
+    if chunked is not None:
+        return chunked(latents, settings)
+    return iter([model.decode(latents)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Crash safety: latents files
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LatentsInfo:
+    """The JSON metadata stored with saved latents (safetensors metadata key "kinema")."""
+    family: str                       # e.g. "wan", "animatediff"
+    model: str                        # model folder name (models/diffusers/<model>)
+    frames: int                       # frames the latents decode to
+    fps: float | None = None          # frames per second of the video, when known
+    format: str | None = None         # video format the decode was writing ("mp4", ...)
+    tags: dict[str, str] = field(default_factory=dict)   # video metadata tags (prompt, workflow) to write again
+    version: int = LATENTS_FORMAT
+
+
+def latents_path_for(video: Path) -> Path:
+    """`out/video_00001_.mp4` -> `out/video_00001_.latents.safetensors` (the same ComfyUI counter)."""
+    video = Path(video)
+    return video.with_name(video.stem + LATENTS_SUFFIX)
+
+
+def video_path_for(latents_file: Path, fmt: str) -> Path:
+    """The inverse of latents_path_for: `x.latents.safetensors` -> `x.<fmt>`."""
+    name = Path(latents_file).name
+    stem = name[:-len(LATENTS_SUFFIX)] if name.endswith(LATENTS_SUFFIX) else Path(name).stem
+    return Path(latents_file).with_name(f"{stem}.{fmt}")
+
+
+def save_latents(path, latents: torch.Tensor, info: LatentsInfo, audio: dict | None = None) -> Path:
+    """Write latents (1, C, f, h, w), their metadata and optionally the video's AUDIO as safetensors, atomically.
+    Returns `path`."""
+    from safetensors.torch import save_file
+    from .media import atomic_write, check_audio
+    tensors = {"latents": latents.detach().float().cpu().contiguous()}
+    meta = asdict(info)
+    if audio is not None:
+        wav, rate = check_audio("audio", audio)                                  # (C, T) float32
+        tensors["audio"], meta["sample_rate"] = wav.contiguous(), rate
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"kinema": json.dumps(meta)})
+    return Path(path)
+
+
+def load_latents(path) -> tuple[torch.Tensor, LatentsInfo, dict | None]:
+    """Read a file written by save_latents: (latents (1, C, f, h, w) float32, metadata, AUDIO dict or None)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latents file not found: {path}. Fix: check the path; Decode And Save Video "
+                                f"writes *{LATENTS_SUFFIX} beside the video in the output folder.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = (f.metadata() or {}).get("kinema")
+            keys = set(f.keys())
+            tensor = f.get_tensor("latents") if "latents" in keys else None
+            wav = f.get_tensor("audio") if "audio" in keys else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        fail("latents", "must be a readable .safetensors file", path.name, f"It could not be read ({exc}).")
+    if meta is None or tensor is None:
+        fail("latents", "must be a Kinema latents file (a `latents` tensor and `kinema` metadata)", path.name,
+             f"Pick a *{LATENTS_SUFFIX} file written by Decode And Save Video.")
+    raw = json.loads(meta)
+    info = LatentsInfo(**{k: raw[k] for k in LatentsInfo.__dataclass_fields__ if k in raw})
+    audio = None if wav is None else {"waveform": wav[None], "sample_rate": int(raw["sample_rate"])}
+    return tensor, info, audio
+
+
+def describe(model, latents: torch.Tensor, fps: float | None = None, fmt: str | None = None,
+             tags: dict[str, str] | None = None) -> LatentsInfo:
+    """The metadata for a model's latents."""
+    return LatentsInfo(family=model.name, model=Path(getattr(model, "path", "")).name,
+                       frames=frames_for(model, latents.shape[2]), fps=None if fps is None else float(fps),
+                       format=fmt, tags=dict(tags or {}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decode straight into a video file
+# ---------------------------------------------------------------------------------------------------------------
+
+def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "mp4", *, audio: dict | None = None,
+                   settings: TileSettings | None = None, metadata: dict[str, str] | None = None,
+                   on_frames: Callable[[int, int], None] | None = None) -> Path:
+    """Decode latents (1, C, f, h, w) chunk by chunk straight into a video file (atomic: the file exists only
+    when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop)."""
+    from .media import VideoWriter
+    check_latents(model, latents)
+    total = frames_for(model, latents.shape[2])
+    with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
+        for chunk in stream_decode(model, latents, settings):
+            out.write(chunk)
+            if on_frames is not None:
+                on_frames(out.frames, total)
+    if out.frames != total:                         # a family whose decode disagrees with its own frame count
+        fail("latent", f"decoded to {out.frames} frames, not the {total} its length implies", out.frames,
+             "Report this: the family's decode and temporal ratio disagree.")
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class SavedDecode:
+    video: Path
+    latents: Path | None     # the latents file, when kept
+
+
+def decode_and_save(model, latents: torch.Tensor, path, fps: float, fmt: str = "mp4", *,
+                    audio: dict | None = None, settings: TileSettings | None = None,
+                    metadata: dict[str, str] | None = None, keep_latents: bool = False,
+                    on_frames: Callable[[int, int], None] | None = None) -> SavedDecode:
+    """Crash-safe decode: save the latents beside `path` first (x.latents.safetensors), then stream the decode
+    into the video. On success the latents file is deleted unless keep_latents; on failure it stays (and no
+    half-written video does), to resume with the Load Latent node or `kinema decode`."""
+    from .media import VideoWriter
+    check_latents(model, latents)
+    fmt_v = VideoWriter(path, fps, fmt, audio=audio).fmt.value     # checks fps, format and audio before writing
+    lat_path = save_latents(latents_path_for(path), latents, describe(model, latents, fps, fmt_v, metadata), audio)
+    video = decode_to_file(model, latents, path, fps, fmt_v, audio=audio, settings=settings, metadata=metadata,
+                           on_frames=on_frames)
+    if not keep_latents:
+        lat_path.unlink(missing_ok=True)
+        return SavedDecode(video, None)
+    return SavedDecode(video, lat_path)

@@ -1,0 +1,288 @@
+"""Audio nodes: load / save / preview sound, load an audio model, text to audio, audio for a video.
+
+What the editor shows (frontend 1.58.1, src/extensions/core/uploadAudio.ts): an output {"audio": [{filename,
+subfolder, type}]} is played by an `audioUI` widget (an <audio> element). The frontend adds that widget only to
+core classes (LoadAudio, SaveAudio, PreviewAudio, ...); any other node gets it by declaring an input
+"audioUI": ("AUDIO_UI", {}). It must be optional (the widget is never serialised, so a required one would fail
+ComfyUI's validation) and keep that exact name (the upload button and onNodeOutputsUpdated look it up by name);
+input_order places it before the upload button that `audio_upload` adds, which needs it to exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import string
+from pathlib import Path
+
+from ..models import audio as audio_io   # `audio` is the ComfyUI input name
+from ..models.devices import DeviceChoice, DtypeChoice
+from ..models.families import AudioFamilyChoice
+from . import _env
+
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+_AUDIO_UI = ("AUDIO_UI", {"tooltip": "The editor's audio player (drawn by the frontend; nothing to connect)."})
+
+
+def _input_audio_path(name: str) -> Path:
+    """A Load Audio value: "x.wav" or "sub/x.wav" in the input folders, or "x.wav [output]" / "x.wav [temp]"."""
+    for tag, folder in ((" [output]", _env.output_dir), (" [temp]", _env.temp_dir)):
+        if name.endswith(tag):
+            root = folder()
+            path = root / name[:-len(tag)]
+            if path.is_file() and path.resolve().is_relative_to(root.resolve()):
+                return path
+            raise FileNotFoundError(f"audio {name!r} not found in {root}. Fix: pick another file.")
+    return _env.find_input(name.removesuffix(" [input]"))
+
+
+def _saved(path: Path, root: Path, kind: str) -> dict:
+    sub = path.parent.relative_to(root).as_posix()
+    return {"filename": path.name, "subfolder": "" if sub == "." else sub, "type": kind}
+
+
+def _progress(steps: int):
+    progress = _env.Progress(steps)
+
+    def on_step(i, total, latents):
+        progress.total = total
+        progress(i)
+    return on_step
+
+
+class KinemaLoadAudio:
+    DESCRIPTION = ("Loads a sound file from the input folder (upload one with the button): wav, flac, ogg, mp3, "
+                   "m4a, or the sound track of a video. Optionally resampled and mixed to mono or stereo.")
+    CATEGORY = "Kinema/audio"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("AUDIO {'waveform': (1, channels, samples) float -1..1, 'sample_rate'}: the whole file.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = sorted({p.name for folder in _env.input_search_dirs() if folder.is_dir()
+                        for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in audio_io.AUDIO_EXTENSIONS})
+        return {"required": {
+            "audio": (files, {"audio_upload": True, "tooltip": "A sound file in the input folder (wav, flac, ogg, "
+                              "mp3, m4a, mp4/webm sound tracks). A missing file is an error before the run."}),
+            "sample_rate": ("INT", {"default": 0, "min": 0, "max": audio_io.MAX_RATE, "step": 1, "tooltip":
+                            "Hz to resample to (band-limited sinc); 0 keeps the file's rate. Stable Audio uses "
+                            "44100, LTX-2 16000 in / 16000 or 48000 out."}),
+            "channels": ([m.value for m in audio_io.ChannelMode], {"default": "keep", "tooltip":
+                         "keep: as in the file. mono: the mean of all channels. stereo: mono is duplicated; "
+                         "more than two channels keep the first two (front left, front right)."}),
+        }, "optional": {"audioUI": _AUDIO_UI}}
+
+    @classmethod
+    def IS_CHANGED(cls, audio, **kwargs):
+        try:
+            return hashlib.sha256(_input_audio_path(audio).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return f"missing:{audio}"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio):
+        try:
+            _input_audio_path(audio)
+        except FileNotFoundError as e:
+            return str(e)
+        return True
+
+    def load(self, audio, sample_rate, channels, audioUI=None):
+        return (audio_io.load_audio(_input_audio_path(audio), sample_rate, channels),)
+
+
+class KinemaSaveAudio:
+    DESCRIPTION = ("Saves sound in the output folder as wav (16-bit, plays everywhere) or flac (16-bit lossless, "
+                   "with the workflow stored inside like ComfyUI's Save Audio). One file per clip of the batch.")
+    CATEGORY = "Kinema/audio"
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    OUTPUT_TOOLTIPS = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio": ("AUDIO", {"tooltip": "Sound (batch, channels, samples), -1..1; louder samples are clipped."}),
+                "format": ([f.value for f in audio_io.AudioFormat], {"default": "flac", "tooltip":
+                           "flac: lossless, about half the size of wav, keeps the workflow (drag it onto the "
+                           "editor). wav: 16-bit PCM, no workflow."}),
+                "filename_prefix": ("STRING", {"default": "Kinema/audio", "tooltip":
+                                    "File name start inside the output folder; '/' makes sub-folders. Files are "
+                                    "numbered prefix_00001_.ext and never overwritten; '..' is rejected."}),
+            },
+            "optional": {"audioUI": _AUDIO_UI},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def save(self, audio, format, filename_prefix, audioUI=None, prompt=None, extra_pnginfo=None):
+        import json
+        from ..models.media import next_output_path
+        waveform, rate = audio_io.check_audio("audio", audio)
+        tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+        tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
+        root, entries = _env.output_dir(), []
+        for clip in waveform:                                                   # (C, T) each
+            path = next_output_path(root, filename_prefix, format)
+            entries.append(_saved(audio_io.save_audio(clip, rate, path, format, tags), root, "output"))
+        return {"ui": {"audio": entries}, "result": ()}
+
+
+class KinemaPreviewAudio:
+    DESCRIPTION = "Plays sound on the node (a flac in the temp folder); nothing is kept in the output folder."
+    CATEGORY = "Kinema/audio"
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    OUTPUT_TOOLTIPS = ()
+    OUTPUT_NODE = True
+    FUNCTION = "preview"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"audio": ("AUDIO", {"tooltip": "Sound (batch, channels, samples); the first clip "
+                                                            "plays, every clip is written."})},
+                "optional": {"audioUI": _AUDIO_UI}}
+
+    def preview(self, audio, audioUI=None):
+        from ..models.media import next_output_path
+        waveform, rate = audio_io.check_audio("audio", audio)
+        root = _env.temp_dir()
+        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+        entries = []
+        for clip in waveform:                                                   # (C, T) each
+            path = next_output_path(root, f"KinemaPreview_{suffix}", "flac")
+            entries.append(_saved(audio_io.save_audio(clip, rate, path, "flac"), root, "temp"))
+        return {"ui": {"audio": entries}, "result": ()}
+
+
+class KinemaLoadAudioModel:
+    DESCRIPTION = ("Loads a local audio model (diffusers-format folder in models/diffusers): Stable Audio Open "
+                   "for Text to Audio, LTX-2 for Video to Audio (its audio branch, the clip as a condition).")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_AUDIO_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded audio model: connect it to Text to Audio or Video to Audio.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models.families import detect_audio_family
+        names = [n for n in _env.list_models("diffusers")
+                 if detect_audio_family(_env.find_model("diffusers", n)) is not None]
+        return {"required": {
+            "model": (names or ["(no audio models found: run `kinema fixtures` or add one)"], {"tooltip":
+                      "A diffusers-format folder (holding model_index.json) under models/diffusers: Stable Audio "
+                      "Open (StableAudioPipeline) or LTX-2 (LTX2Pipeline). Only audio-capable folders are listed."}),
+            "family": ([c.value for c in AudioFamilyChoice], {"default": "auto", "tooltip":
+                       "auto reads the folder's model_index.json; set it only to insist on a family (a mismatch "
+                       "is an error, not a conversion)."}),
+            "device": ([c.value for c in DeviceChoice], {"default": "auto", "tooltip":
+                       "auto: CUDA, then Apple MPS, then CPU. A device that is not available is an error."}),
+            "dtype": ([c.value for c in DtypeChoice], {"default": "auto", "tooltip":
+                      "Weights precision. auto: bf16 on CUDA (fp16 on old GPUs), fp16 on MPS, fp32 on CPU. The "
+                      "audio VAEs and vocoder always stay fp32."}),
+        }}
+
+    def load(self, model, family, device, dtype):
+        from ..models.devices import pick_device, pick_dtype
+        from ..models.families import load_audio_model
+        dev = pick_device(device)
+        return (load_audio_model(_env.find_model("diffusers", model), family, dev, pick_dtype(dtype, dev)),)
+
+
+_STEPS = ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip":
+                  "Denoising steps. More is slower and usually cleaner (Stable Audio ~100, LTX-2 ~30)."})
+_CFG = ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
+                  "Classifier-free guidance. 1.0 or less turns it off (one model call a step, negative ignored); "
+                  "Stable Audio ~7, LTX-2 ~4."})
+_SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
+                 "Noise seed. The same seed, settings and model give the same sound on any device."})
+
+
+class KinemaTextToAudio:
+    DESCRIPTION = ("Makes sound effects or music from a prompt with Kinema's denoising loop (Stable Audio Open): "
+                   "exactly `seconds` long, the same result as diffusers' StableAudioPipeline for a seed.")
+    CATEGORY = "Kinema/audio"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("AUDIO (1, channels, round(seconds x rate)) at the model's rate (44.1 kHz stereo for Stable "
+                       "Audio Open).",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_AUDIO_MODEL", {"tooltip": "A text-to-audio model from Load Audio Model."}),
+            "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                       "What to hear, e.g. 'a hammer hitting wood, close mic'. Long prompts are truncated at the "
+                       "encoder's token limit (128 for Stable Audio Open)."}),
+            "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                                "What to avoid, e.g. 'low quality, noise'. Empty uses the model's own "
+                                "unconditional input; ignored when cfg <= 1."}),
+            "seconds": ("FLOAT", {"default": 10.0, "min": 0.01, "max": 600.0, "step": 0.01, "tooltip":
+                        "Length in seconds, kept exactly (rounded to the nearest sample). At most the model's "
+                        "window (47.55 s for Stable Audio Open): longer is an error."}),
+            "steps": ("INT", {**_STEPS[1], "default": 100}),
+            "cfg": _CFG,
+            "seed": _SEED,
+        }}
+
+    def generate(self, model, prompt, negative_prompt, seconds, steps, cfg, seed):
+        return (audio_io.text_to_audio(model, prompt, negative_prompt, seconds, steps, cfg, seed,
+                                       on_step=_progress(steps)),)
+
+
+class KinemaVideoToAudio:
+    DESCRIPTION = ("Makes the sound for a video: LTX-2's audio branch listens to the frames (and an optional "
+                   "prompt) while it denoises, so sounds land when things happen. The audio lasts exactly "
+                   "frames / fps and starts with the first frame: connect it to Save Video with the same fps.")
+    CATEGORY = "Kinema/audio"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("AUDIO (1, channels, round(frames x rate / fps)) at the model's rate.",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_AUDIO_MODEL", {"tooltip": "A video-to-audio model (LTX-2) from Load Audio Model."}),
+            "images": ("IMAGE", {"tooltip": "The video frames (F, H, W, C) 0..1. Resized (aspect kept) to what the "
+                                            "model encodes; any frame count (padded inside to the VAE's grid)."}),
+            "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip":
+                              "Frames per second of the video: the audio lasts frames / fps seconds. Use the "
+                              "same value in Save Video, or sound and picture drift apart."}),
+            "steps": ("INT", {**_STEPS[1], "default": 30}),
+            "cfg": ("FLOAT", {**_CFG[1], "default": 4.0}),
+            "seed": _SEED,
+        }, "optional": {
+            "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                       "Optional words about the sound ('rain on a tin roof'); empty lets the picture decide."}),
+            "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                                "Optional: what to avoid ('music, speech'); ignored when cfg <= 1."}),
+        }}
+
+    def generate(self, model, images, fps, steps, cfg, seed, prompt="", negative_prompt=""):
+        return (audio_io.video_to_audio(model, images, fps, prompt, negative_prompt, steps, cfg, seed,
+                                        on_step=_progress(steps)),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "KinemaLoadAudio": KinemaLoadAudio,
+    "KinemaSaveAudio": KinemaSaveAudio,
+    "KinemaPreviewAudio": KinemaPreviewAudio,
+    "KinemaLoadAudioModel": KinemaLoadAudioModel,
+    "KinemaTextToAudio": KinemaTextToAudio,
+    "KinemaVideoToAudio": KinemaVideoToAudio,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "KinemaLoadAudio": "Load Audio (Kinema)",
+    "KinemaSaveAudio": "Save Audio (Kinema)",
+    "KinemaPreviewAudio": "Preview Audio (Kinema)",
+    "KinemaLoadAudioModel": "Load Audio Model",
+    "KinemaTextToAudio": "Text to Audio",
+    "KinemaVideoToAudio": "Video to Audio",
+}

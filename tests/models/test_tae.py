@@ -1,0 +1,223 @@
+"""models/tae.py: chunked decode/encode equal diffusers' own, tiled ones stay within stated bounds of the untiled,
+the planner follows the memory budget, latents files round-trip; and media.VideoWriter streams chunks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kinema.models import media, tae
+from kinema.models.tae import TileSettings
+
+BIG = TileSettings(memory_mb=1 << 20)          # a budget that never tiles: the untiled reference
+
+# Tiled vs untiled, on the tiny random-weight fixtures, |difference| of 0..1 pixels (measured: Wan 0.0022 mean,
+# 0.131 max; AnimateDiff 0.018 mean, 0.159 max; tiled encode, mean |diff| / mean |latent|: Wan 0.057, SD 0.197).
+# Random weights are a hard case: the middle attention of both VAEs mixes the whole frame and the SD VAE's
+# GroupNorm takes statistics per tile, so the seams are where it differs.
+WAN_MEAN, WAN_MAX = 0.003, 0.2
+AD_MEAN, AD_MAX = 0.03, 0.25
+ENC_REL = {"wan": 0.1, "sd": 0.25}             # tiled encode: mean |diff| relative to mean |latent|
+
+
+@pytest.fixture(scope="module")
+def wan_vae(models_dir):
+    from diffusers import AutoencoderKLWan
+    return AutoencoderKLWan.from_pretrained(models_dir / "diffusers" / "fixture-wan-t2v" / "vae").eval()
+
+
+@pytest.fixture(scope="module")
+def sd_vae(models_dir):
+    from diffusers import AutoencoderKL
+    return AutoencoderKL.from_pretrained(models_dir / "diffusers" / "fixture-animatediff" / "vae").eval()
+
+
+def _to_image(video):  # diffusers (1, 3, F, H, W) -1..1 -> IMAGE (F, H, W, 3) 0..1
+    return (video[0].permute(1, 2, 3, 0) / 2 + 0.5).clamp(0, 1)
+
+
+# ---- time: chunks are exact -----------------------------------------------------------------------------------
+
+def test_wan_chunked_decode_equals_diffusers(wan_vae):
+    torch.manual_seed(0)
+    z = torch.randn(1, 16, 6, 4, 6)
+    with torch.no_grad():
+        expected = _to_image(wan_vae.decode(z).sample)                                # (21, 32, 48, 3)
+    for chunk in (1, 3):
+        chunks = list(tae.decode_chunks(wan_vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=chunk)))
+        # causality: latent frame 0 -> 1 frame alone, then 4 frames per latent frame
+        assert [c.shape[0] for c in chunks] == [1] + [4 * len(range(i, min(i + chunk, 6))) for i in range(1, 6, chunk)]
+        got = torch.cat(chunks)
+        assert got.shape == expected.shape == (21, 32, 48, 3)
+        assert (got - expected).abs().max() < 1e-5
+
+
+def test_wan22_style_vae_chunked_equals_diffusers():
+    """Wan 2.2's VAE (residual blocks, 2x2 patches, 16 px cells) through the same chunked path."""
+    from diffusers import AutoencoderKLWan
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1, is_residual=True,
+                           in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                           latents_mean=[0.0] * 8, latents_std=[1.0] * 8).eval()
+    z = torch.randn(1, 8, 4, 2, 3)
+    with torch.no_grad():
+        expected = _to_image(vae.decode(z).sample)
+        x = torch.rand(9, 32, 48, 3)
+        expected_z = vae.encode(x.permute(3, 0, 1, 2)[None] * 2 - 1).latent_dist.mode()
+    got = tae.decode(vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=2))
+    assert got.shape == expected.shape == (13, 32, 48, 3) and (got - expected).abs().max() < 1e-5
+    got_z = tae.encode(vae, x, TileSettings(memory_mb=1 << 20, chunk_frames=2))
+    assert got_z.shape == expected_z.shape and (got_z - expected_z).abs().max() < 1e-5
+
+
+def test_wan_chunked_encode_equals_diffusers(wan_vae):
+    x = torch.rand(13, 32, 32, 3)
+    with torch.no_grad():
+        expected = wan_vae.encode(x.permute(3, 0, 1, 2)[None] * 2 - 1).latent_dist.mode()  # (1, 16, 4, 4, 4)
+    got = tae.encode(wan_vae, x, TileSettings(memory_mb=1 << 20, chunk_frames=2))
+    assert got.shape == expected.shape and (got - expected).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="`images` must be 4k\\+1"):
+        tae.encode(wan_vae, x[:12])
+
+
+# ---- space: tiles within bounds -------------------------------------------------------------------------------
+
+def _errors(a, b):
+    d = (a - b).abs()
+    return d.mean().item(), d.max().item()
+
+
+def test_wan_tiled_decode_within_bound(wan_vae):
+    torch.manual_seed(0)
+    z = torch.randn(1, 16, 3, 12, 16)                                                # 9 frames of 96x128
+    settings = TileSettings(memory_mb=1 << 20, tile_px=64)
+    plan = tae.plan(wan_vae, tuple(z.shape[1:]), settings)
+    assert plan.num_tiles(12, 16) == 6 and plan.overlap >= 2
+    full, tiled = tae.decode(wan_vae, z, BIG), tae.decode(wan_vae, z, settings)
+    assert full.shape == tiled.shape == (9, 96, 128, 3)
+    mean, worst = _errors(tiled, full)
+    assert mean < WAN_MEAN and worst < WAN_MAX, (mean, worst)
+
+
+def test_animatediff_tiled_decode_within_bound(sd_vae):
+    torch.manual_seed(0)
+    z = torch.randn(1, 4, 5, 24, 32)                                                 # 5 frames, 2 px per cell
+    settings = TileSettings(memory_mb=1 << 20, tile_px=32, chunk_frames=2)
+    assert tae.plan(sd_vae, tuple(z.shape[1:]), settings).num_tiles(24, 32) == 6
+    chunks = list(tae.decode_chunks(sd_vae, z, settings))
+    assert [c.shape[0] for c in chunks] == [2, 2, 1]
+    with torch.no_grad():
+        frames = sd_vae.decode(z[0].transpose(0, 1)).sample                           # (5, 3, 48, 64)
+    full = (frames.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
+    assert (tae.decode(sd_vae, z, BIG) - full).abs().max() < 1e-5                     # chunks alone: exact
+    mean, worst = _errors(torch.cat(chunks), full)
+    assert mean < AD_MEAN and worst < AD_MAX, (mean, worst)
+
+
+@pytest.mark.parametrize("which", ["wan", "sd"])
+def test_tiled_encode_within_bound(which, wan_vae, sd_vae):
+    vae, size = (wan_vae, (5, 96, 128)) if which == "wan" else (sd_vae, (3, 48, 64))
+    y, x = torch.meshgrid(torch.linspace(0, 1, size[1]), torch.linspace(0, 1, size[2]), indexing="ij")
+    frames = torch.stack([torch.stack([y, x, (x + y + t / 10) % 1], -1) for t in range(size[0])])  # smooth colours
+    full = tae.encode(vae, frames, BIG)
+    settings = TileSettings(memory_mb=1 << 20, tile_px=64 if which == "wan" else 32)
+    assert tae.plan(vae, tuple(full.shape[1:]), settings, encode=True).num_tiles(*full.shape[-2:]) > 1
+    tiled = tae.encode(vae, frames, settings)
+    assert tiled.shape == full.shape
+    rel = ((tiled - full).abs().mean() / full.abs().mean()).item()
+    assert rel < ENC_REL[which], rel
+
+
+def test_ramps_cross_fade_to_one():
+    starts = tae._starts(20, 8, 2)
+    assert starts[0] == 0 and starts[-1] == 12 and len(starts) == 3
+    total = torch.zeros(20 * 4)
+    for s, w in zip(starts, tae._ramps(starts, 8, 4)):
+        total[s * 4:(s + 8) * 4] += w
+    assert torch.allclose(total, torch.ones_like(total))
+    assert tae._starts(6, 8, 2) == [0]
+
+
+# ---- the memory plan ------------------------------------------------------------------------------------------
+
+def test_plan_follows_the_budget(wan_vae, sd_vae):
+    shape = (16, 21, 60, 104)                                                        # Wan 81 frames at 832x480
+    roomy = tae.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20))
+    assert roomy.num_tiles(60, 104) == 1 and roomy.chunk == 1                     # on the CPU: one latent frame
+    on_gpu = lambda vae, shape: tae.plan(vae, shape, TileSettings(memory_mb=1 << 20), device="cuda").chunk
+    assert on_gpu(wan_vae, shape) == 2 and on_gpu(wan_vae, (16, 21, 8, 8)) == 4   # enough work per call
+    tight = tae.plan(wan_vae, shape, TileSettings(memory_mb=64))
+    assert tight.num_tiles(60, 104) > 1 and tight.chunk >= 1
+    assert tight.estimate_mb <= 64 or tight.tile_h == tae.MIN_TILE
+    assert tae.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20, tile_px=256)).tile_h == 32
+    assert tae.plan(sd_vae, (4, 64, 64, 64), TileSettings(memory_mb=1 << 20)).num_tiles(64, 64) == 1
+    assert on_gpu(sd_vae, (4, 64, 256, 256)) == 8                                     # 8 frames of 512x512
+    assert tae.memory_budget(torch.device("cpu")) <= tae.CPU_BUDGET_MB << 20
+    assert tae.memory_budget(torch.device("cpu"), 100) == 100 << 20
+    with pytest.raises(ValueError, match="`memory_mb` must be between"):
+        TileSettings(memory_mb=-1).check()
+
+
+# ---- latents files --------------------------------------------------------------------------------------------
+
+def test_latents_file_round_trip(tmp_path):
+    latents = torch.randn(1, 16, 3, 4, 4)
+    info = tae.LatentsInfo(family="wan", model="fixture-wan-t2v", frames=9, fps=16.0, format="mp4",
+                           tags={"prompt": "{}"})
+    audio = {"waveform": torch.rand(1, 2, 800), "sample_rate": 8000}
+    path = tae.save_latents(tmp_path / "v_00001_.latents.safetensors", latents, info, audio)
+    got, got_info, got_audio = tae.load_latents(path)
+    assert torch.equal(got, latents) and got_info == info
+    assert torch.equal(got_audio["waveform"], audio["waveform"]) and got_audio["sample_rate"] == 8000
+    assert tae.latents_path_for(tmp_path / "v_00001_.mp4") == path
+    assert tae.video_path_for(path, "webm") == tmp_path / "v_00001_.webm"
+    from safetensors.torch import save_file
+    save_file({"x": latents}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="`latents` must be a Kinema latents file"):
+        tae.load_latents(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError):
+        tae.load_latents(tmp_path / "missing.latents.safetensors")
+
+
+# ---- the streaming writer -------------------------------------------------------------------------------------
+
+def _clip(n, h=32, w=48):
+    t = torch.arange(n)[:, None, None, None].float()
+    y = torch.linspace(0, 1, h)[None, :, None, None]
+    x = torch.linspace(0, 1, w)[None, None, :, None]
+    return torch.cat([((x + t / n) % 1).expand(n, h, w, 1), y.expand(n, h, w, 1), (t / n).expand(n, h, w, 1)], dim=-1)
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webp"])
+def test_video_writer_chunks_equal_one_shot(tmp_path, fmt):
+    frames = _clip(11)
+    one = media.save_video(frames, tmp_path / f"one.{fmt}", 16, fmt)
+    with media.VideoWriter(tmp_path / f"chunked.{fmt}", 16, fmt) as out:
+        for part in frames.split(4):
+            out.write(part)
+            assert not (tmp_path / f"chunked.{fmt}").exists()                         # only when complete
+    assert out.frames == 11
+    assert (tmp_path / f"chunked.{fmt}").read_bytes() == one.read_bytes()
+
+
+def test_video_writer_audio_and_failures(tmp_path):
+    sr, frames = 16000, _clip(10)
+    audio = {"waveform": 0.2 * torch.sin(torch.arange(sr * 3) / 5.0)[None, None], "sample_rate": sr}
+    with media.VideoWriter(tmp_path / "a.mp4", 8, "mp4", audio=audio) as out:
+        for part in frames.split(3):
+            out.write(part)
+    info = media.read_video_info(tmp_path / "a.mp4")
+    assert info.frames == 10 and abs(info.audio.duration - 10 / 8) < 1 / 8             # trimmed to the frames
+    with pytest.raises(RuntimeError, match="decode failed"):
+        with media.VideoWriter(tmp_path / "b.mp4", 8, "mp4") as out:
+            out.write(frames[:4])
+            raise RuntimeError("decode failed")
+    with pytest.raises(ValueError, match="`images` must keep the size of the first chunk"):
+        with media.VideoWriter(tmp_path / "c.webm", 8, "webm") as out:
+            out.write(frames[:2])
+            out.write(_clip(2, 16, 16))
+    with pytest.raises(ValueError, match="`images` must hold at least one frame"):
+        with media.VideoWriter(tmp_path / "d.gif", 8, "gif"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]                  # nothing half-written
