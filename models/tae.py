@@ -218,7 +218,7 @@ def vae_adapter(vae):
     name = type(vae).__name__
     if name == "AutoencoderKLWan":
         return _CausalVAE(vae)
-    if name in ("AutoencoderKL", "AsymmetricAutoencoderKL") or hasattr(vae.config, "block_out_channels"):
+    if name in ("AutoencoderKL", "AsymmetricAutoencoderKL"):
         return _FrameVAE(vae)
     fail("model", "has a VAE Kinema cannot tile", name, "Use a Wan or AnimateDiff model, or report the family.")
 
