@@ -30,6 +30,9 @@ class KinemaTinyFamily(VideoFamily):
     spatial_multiple = 4
     default_frames = 9
     latent_channels = 8
+    windows = False            # one fixed clip length: no long-video context windows
+    text_keys = ("text",)      # prompt schedules blend these batch entries
+    frame_keys = {"condition": 2}
 
     def __init__(self, path, device, dtype, models):
         from diffusers import FlowMatchEulerDiscreteScheduler
@@ -54,6 +57,24 @@ class KinemaTinyFamily(VideoFamily):
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "KinemaTinyFamily":
         from ..tiny.pipeline import load_folder
         return cls(path, device, dtype, load_folder(Path(path), device, dtype))
+
+    def load_weights_file(self, file: Path) -> None:
+        """Replace the transformer's weights with a .safetensors state dict of the same config (e.g. a checkpoint
+        from `python -m kinema.models.tiny.train`, keys as in transformer/diffusion_pytorch_model.safetensors)."""
+        from safetensors.torch import load_file
+        file = Path(file)
+        if file.suffix != ".safetensors":
+            fail("weights", "must be a .safetensors file (pickled .ckpt/.pt/.bin files are never loaded)",
+                 file.name, "Convert the checkpoint to safetensors.")
+        if not file.is_file():
+            raise FileNotFoundError(f"`weights` file {str(file)!r} does not exist. Fix: put it in "
+                                    f"models/diffusion_models (or checkpoints) and pick it again.")
+        state = {k.removeprefix("model."): v for k, v in load_file(str(file)).items() if not k.startswith("text.")}
+        try:
+            self.transformer.load_state_dict({k: v.to(self.dtype) for k, v in state.items()})
+        except RuntimeError as exc:
+            fail("weights", f"does not fit the Kinema-Tiny transformer in {self.path / 'transformer'} "
+                            f"({str(exc).splitlines()[0]})", file.name, "Pick weights trained with the same config.")
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
