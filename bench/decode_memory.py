@@ -10,6 +10,9 @@ child also reports its RSS after building the VAE (the weights), so the working 
              written frame by frame with the same mp4 encoder. (This is what export_to_video does; it needs
              imageio or OpenCV, absent here, so the frames are handed to the same PyAV writer instead.)
 Wan frame counts are 4k+1: 17, 65, 257 stand for 16, 64, 256.
+Resident memory on glibc includes heap fragmentation (tens to hundreds of MB, varying run to run); with
+MALLOC_MMAP_THRESHOLD_=65536 in the environment every large tensor is mmapped and unmapped when freed, so the
+peak follows the live tensors: run it both ways to tell the two apart.
 Usage: nice python bench/decode_memory.py [--size 128] [--frames 17,65,257] [--vae wan|sd]
 """
 from __future__ import annotations
@@ -88,6 +91,9 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="kinema-decode-bench-")
     print(f"{args.vae} VAE (real channel counts, random weights), {args.size}x{args.size}, CPU "
           f"({os.cpu_count()} cores), mp4 written; peak = child's ru_maxrss, work = peak - RSS after building the VAE")
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        print(f"MALLOC_MMAP_THRESHOLD_={os.environ['MALLOC_MMAP_THRESHOLD_']}: peaks follow live tensors, "
+              f"not heap fragmentation")
     print(f"{'frames':>6} {'who':10} {'peak MB':>8} {'work MB':>8} {'seconds':>8} {'s/frame':>8}  plan")
     rows: dict[str, dict[int, dict]] = {"kinema": {}, "diffusers": {}}
     for n in counts:

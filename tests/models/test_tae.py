@@ -12,8 +12,8 @@ from kinema.models.tae import TileSettings
 
 BIG = TileSettings(memory_mb=1 << 20)          # a budget that never tiles: the untiled reference
 
-# Tiled vs untiled, on the tiny random-weight fixtures, |difference| of 0..1 pixels (measured: Wan 0.0022 mean,
-# 0.131 max; AnimateDiff 0.018 mean, 0.159 max; tiled encode, mean |diff| / mean |latent|: Wan 0.057, SD 0.197).
+# Tiled vs untiled, on the tiny random-weight fixtures, |difference| of 0..1 pixels (measured: Wan 0.0018 mean,
+# 0.149 max; AnimateDiff 0.020 mean, 0.195 max; tiled encode, mean |diff| / mean |latent|: Wan 0.057, SD 0.197).
 # Random weights are a hard case: the middle attention of both VAEs mixes the whole frame and the SD VAE's
 # GroupNorm takes statistics per tile, so the seams are where it differs.
 WAN_MEAN, WAN_MAX = 0.003, 0.2
@@ -41,15 +41,14 @@ def _to_image(video):  # diffusers (1, 3, F, H, W) -1..1 -> IMAGE (F, H, W, 3) 0
 
 def test_wan_chunked_decode_equals_diffusers(wan_vae):
     torch.manual_seed(0)
-    z = torch.randn(1, 16, 6, 4, 6)
+    z = torch.randn(1, 16, 5, 4, 6)
     with torch.no_grad():
-        expected = _to_image(wan_vae.decode(z).sample)                                # (21, 32, 48, 3)
-    for chunk in (1, 3):
+        expected = _to_image(wan_vae.decode(z).sample)                                # (17, 32, 48, 3)
+    for chunk, sizes in ((1, [1, 4, 4, 4, 4]), (3, [1, 12, 4])):
         chunks = list(tae.decode_chunks(wan_vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=chunk)))
-        # causality: latent frame 0 -> 1 frame alone, then 4 frames per latent frame
-        assert [c.shape[0] for c in chunks] == [1] + [4 * len(range(i, min(i + chunk, 6))) for i in range(1, 6, chunk)]
+        assert [c.shape[0] for c in chunks] == sizes       # causal: latent frame 0 -> 1 frame alone, then 4 each
         got = torch.cat(chunks)
-        assert got.shape == expected.shape == (21, 32, 48, 3)
+        assert got.shape == expected.shape == (17, 32, 48, 3)
         assert (got - expected).abs().max() < 1e-5
 
 
@@ -63,7 +62,7 @@ def test_wan22_style_vae_chunked_equals_diffusers():
     z = torch.randn(1, 8, 4, 2, 3)
     with torch.no_grad():
         expected = _to_image(vae.decode(z).sample)
-        x = torch.rand(9, 32, 48, 3)
+        x = torch.rand(5, 32, 48, 3)
         expected_z = vae.encode(x.permute(3, 0, 1, 2)[None] * 2 - 1).latent_dist.mode()
     got = tae.decode(vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=2))
     assert got.shape == expected.shape == (13, 32, 48, 3) and (got - expected).abs().max() < 1e-5
@@ -90,25 +89,25 @@ def _errors(a, b):
 
 def test_wan_tiled_decode_within_bound(wan_vae):
     torch.manual_seed(0)
-    z = torch.randn(1, 16, 3, 12, 16)                                                # 9 frames of 96x128
-    settings = TileSettings(memory_mb=1 << 20, tile_px=64)
+    z = torch.randn(1, 16, 2, 8, 12)                                                 # 5 frames of 64x96
+    settings = TileSettings(memory_mb=1 << 20, tile_px=48, overlap_px=16)
     plan = tae.plan(wan_vae, tuple(z.shape[1:]), settings)
-    assert plan.num_tiles(12, 16) == 6 and plan.overlap >= 2
+    assert plan.num_tiles(8, 12) == 6 and plan.overlap == 2
     full, tiled = tae.decode(wan_vae, z, BIG), tae.decode(wan_vae, z, settings)
-    assert full.shape == tiled.shape == (9, 96, 128, 3)
+    assert full.shape == tiled.shape == (5, 64, 96, 3)
     mean, worst = _errors(tiled, full)
     assert mean < WAN_MEAN and worst < WAN_MAX, (mean, worst)
 
 
 def test_animatediff_tiled_decode_within_bound(sd_vae):
     torch.manual_seed(0)
-    z = torch.randn(1, 4, 5, 24, 32)                                                 # 5 frames, 2 px per cell
+    z = torch.randn(1, 4, 3, 24, 32)                                                 # 3 frames, 2 px per cell
     settings = TileSettings(memory_mb=1 << 20, tile_px=32, chunk_frames=2)
     assert tae.plan(sd_vae, tuple(z.shape[1:]), settings).num_tiles(24, 32) == 6
     chunks = list(tae.decode_chunks(sd_vae, z, settings))
-    assert [c.shape[0] for c in chunks] == [2, 2, 1]
+    assert [c.shape[0] for c in chunks] == [2, 1]
     with torch.no_grad():
-        frames = sd_vae.decode(z[0].transpose(0, 1)).sample                           # (5, 3, 48, 64)
+        frames = sd_vae.decode(z[0].transpose(0, 1)).sample                           # (3, 3, 48, 64)
     full = (frames.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
     assert (tae.decode(sd_vae, z, BIG) - full).abs().max() < 1e-5                     # chunks alone: exact
     mean, worst = _errors(torch.cat(chunks), full)

@@ -47,7 +47,8 @@ def test_decode_and_save_streams_chunks(wan, latent, kinema_dirs, monkeypatch):
     assert _files(kinema_dirs["output"]) == ["Kinema/long_00001_.mp4"]         # latents deleted after success
     frames = KinemaVideoDecode().decode(wan, latent, tiling)[0]                 # the same decode, in memory
     assert frames.shape == (FRAMES, 32, 48, 3)
-    assert (frames - wan.decode(latent["samples"])).abs().max() < 1e-5
+    got, _ = media.load_video(kinema_dirs["output"] / "Kinema" / "long_00001_.mp4")
+    assert (got - frames).abs().mean() < 0.03                                   # the file holds those frames (H.264)
 
 
 def test_failed_decode_keeps_latents_and_resumes(wan, latent, kinema_dirs, monkeypatch, capsys):
