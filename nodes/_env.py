@@ -20,6 +20,10 @@ MODEL_FOLDERS = {
     "audio": ["audio_encoders", "diffusers"],
 }
 
+# models that ship inside the pack (Kinema-Tiny), searched after the user's folders so a user's own folder of the
+# same name wins; the pack works out of the box with no model download
+BUNDLED_FOLDERS = {"diffusers": [Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"]}
+
 _settings: dict[str, str] = {}
 _extra_input_dirs: list[Path] = []   # e.g. a workflow's own assets/ folder, searched after the input folder
 # host hooks: progress(node_id?, value, total, preview PIL image or None)
@@ -108,7 +112,7 @@ def model_search_dirs(kind: str) -> list[Path]:
                 pass
         else:
             dirs.append(models_dir() / name)
-    return dirs
+    return dirs + [d for d in BUNDLED_FOLDERS.get(kind, []) if d not in dirs]
 
 
 def list_models(kind: str, files: bool = False) -> list[str]:

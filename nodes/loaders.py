@@ -8,7 +8,9 @@ from . import _env
 
 class KinemaLoadVideoModel:
     DESCRIPTION = ("Loads a local video model (diffusers-format folder) as a Kinema model: Wan 2.x text/image-to-"
-                   "video or AnimateDiff (SD1.5 + motion adapter). Folders are looked up in models/diffusers.")
+                   "video, AnimateDiff (SD1.5 + motion adapter) or Kinema-Tiny. Folders are looked up in "
+                   "models/diffusers; `kinema-tiny-video` ships with the pack (a small trained model: 9 frames "
+                   "at 32x32 of simple shapes, seconds on a CPU).")
     CATEGORY = "Kinema/loaders"
     RETURN_TYPES = ("KINEMA_MODEL",)
     RETURN_NAMES = ("model",)
@@ -20,7 +22,8 @@ class KinemaLoadVideoModel:
         names = _env.list_models("diffusers") or ["(no models found: run `kinema fixtures` or add one)"]
         return {"required": {
             "model": (names, {"tooltip": "A diffusers-format folder (holding model_index.json) under "
-                                         "models/diffusers. Wan and AnimateDiff folders are recognised."}),
+                                         "models/diffusers. Wan, AnimateDiff and Kinema-Tiny folders are "
+                                         "recognised; kinema-tiny-video is bundled."}),
             "family": ([c.value for c in FamilyChoice], {
                 "default": "auto", "tooltip": "auto reads the folder's model_index.json; set it only to insist "
                                               "on a family (a mismatch is an error, not a conversion)."}),

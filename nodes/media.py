@@ -1,4 +1,4 @@
-"""Media nodes: load an image, save / preview a video, chroma key and flat-colour compositing.
+"""Media nodes: load an image, save / preview a video, chroma key, flat-colour compositing and resizing.
 
 What the editor shows is decided by the `ui` dict an output node returns. Checked against ComfyUI core and the
 frontend (1.58): core SaveVideo / SaveAnimatedWEBP return {"images": [{filename, subfolder, type}],
@@ -222,12 +222,45 @@ class KinemaCompositeOnColor:
         return (media.composite_on_color(image, mask, media.parse_hex_color("color", color)),)
 
 
+class KinemaResizeVideo:
+    DESCRIPTION = ("Scales frames (and their mask) up or down, e.g. Kinema-Tiny's 32 px clips to a size you can see. "
+                   "Sizes round to even numbers so any format can save them. For detail-adding upscaling use a "
+                   "model; this only resamples.")
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "mask")
+    OUTPUT_TOOLTIPS = ("The scaled frames (F, H', W', C).",
+                       "The mask scaled the same way; all opaque (zeros) when no mask was connected.")
+    FUNCTION = "resize"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "Frames (F, H, W, 3 or 4) 0..1."}),
+            "scale_by": ("FLOAT", {"default": 8.0, "min": 0.01, "max": 16.0, "step": 0.01, "tooltip":
+                         "Size factor: 8 turns 32x32 into 256x256, 0.5 halves. The result is rounded to even "
+                         "width and height."}),
+            "method": ([m.value for m in media.ResizeMethod], {"default": "bicubic", "tooltip":
+                       "nearest: hard pixels; bilinear/bicubic: smooth (antialiased when shrinking); "
+                       "area: averaging, the best for shrinking."}),
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Optional transparency (1 = transparent) scaled along with the frames."}),
+        }}
+
+    def resize(self, images, scale_by, method, mask=None):
+        out, m = media.resize_frames(images, scale_by, method, mask)
+        if m is None:
+            m = out.new_zeros((1, *out.shape[1:3]))
+        return out, m
+
+
 NODE_CLASS_MAPPINGS = {
     "KinemaLoadImage": KinemaLoadImage,
     "KinemaSaveVideo": KinemaSaveVideo,
     "KinemaPreviewVideo": KinemaPreviewVideo,
     "KinemaChromaKey": KinemaChromaKey,
     "KinemaCompositeOnColor": KinemaCompositeOnColor,
+    "KinemaResizeVideo": KinemaResizeVideo,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaLoadImage": "Load Image (Kinema)",
@@ -235,4 +268,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaPreviewVideo": "Preview Video (Kinema)",
     "KinemaChromaKey": "Chroma Key",
     "KinemaCompositeOnColor": "Composite On Color",
+    "KinemaResizeVideo": "Resize Video",
 }

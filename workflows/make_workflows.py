@@ -35,6 +35,8 @@ def _loader(name):
 
 
 NEG = "blurry, flicker, distorted, low quality"
+TINY = "kinema-tiny-video"          # bundled with the pack (models/tiny/weights)
+BACKDROP = "#141e46"               # dark blue: a Kinema-Tiny background colour, far from every object colour
 
 WORKFLOWS = {
     "text_to_video_wan": ({
@@ -60,7 +62,42 @@ WORKFLOWS = {
                                                           "filename_prefix": "Kinema/image_to_video_wan"}},
     }, ["Image to video with Wan 2.x I2V: the loaded image is the first frame. Bundled: `fixture-wan-i2v` "
         "(tiny, RANDOM weights). For real videos use a Wan I2V diffusers folder at 832x480, 81 frames."]),
+    "text_to_video": ({
+        "1": _loader(TINY),
+        "2": _text(1, "a red circle moves right", "Positive Prompt"),
+        "3": _text(1, "", "Negative Prompt"),
+        "4": _sampler(length=9, size=32, steps=10, cfg=4.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "7": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
+                                                            "method": "bicubic"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(7), "fps": 8.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/text_to_video"}},
+    }, ["Text to video with Kinema-Tiny, the model that ships with the pack (trained here on simple shapes: "
+        "9 frames at 32x32, shown 8x larger). Prompts: 'a {red|green|blue|yellow|white|purple} {circle|square|"
+        "triangle|star} {moves left|moves right|moves up|moves down|bounces|spins|grows|shrinks|stays still}'. "
+        "For real videos pick a Wan or AnimateDiff folder in Load Video Model (see text_to_video_wan)."]),
     "animated_sticker": ({
+        "1": _loader(TINY),
+        "2": _text(1, "a yellow star spins", "Positive Prompt"),
+        "3": _text(1, "", "Negative Prompt"),
+        "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "sprite.png"}},
+        "8": {"class_type": "KinemaCompositeOnColor", "inputs": {"image": _link(7), "mask": _link(7, 1),
+                                                                 "color": BACKDROP},
+              "_meta": {"title": "Sprite On Backdrop"}},
+        "9": {"class_type": "KinemaImageToVideo", "inputs": {"positive": _link(2), "image": _link(8)}},
+        "4": _sampler(pos=9, length=9, size=32, steps=10, cfg=4.0, seed=2),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "10": {"class_type": "KinemaChromaKey", "inputs": {"images": _link(5), "key_color": BACKDROP,
+                                                           "tolerance": 0.1, "softness": 0.1, "despill": 0.0}},
+        "11": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(10), "scale_by": 8.0,
+                                                             "method": "bicubic", "mask": _link(10, 1)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(11), "fps": 8.0, "format": "webp",
+                                                          "filename_prefix": "Kinema/sticker", "mask": _link(11, 1)}},
+    }, ["Animated sticker with Kinema-Tiny (bundled): the sprite is put on a dark backdrop the model knows, "
+        "animated from that first frame (image to video), the backdrop is keyed out again and the looping WebP "
+        "keeps the transparency. Try your own 32x32-ish sprite of one bright shape. For real stickers use "
+        "animated_sticker_animatediff with an AnimateDiff folder."]),
+    "animated_sticker_animatediff": ({
         "1": _loader("fixture-animatediff"),
         "2": _text(1, "a cheerful star sticker waving, flat colours, thick outline", "Positive Prompt"),
         "3": _text(1, NEG, "Negative Prompt"),
@@ -74,11 +111,29 @@ WORKFLOWS = {
         "10": {"class_type": "KinemaChromaKey", "inputs": {"images": _link(5), "key_color": "#00ff00",
                                                            "tolerance": 0.15, "softness": 0.1, "despill": 1.0}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(10), "fps": 8.0, "format": "webp",
-                                                          "filename_prefix": "Kinema/sticker", "mask": _link(10, 1)}},
+                                                          "filename_prefix": "Kinema/sticker_animatediff", "mask": _link(10, 1)}},
     }, ["Animated sticker (AnimateDiff): the sticker is put on key green, animated with denoise 0.6 so it keeps "
         "its design, then the green is keyed out again: the looping WebP keeps the transparency. Bundled: "
         "`fixture-animatediff` (tiny, RANDOM weights). For real stickers load an AnimateDiff folder "
         "(SD1.5 + motion adapter) and use 512x512, 16 frames, 20 steps."]),
+    "long_video": ({
+        "1": _loader(TINY),
+        "2": {"class_type": "KinemaPromptSchedule", "inputs": {
+            "model": _link(1), "schedule": "0: a yellow circle bounces | 20: a yellow circle stays still"}},
+        "3": _text(1, "", "Negative Prompt"),
+        "7": {"class_type": "KinemaContextOptions", "inputs": {
+            "context_length": 9, "context_overlap": 4, "fuse": "pyramid", "noise": "shuffle_context",
+            "mode": "auto", "anchor": "first", "anchor_strength": 0.5}},
+        "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+            **_sampler(length=37, size=32, steps=10, cfg=4.0)["inputs"], "context": _link(7)}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "8": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
+                                                            "method": "bicubic"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(8), "fps": 8.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/long_video"}},
+    }, ["Long video with Kinema-Tiny (bundled), FreeNoise: 37 frames, over 4x the 9 it was trained on, in 7 "
+        "overlapping windows of 9; a prompt schedule switches the motion at frame 20 (bounces, then stays still); drift anchored to the first "
+        "window keeps the colours steady. Any longer odd length works the same way."]),
     "long_video_wan": ({
         "1": _loader("fixture-wan-t2v"),
         "2": {"class_type": "KinemaPromptSchedule", "inputs": {
@@ -147,6 +202,28 @@ def write_assets() -> None:
     yy, xx = np.mgrid[:size, :size]
     scene[(yy - 36) ** 2 + (xx - 18) ** 2 < 64] = (220, 40, 40)
     Image.fromarray(scene.astype(np.uint8)).save(HERE / "assets" / "scene.png")
+    write_sprite()
+
+
+def write_sprite(size: int = 32, ss: int = 8) -> None:
+    """sprite.png: a yellow five-pointed star on transparency, Kinema-Tiny's size and style (anti-aliased)."""
+    import numpy as np
+    from PIL import Image
+    yy, xx = (np.mgrid[: size * ss, : size * ss] + 0.5) / (size * ss)
+    u, v = (xx - 0.5) / 0.18, (yy - 0.5) / 0.18                       # centre, radius 0.18 of the frame
+    theta = np.arctan2(v, u) + math.pi / 2
+    sector = 2 * math.pi / 5
+    phi = np.remainder(theta, sector)
+    phi = np.where(phi > sector / 2, sector - phi, phi)
+    r = np.hypot(u, v)
+    px, py = r * np.cos(phi), r * np.sin(phi)
+    ax, bx, by = 1.3, 0.56 * math.cos(sector / 2), 0.56 * math.sin(sector / 2)   # outer point, inner notch
+    inside = (bx - ax) * py - by * (px - ax) >= 0
+    alpha = inside.reshape(size, ss, size, ss).mean(axis=(1, 3))
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[..., :3] = (245, 230, 36)
+    rgba[..., 3] = np.round(alpha * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(HERE / "assets" / "sprite.png")
 
 
 def render() -> dict[str, str]:

@@ -14,15 +14,18 @@ from .animatediff import AnimateDiffFamily
 from .base import AudioFamily, Conditioning, SchedulerChoice, VideoFamily, read_model_index
 from .ltx2_audio import LTX2AudioFamily
 from .stable_audio import StableAudioFamily
+from .tiny import KinemaTinyFamily
 from .wan import WanFamily
 
-FAMILIES: dict[str, type[VideoFamily]] = {"wan": WanFamily, "animatediff": AnimateDiffFamily}
+FAMILIES: dict[str, type[VideoFamily]] = {"wan": WanFamily, "animatediff": AnimateDiffFamily,
+                                          "kinema_tiny": KinemaTinyFamily}
 
 
 class FamilyChoice(str, Enum):
     AUTO = "auto"
     WAN = "wan"
     ANIMATEDIFF = "animatediff"
+    KINEMA_TINY = "kinema_tiny"
 
 
 def detect_family(path: Path) -> str:
@@ -30,7 +33,7 @@ def detect_family(path: Path) -> str:
     for name, cls in FAMILIES.items():
         if cls.accepts(index):
             return name
-    fail("model", "must be a supported video model folder (Wan T2V/I2V, AnimateDiff)",
+    fail("model", "must be a supported video model folder (Wan T2V/I2V, AnimateDiff, Kinema-Tiny)",
          index.get("_class_name"), "Pick a folder of a supported family or set `family` explicitly.")
 
 

@@ -30,7 +30,7 @@ class KinemaTinyFamily(VideoFamily):
     spatial_multiple = 4
     default_frames = 9
     latent_channels = 8
-    windows = False            # one fixed clip length: no long-video context windows
+    windows = True             # longer clips: context windows of at most the trained length (FreeNoise)
     text_keys = ("text",)      # prompt schedules blend these batch entries
     frame_keys = {"condition": 2}
 
@@ -84,10 +84,12 @@ class KinemaTinyFamily(VideoFamily):
         return Conditioning(self.name, text, embeds.to(self.dtype))
 
     def check_size(self, num_frames: int, height: int, width: int) -> None:
-        """The model makes exactly the clip size it was trained on; anything else is rejected, never rounded."""
-        if num_frames != self.default_frames:
+        """The trained frame size only, never rounded; lengths 2k+1 of at least the trained length (longer clips
+        need context windows of at most the trained length: checked per call in predict)."""
+        if num_frames < self.default_frames or num_frames % 2 == 0:
             fail("length", f"must be {self.default_frames} for Kinema-Tiny (it was trained on "
-                           f"{self.default_frames}-frame clips)", num_frames, f"Set length to {self.default_frames}.")
+                           f"{self.default_frames}-frame clips), or a longer odd length (2k+1) with Context Options",
+                 num_frames, f"Set length to {self.default_frames} (or e.g. 33 with Context Options).")
         if height != self.height:
             fail("height", f"must be {self.height} for Kinema-Tiny (its training size)", height,
                  f"Set height to {self.height}; upscale the decoded video if you need it larger.")
@@ -118,6 +120,12 @@ class KinemaTinyFamily(VideoFamily):
     # ---- the one denoiser call -----------------------------------------------------------------------------
     def predict(self, latents, t, batch) -> torch.Tensor:
         b, _, f = latents.shape[:3]
+        trained = (self.default_frames - 1) // self.temporal_ratio + 1
+        if f > trained:      # a whole long clip (no windows) or windows longer than the training clips
+            fail("context", f"must split clips longer than {self.default_frames} frames into windows of at most "
+                            f"{self.default_frames} frames for Kinema-Tiny",
+                 f"{(f - 1) * self.temporal_ratio + 1} frames at once",
+                 f"Connect Context Options with context_length {self.default_frames} (overlap 4).")
         cond = batch["condition"][:b, :, :f]
         timestep = torch.as_tensor(t, device=self.device).float().reshape(-1).expand(b)   # (B,) 0..1000
         return self.transformer(latents.to(self.device, self.dtype), timestep.to(self.dtype), batch["text"][:b],

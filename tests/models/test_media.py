@@ -309,3 +309,20 @@ def test_composite_on_color_and_colours():
     assert media.parse_hex_color("c", "#0F0") == (0.0, 1.0, 0.0)
     with pytest.raises(ValueError, match="`color` must be a hex colour"):
         media.parse_hex_color("color", "green")
+
+
+def test_resize_frames_sizes_methods_and_mask():
+    frames = torch.rand(3, 32, 30, 4)
+    mask = (torch.rand(1, 32, 30) > 0.5).float()
+    out, m = media.resize_frames(frames, 8.0, "nearest", mask)
+    assert out.shape == (3, 256, 240, 4) and m.shape == (1, 256, 240)
+    assert torch.equal(out[:, ::8, ::8], frames) and torch.equal(m[:, ::8, ::8], mask)   # hard pixels kept
+    small, none = media.resize_frames(frames, 0.33, "area")
+    assert small.shape == (3, 10, 10, 4) and none is None                                 # even sizes
+    assert torch.allclose(small.mean(), frames.mean(), atol=0.02)                         # averaging
+    smooth, _ = media.resize_frames(frames, 2.0, "bicubic")
+    assert smooth.min() >= 0 and smooth.max() <= 1                                        # overshoot clamped
+    with pytest.raises(ValueError, match="`method`"):
+        media.resize_frames(frames, 2.0, "lanczos9")
+    with pytest.raises(ValueError, match="`mask`"):
+        media.resize_frames(frames, 2.0, "bilinear", torch.zeros(2, 32, 30))
