@@ -13,9 +13,9 @@ kept on the CPU between chunks when the device is short of memory), and blended 
 the overlap. This is not exact: the VAEs' convolutions see across tile borders and their middle attention sees
 the whole frame. tests/models/test_tae.py measures the error against the untiled decode.
 
-Memory. `plan()` picks the largest tile (the whole frame when it fits), then a chunk long enough to keep a GPU
-busy (one latent frame on the CPU), whose estimated working set fits a budget: TileSettings.memory_mb, else the
-free CUDA memory, else half the available RAM (at most 8 GB) on the CPU. The estimate is bytes per output pixel:
+Memory. `plan()` picks the largest tile (the whole frame when it fits), then a chunk long enough to keep the
+device busy (small clips decode in one call), whose estimated working set fits a budget: TileSettings.memory_mb,
+else the free CUDA memory, else half the available RAM (at most 8 GB) on the CPU. The estimate is bytes per output pixel:
 the causal cache is measured exactly by a tiny probe decode; activations use a per-architecture factor measured
 on the real Wan 2.1 and SD VAEs (see ACT_FACTOR).
 
@@ -46,8 +46,11 @@ LATENTS_FORMAT = 1
 CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and at most half of what is free)
 MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
 MAX_CHUNK = {"causal": 4, "frame": 16}   # latent frames per call: Wan 4 (16 frames), per-frame VAEs 16 frames
-GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512); a
-                              # CPU is busy with one latent frame, so there longer chunks would only cost memory
+GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512)
+CPU_CALL_PX = 1 << 18         # on the CPU a call of this size already amortises the per-call overhead (16 frames of
+                              # 128x128, one of 512x512): small clips decode in one call, as diffusers does, and
+                              # large frames one latent frame at a time (longer chunks would only cost memory)
+TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
 # resolution x dtype bytes). Measured from the peak RSS of single decode calls on the CPU, fresh processes, random
 # weights: the real Wan 2.1 VAE (96 channels) 24 at 128 px x 4 frames, 28 at 128 px x 8, 35 at 64 px; the SD 1.5
@@ -246,8 +249,8 @@ def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = Non
          encode: bool = False) -> TilePlan:
     """Choose tiles and chunks for one decode (or encode) of latents (C, f, h, w) within the memory budget.
 
-    The largest tile wins (the whole frame when it fits: no seams), then the longest chunk up to what keeps a
-    GPU busy (GPU_CALL_PX, at most MAX_CHUNK; one latent frame on the CPU).
+    The largest tile wins (the whole frame when it fits: no seams), then the longest chunk up to what keeps the
+    device busy (GPU_CALL_PX, CPU_CALL_PX; at most MAX_CHUNK): small clips decode in one call.
     When even the smallest tile with chunks of one latent frame does not fit, that is used anyway (it is the
     least memory this VAE can decode with)."""
     settings = settings or TileSettings()
@@ -279,7 +282,7 @@ def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = Non
         overlap = (settings.overlap_px // r) if settings.overlap_px else max(1, min(th, tw) // 4)
         overlap = min(overlap, max(min(th, tw) - 1, 0))
         per_frame = th * tw * r * r * ad.out_frames(False, 1)                 # output px x frames per latent frame
-        want = min(MAX_CHUNK[ad.kind], math.ceil(GPU_CALL_PX / per_frame)) if gpu else 1
+        want = min(MAX_CHUNK[ad.kind], math.ceil((GPU_CALL_PX if gpu else CPU_CALL_PX) / per_frame))
         chunks = [settings.chunk_frames] if settings.chunk_frames else list(range(want, 0, -1))
         for chunk in chunks:
             need, offload = cost(th, tw, chunk, overlap)
@@ -435,7 +438,7 @@ def decode_chunks(vae, z: torch.Tensor, settings: TileSettings | None = None,
             # 2. to IMAGE frames on the CPU: -1..1 -> (n_out, H, W, 3) 0..1
             frames = (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
         del video
-        if p.device.type == "cpu":
+        if p.device.type == "cpu" and frames.numel() * 4 >= TRIM_BYTES:
             _release_freed_memory()
         yield frames
 
@@ -510,13 +513,10 @@ def check_latents(model, samples) -> torch.Tensor:
 
 
 def stream_decode(model, latents: torch.Tensor, settings: TileSettings | None = None) -> Iterator[torch.Tensor]:
-    """IMAGE chunks (n, H, W, 3) of a model's latents, through the family's chunked decode when it has one
-    (`decode_chunks`), else one chunk from its plain decode."""
+    """IMAGE chunks (n, H, W, 3) of a model's latents, through the family's chunked decode (one chunk for
+    families whose VAE is small enough to decode at once)."""
     check_latents(model, latents)
-    chunked = getattr(model, "decode_chunks", None)
-    if chunked is not None:
-        return chunked(latents, settings)
-    return iter([model.decode(latents)])
+    return model.decode_chunks(latents, settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -161,17 +161,56 @@ class VideoFamily:
         """latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU."""
         raise NotImplementedError
 
+    def decode_chunks(self, latents: torch.Tensor, tiling=None) -> Iterator[torch.Tensor]:
+        """As decode, in chunks of frames (n, H, W, 3) for streaming into a file (models/tae.py). Default: one
+        chunk; families with big VAEs decode chunk by chunk within a memory budget (tiling: tae.TileSettings)."""
+        yield self.decode(latents)
+
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1 -> latents (1, C, f, h, w) in the space the sampler works in."""
         raise NotImplementedError
 
     def preview(self, latents: torch.Tensor) -> torch.Tensor:
-        """Cheap latent -> RGB for live previews: (1, C, f, h, w) -> (f, h, w, 3) 0..1. Default: a fixed
-        projection of the first three channels, normalised per clip."""
-        x = latents[0, :3].float()                                   # (3, f, h, w)
-        lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
-        x = (x - lo) / (hi - lo).clamp_min(1e-6)
-        return x.permute(1, 2, 3, 0).cpu()                           # (f, h, w, 3)
+        """Cheap latent -> RGB for live previews: (1, C, f, h, w) -> (f, h, w, 3) 0..1, one pixel per latent cell.
+
+        A linear map (C -> RGB, plus an offset) fitted once per loaded model by least squares on this model's own
+        VAE (see preview_projection), so it works for any family and any fine-tune without shipped factors.
+        Falls back to the first three channels, normalised per clip, if the family cannot encode."""
+        proj = self.preview_projection()
+        x = latents[0].float().cpu()                                 # (C, f, h, w)
+        if proj is None:
+            x = x[:3]
+            lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+            return ((x - lo) / (hi - lo).clamp_min(1e-6)).permute(1, 2, 3, 0)
+        rgb = torch.einsum("cfhw,cr->fhwr", x, proj[:-1]) + proj[-1]  # (f, h, w, 3)
+        return rgb.clamp(0, 1)
+
+    PREVIEW_PROBES = 12               # colour fields encoded to fit the preview projection
+
+    def preview_projection(self) -> torch.Tensor | None:
+        """(C + 1, 3): least-squares weights and offset from latent cells to the mean RGB of their pixels, fitted
+        on PREVIEW_PROBES smooth random colour fields (seeded) encoded by the model's own VAE, 8x8 latent cells
+        each. Computed on first use and cached; None when the family has no encode."""
+        if getattr(self, "_preview_fit", None) is not None:
+            return self._preview_fit if isinstance(self._preview_fit, torch.Tensor) else None
+        from torch.nn import functional as F
+        g = torch.Generator().manual_seed(0)
+        size = 8 * self.spatial_ratio
+        xs, ys = [], []
+        try:
+            for _ in range(self.PREVIEW_PROBES):
+                low = torch.rand(1, 3, 3, 3, generator=g)
+                image = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+                z = self.encode(image.permute(0, 2, 3, 1))               # (1, C, 1, 8, 8)
+                xs.append(z[0, :, 0].flatten(1).T.float().cpu())         # (64, C)
+                ys.append(F.avg_pool2d(image, self.spatial_ratio)[0].flatten(1).T)   # (64, 3)
+        except (NotImplementedError, ValueError, RuntimeError):
+            self._preview_fit = False
+            return None
+        a = torch.cat(xs)
+        a = torch.cat([a, torch.ones(len(a), 1)], dim=1)                 # (N, C + 1)
+        self._preview_fit = torch.linalg.lstsq(a.double(), torch.cat(ys).double()).solution.float()
+        return self._preview_fit
 
     # ---- schedulers ----------------------------------------------------------------------------------------
     default_scheduler: Any = None

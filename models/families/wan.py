@@ -101,15 +101,13 @@ class WanFamily(VideoFamily):
 
     def _image_condition(self, pixels, num_frames, height, width, n) -> dict[str, Any]:
         """First frame through the VAE, as Wan's image-to-video expects: mask channels + latent condition."""
-        from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
         _, f, h, w = self.latent_shape(num_frames, height, width)
-        image = pixels.unsqueeze(2)                                                   # (1, 3, 1, H, W)
-        if self.expand_timesteps:
-            video = image
-        else:
-            video = torch.cat([image, image.new_zeros(1, 3, num_frames - 1, height, width)], dim=2)  # (1,3,F,H,W)
-        latent = retrieve_latents(self.vae.encode(video.to(self.vae.dtype)), sample_mode="argmax")
-        latent = (latent.float() - self._mean) / self._std                                           # (1,C,f,h,w)
+        # the pipeline encodes [image, zeros (grey in -1..1)] in one VAE call; the same clip goes through the chunked,
+        # tiled encoder (models/tae.py) so 81 frames at 720p stay within the memory budget
+        image = (pixels[0].permute(1, 2, 0).float() / 2 + 0.5)[None]                  # (1, H, W, 3) 0..1
+        if not self.expand_timesteps:
+            image = torch.cat([image, image.new_full((num_frames - 1, height, width, 3), 0.5)])  # (F, H, W, 3)
+        latent = (tae.encode(self.vae, image).float() - self._mean) / self._std       # (1, C, f, h, w)
         if self.expand_timesteps:
             mask = torch.ones(1, 1, f, h, w, device=self.device)
             mask[:, :, 0] = 0
