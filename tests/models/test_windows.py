@@ -70,9 +70,11 @@ def test_animatediff_freenoise_matches_diffusers(models_dir):
     assert not model.pipe.free_noise_enabled                       # the UNet is restored after the run
 
 
-@pytest.mark.parametrize("name,frames", [("fixture-animatediff", 8), ("fixture-wan-t2v", 9)])
+@pytest.mark.parametrize("name,frames", [("fixture-animatediff", 8), ("fixture-wan-t2v", 9),
+                                         ("kinema-tiny-video", 9)])
 def test_one_window_covering_the_clip_is_the_plain_result(models_dir, name, frames):
-    model = load_model(models_dir / "diffusers" / name)
+    from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS
+    model = load_model(DEFAULT_WEIGHTS if name == "kinema-tiny-video" else models_dir / "diffusers" / name)
     pos, neg = model.encode_prompt("x"), model.encode_prompt("y")
     settings = SamplerSettings(num_frames=frames, height=32, width=32, num_inference_steps=2, guidance_scale=4.0)
     plain = sample(model, pos, neg, settings)
