@@ -382,6 +382,14 @@ class _AvSink:
         self.wav, self.rate_in = audio if audio is not None else (None, None)
         self.reformatter = VideoReformatter()
         options = {"movflags": "+faststart+use_metadata_tags"} if mp4 else {}
+        if mp4 and self.wav is not None:
+            # the edit lists that trim AAC's priming and padding count in the movie timescale (1000 by default:
+            # the sound track then ends up to ~0.5 ms off frames / fps); a timescale that both the sample rate and
+            # the frame rate divide makes the track last exactly the wanted number of samples
+            aac_rate = self.rate_in if self.rate_in in AAC_RATES else 48000
+            timescale = math.lcm(aac_rate, rate.numerator)
+            if timescale < 2 ** 31:
+                options["movie_timescale"] = str(timescale)
         self.out = av.open(str(tmp), "w", format=fmt.value, options=options)
         try:
             for k, v in (metadata or {}).items():
@@ -398,7 +406,7 @@ class _AvSink:
             self.aus, self.layout = None, "stereo"
             if self.wav is not None:
                 self.layout = "mono" if self.wav.shape[0] == 1 else "stereo"
-                codec_rate = (self.rate_in if self.rate_in in AAC_RATES else 48000) if mp4 else 48000
+                codec_rate = (self.rate_in if self.rate_in in AAC_RATES else 48000) if mp4 else 48000   # see above
                 self.aus = self.out.add_stream("aac" if mp4 else "libopus", rate=codec_rate, layout=self.layout)
                 self.aus.bit_rate = (192000 if mp4 else 128000) // (2 if self.layout == "mono" else 1)
         except BaseException:

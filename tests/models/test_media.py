@@ -326,3 +326,16 @@ def test_resize_frames_sizes_methods_and_mask():
         media.resize_frames(frames, 2.0, "lanczos9")
     with pytest.raises(ValueError, match="`mask`"):
         media.resize_frames(frames, 2.0, "bilinear", torch.zeros(2, 32, 30))
+
+
+@pytest.mark.parametrize("rate,fps", [(44100, 16.0), (48000, 23.976), (16000, 16.0), (22050, 29.97)])
+def test_mp4_sound_track_lasts_exactly_frames_over_fps(tmp_path, rate, fps):
+    """AAC's priming and padding are trimmed by edit lists counted in the movie timescale: Kinema sets it so that
+    the track lasts the exact sample count of frames / fps (ffmpeg's default 1000 left it up to ~0.5 ms off)."""
+    frames, _ = clip()
+    want = round(F / media.check_fps("fps", fps) * rate)
+    audio = {"waveform": 0.1 * torch.randn(1, 2, want + 999), "sample_rate": rate}
+    path = media.save_video(frames, tmp_path / "v.mp4", fps, "mp4", audio=audio)
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        assert s.duration * s.time_base * rate == want and s.start_time == 0
