@@ -55,7 +55,7 @@ def api_to_ui(prompt: dict, object_info: dict, notes: list[str] | None = None) -
             info = object_info[node["class_type"]]
             spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
             names = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-            inputs, widgets = [], []
+            inputs, widgets, upload = [], [], False
             for name in names:
                 value = node["inputs"].get(name)
                 s = spec[name]
@@ -70,10 +70,11 @@ def api_to_ui(prompt: dict, object_info: dict, notes: list[str] | None = None) -
                     widgets.append(value if value is not None else opts.get("default"))
                     if opts.get("control_after_generate") or name in ("seed", "noise_seed"):
                         widgets.append("fixed")
-                    if any(opts.get(k) for k in UPLOAD_KEYS):
-                        widgets.append("image")
+                    upload = upload or any(opts.get(k) for k in UPLOAD_KEYS)
                 else:
                     inputs.append({"name": name, "type": s[0], "link": None, "_src": value})
+            if upload:               # the frontend stores the upload button's value after all the node's widgets
+                widgets.append("image")
             for inp in inputs:
                 src = inp.pop("_src")
                 if _is_link(src):
