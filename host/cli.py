@@ -1,5 +1,5 @@
-"""`kinema` command: run a saved workflow headless, list nodes, write tiny fixture models, serve the editor, and
-resume a failed decode from saved latents."""
+"""`kinema` command: run a saved workflow headless, run it over a sweep of values (batch), list nodes, write tiny
+fixture models, serve the editor, and resume a failed decode from saved latents."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="replace an existing video file")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_dirs(d)
+    b = sub.add_parser("batch", help="run a workflow once per combination of swept input values (prompts x seeds "
+                                     "x models), in this process or on a Ray cluster (--ray)")
+    b.add_argument("workflow")
+    b.add_argument("--sweep", action="append", default=[], metavar="ID.INPUT=VALUES",
+                   help="values for a node input: a text file (one value a line), an integer range A..B (both "
+                        "included) or a list a,b,c; several --sweep multiply, e.g. --sweep 2.text=prompts.txt "
+                        "--sweep 4.seed=1..16")
+    b.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
+                   help="override a node input in every job, e.g. --set 4.steps=20 (repeatable)")
+    b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run the jobs on Ray (pip install -e '.[ray]'): no value starts a local Ray for this run "
+                        "(127.0.0.1 only); ADDRESS joins a cluster (auto, ray://head:10001). Without --ray the "
+                        "jobs run one after another in this process")
+    b.add_argument("--workers", type=int, help="Ray workers (one job each at a time; models load once per worker). "
+                                               "Default: as many as the CPUs/GPUs fit")
+    b.add_argument("--cpus-per-job", type=float, default=1.0, help="CPUs a Ray worker reserves (default 1)")
+    b.add_argument("--gpus-per-job", type=float, help="GPUs a Ray worker reserves (default 1 if the cluster has GPUs, "
+                                                      "else 0; 0.5 puts two workers on a GPU)")
+    b.add_argument("--name", help="batch folder under the output folder (default batch_<workflow>_<date_time>)")
+    b.add_argument("--resume", metavar="MANIFEST", help="finish an earlier batch: give its manifest.jsonl and the "
+                                                        "same workflow and sweeps; jobs already done are skipped")
+    _add_dirs(b)
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("serve", help="open the ComfyUI editor against Kinema's own server")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8188)
@@ -212,6 +235,35 @@ def cmd_decode(args) -> int:
     return EXIT_OK
 
 
+def cmd_batch(args) -> int:
+    """Expand the sweeps into jobs and run them; prints the summary as JSON (the manifest has every job)."""
+    from . import batch, graph
+    from .executor import PromptInvalid
+    _configure(args)
+    try:
+        sweeps = [batch.parse_sweep(s) for s in args.sweep]
+        result = batch.run_batch(args.workflow, sweeps, args.set, name=args.name, resume=args.resume, ray=args.ray,
+                                 workers=args.workers, cpus_per_job=args.cpus_per_job,
+                                 gpus_per_job=args.gpus_per_job, quiet=args.quiet)
+    except (graph.GraphError, PromptInvalid, batch.BatchError) as exc:
+        print(f"kinema: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except RuntimeError as exc:
+        print(f"kinema: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("kinema: interrupted before the jobs started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(json.dumps(result.to_json()))
+    if result.interrupted:
+        print(f"kinema: interrupted; finish with --resume {result.manifest}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result.failed:
+        print(f"kinema: {result.failed} of {result.jobs} jobs failed (errors in {result.manifest})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_serve(args) -> int:
     _configure(args)
     try:
@@ -226,7 +278,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return {"run": cmd_run, "nodes": cmd_nodes, "fixtures": cmd_fixtures, "serve": cmd_serve,
-            "decode": cmd_decode}[args.cmd](args)
+            "decode": cmd_decode, "batch": cmd_batch}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Kinema's ComfyUI nodes, one module per capability group. Importing defines classes only."""
-from . import audio, conditioning, decode, loaders, media, sampling
+from . import audio, conditioning, decode, edit, loaders, media, portrait, sampling
 
-_MODULES = [loaders, conditioning, sampling, decode, media, audio]
+_MODULES = [loaders, conditioning, sampling, decode, media, audio, portrait, edit]
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

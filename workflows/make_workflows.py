@@ -134,6 +134,98 @@ WORKFLOWS = {
     }, ["Long video with Kinema-Tiny (bundled), FreeNoise: 37 frames, over 4x the 9 it was trained on, in 7 "
         "overlapping windows of 9; a prompt schedule switches the motion at frame 20 (bounces, then stays still); drift anchored to the first "
         "window keeps the colours steady. Any longer odd length works the same way."]),
+    "video_with_sound_tiny": ({
+        "1": _loader(TINY),
+        "2": _text(1, "a red circle bounces", "Positive Prompt"),
+        "3": _text(1, "", "Negative Prompt"),
+        "7": {"class_type": "KinemaContextOptions", "inputs": {
+            "context_length": 9, "context_overlap": 4, "fuse": "pyramid", "noise": "shuffle_context",
+            "mode": "auto", "anchor": "first", "anchor_strength": 0.5}},
+        "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+            **_sampler(length=33, size=32, steps=10, cfg=4.0)["inputs"], "context": _link(7)}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "8": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "kinema-tiny-audio", "family": "auto",
+                                                               "device": "auto", "dtype": "auto"}},
+        "9": {"class_type": "KinemaVideoToAudio", "inputs": {
+            "model": _link(8), "images": _link(5), "fps": 8.0, "steps": 10, "cfg": 4.0, "seed": 42,
+            "prompt": "", "negative_prompt": ""}},
+        "10": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
+                                                             "method": "bicubic"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(10), "fps": 8.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/video_with_sound_tiny",
+                                                          "audio": _link(9)}},
+    }, ["Video with sound, all bundled: Kinema-Tiny makes 33 frames of a bouncing shape (windows of 9), "
+        "Kinema-Tiny Audio watches the frames and puts a knock on each impact (8 kHz mono; onsets land within "
+        "2 frames of the visible impacts, see docs/kinema_tiny_audio.md), Save Video muxes both into one "
+        "mp4. Same fps in Video to Audio and Save Video: the sound lasts exactly frames / fps. It has no text "
+        "input (the prompt is ignored); for real sound use an LTX-2 folder (see video_with_sound)."]),
+    "talking_portrait": ({
+        "1": {"class_type": "KinemaLoadPortraitModel", "inputs": {"model": "kinema-tiny-portrait", "device": "auto",
+                                                                  "dtype": "auto"}},
+        "2": {"class_type": "KinemaLoadImage", "inputs": {"image": "portrait.png"}},
+        "3": {"class_type": "KinemaLoadAudio", "inputs": {"audio": "voice.wav", "sample_rate": 0, "channels": "keep"}},
+        "4": {"class_type": "KinemaPortraitAnimate", "inputs": {
+            "model": _link(1), "portrait": _link(2), "audio": _link(3), "fps": 25.0, "seed": 42, "steps": 8,
+            "cfg": 1.0, "identity_strength": 1.0, "prompt": ""}},
+        "5": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(4), "scale_by": 8.0,
+                                                            "method": "bicubic"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 25.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/talking_portrait",
+                                                          "audio": _link(3)}},
+    }, ["Talking portrait, all bundled: `assets/portrait.png` (a drawn face) speaks `assets/voice.wav` (espeak-ng "
+        "speech, 4.57 s). Kinema-Tiny Portrait opens the mouth with the loudness of the voice; the clip lasts "
+        "ceil(seconds x fps) = 115 frames, in overlapping windows of 9 with the portrait given again in each, "
+        "and Save Video muxes the same audio (same fps in both nodes: picture and sound end together). Any "
+        "length of audio works the same way. See docs/portrait.md for real portrait models."]),
+    "video_edit": ({
+        "1": _loader(TINY),
+        "7": {"class_type": "KinemaLoadVideo", "inputs": {"video": "red_circle.mp4", "start_frame": 0,
+                                                          "frame_count": 9, "width": 32, "height": 32}},
+        "2": _text(1, "a blue circle moves right", "Edit Prompt"),
+        "3": _text(1, "", "Negative Prompt"),
+        "8": _text(1, "a red circle moves right", "Source Prompt"),
+        "4": {"class_type": "KinemaVideoEdit", "inputs": {
+            "model": _link(1), "images": _link(7), "positive": _link(2), "negative": _link(3), "method": "flowedit",
+            "strength": 0.8, "steps": 10, "cfg": 6.0, "source_cfg": 2.0, "seed": 0, "source_prompt": _link(8)}},
+        "5": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(4), "scale_by": 8.0,
+                                                            "method": "bicubic"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": _link(7, 1), "format": "mp4",
+                                                          "filename_prefix": "Kinema/video_edit"}},
+    }, ["Text-guided video edit with Kinema-Tiny (bundled): `assets/red_circle.mp4` (a red circle moving right) "
+        "becomes a blue circle with the same motion and background. FlowEdit moves only what the source and edit "
+        "prompts disagree on; method sdedit works for every model (strength 0.5-0.8). Connect a MASK to edit a "
+        "region only. Same frame count and fps as the source."]),
+    "personalized_video": ({
+        "1": _loader(TINY),
+        "2": _text(1, "a purple star moves right", "Positive Prompt"),
+        "3": _text(1, "", "Negative Prompt"),
+        "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "reference_star.png"}},
+        "8": {"class_type": "KinemaReferenceImage", "inputs": {"model": _link(1), "positive": _link(2),
+                                                               "image": _link(7), "strength": 1.0}},
+        "4": _sampler(pos=8, length=9, size=32, steps=10, cfg=4.0, seed=0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "9": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
+                                                            "method": "bicubic"}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(9), "fps": 8.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/personalized_video"}},
+    }, ["Personalization with Kinema-Tiny (bundled): the reference image `assets/reference_star.png` conditions "
+        "the clip (image conditioning), so the star keeps its look while the prompt sets the action. With Wan "
+        "image-to-video, the reference is a face or product photo."]),
+    "upscale_video": ({
+        "1": _loader("fixture-animatediff"),
+        "7": {"class_type": "KinemaLoadVideo", "inputs": {"video": "red_circle.mp4", "start_frame": 0,
+                                                          "frame_count": 0, "width": 32, "height": 32}},
+        "2": _text(1, "a red circle moves right on a striped background", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": {"class_type": "KinemaVideoUpscale", "inputs": {
+            "images": _link(7), "factor": "x2", "strength": 0.3, "steps": 10, "cfg": 5.0, "seed": 0,
+            "tile_size": 16, "model": _link(1), "positive": _link(2), "negative": _link(3)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(4), "fps": _link(7, 1), "format": "mp4",
+                                                          "filename_prefix": "Kinema/upscale_video"}},
+    }, ["Video upscale 2x: resize, then a low-strength refine at the new size through AnimateDiff's temporal "
+        "layers, the denoiser on overlapping tiles (memory stays flat). Bundled: `fixture-animatediff` (tiny, "
+        "RANDOM weights: the refine adds noise). For real results load an AnimateDiff or Wan folder; Kinema-Tiny "
+        "makes 32x32 only, so for it disconnect `model` (resize only)."]),
     "long_video_wan": ({
         "1": _loader("fixture-wan-t2v"),
         "2": {"class_type": "KinemaPromptSchedule", "inputs": {

@@ -62,13 +62,17 @@ def load_model(path: Path, family: str = "auto", device: torch.device | None = N
     return model
 
 
-AUDIO_FAMILIES: dict[str, type[AudioFamily]] = {"stable_audio": StableAudioFamily, "ltx2": LTX2AudioFamily}
+from .tiny_audio import KinemaTinyAudioFamily  # noqa: E402  (kept beside its registry entry)
+
+AUDIO_FAMILIES: dict[str, type[AudioFamily]] = {"stable_audio": StableAudioFamily, "ltx2": LTX2AudioFamily,
+                                                "kinema_tiny_audio": KinemaTinyAudioFamily}
 
 
 class AudioFamilyChoice(str, Enum):
     AUTO = "auto"
     STABLE_AUDIO = "stable_audio"   # text-to-audio (Stable Audio Open)
     LTX2 = "ltx2"                   # audio for a video (LTX-2's audio branch, the clip as a condition)
+    KINEMA_TINY_AUDIO = "kinema_tiny_audio"   # audio for a Kinema-Tiny clip (bundled: a knock on each impact)
 
 
 def detect_audio_family(path: Path) -> str | None:

@@ -143,7 +143,7 @@ def test_audio_player_widget_is_declared_for_the_frontend():
 
 def test_generation_nodes_on_the_fixtures(kinema_dirs):
     names = nodes.KinemaLoadAudioModel.INPUT_TYPES()["required"]["model"][0]
-    assert set(names) == {"fixture-stable-audio", "fixture-ltx2"}          # video-only folders are not offered
+    assert set(names) == {"fixture-stable-audio", "fixture-ltx2", "kinema-tiny-audio"}   # not video-only folders
     (sa,) = nodes.KinemaLoadAudioModel().load("fixture-stable-audio", "auto", "cpu", "fp32")
     (sound,) = nodes.KinemaTextToAudio().generate(sa, "a bell", "", 0.3, 2, 7.0, 1)
     assert sound["waveform"].shape == (1, 2, 2400) and sound["sample_rate"] == 8000
