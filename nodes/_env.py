@@ -142,6 +142,37 @@ def find_model(kind: str, name: str, files: bool = False) -> Path:
         f"'diffusers/{name}'. `kinema fixtures DIR` writes tiny test models.")
 
 
+HASH_LIMIT = 64 << 20      # files up to this size are hashed whole; larger ones by path, size and mtime
+
+
+def file_signature(resolve: Callable[[str], Path], name: str) -> str:
+    """IS_CHANGED for a file input: the content hash (read in 1 MB blocks, never the whole file at once), or for a
+    file over HASH_LIMIT its path, size and modification time; "missing:<name>" when it cannot be found."""
+    import hashlib
+    try:
+        path = resolve(name)
+    except FileNotFoundError:
+        return f"missing:{name}"
+    stat = path.stat()
+    h = hashlib.sha256()
+    if stat.st_size > HASH_LIMIT:
+        h.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    else:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def file_problem(resolve: Callable[[str], Path], name: str) -> bool | str:
+    """VALIDATE_INPUTS for a file input: True, or the not-found message (which names the folders and the fix)."""
+    try:
+        resolve(name)
+    except FileNotFoundError as e:
+        return str(e)
+    return True
+
+
 class Progress:
     """Per-step progress with an optional preview image; raises the host's interrupt when the user pressed stop."""
 

@@ -9,7 +9,6 @@ input_order places it before the upload button that `audio_upload` adds, which n
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import string
 from pathlib import Path
@@ -76,18 +75,11 @@ class KinemaLoadAudio:
 
     @classmethod
     def IS_CHANGED(cls, audio, **kwargs):
-        try:
-            return hashlib.sha256(_input_audio_path(audio).read_bytes()).hexdigest()
-        except FileNotFoundError:
-            return f"missing:{audio}"
+        return _env.file_signature(_input_audio_path, audio)
 
     @classmethod
     def VALIDATE_INPUTS(cls, audio):
-        try:
-            _input_audio_path(audio)
-        except FileNotFoundError as e:
-            return str(e)
-        return True
+        return _env.file_problem(_input_audio_path, audio)
 
     def load(self, audio, sample_rate, channels, audioUI=None):
         return (audio_io.load_audio(_input_audio_path(audio), sample_rate, channels),)

@@ -2,7 +2,6 @@
 streamed straight into a video file, with the latents saved first so a failed decode can be resumed."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from . import _env
@@ -219,20 +218,11 @@ class KinemaLoadLatent:
 
     @classmethod
     def IS_CHANGED(cls, latents):
-        try:
-            path = _latent_path(latents)
-        except FileNotFoundError:
-            return f"missing:{latents}"
-        stat = path.stat()
-        return hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        return _env.file_signature(_latent_path, latents)
 
     @classmethod
     def VALIDATE_INPUTS(cls, latents):
-        try:
-            _latent_path(latents)
-        except FileNotFoundError as e:
-            return str(e)
-        return True
+        return _env.file_problem(_latent_path, latents)
 
     def load(self, latents):
         from ..models import tae

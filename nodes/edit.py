@@ -1,7 +1,6 @@
 """Editing nodes: Load Video, Video Edit (SDEdit / FlowEdit, masked), Reference Image, Video Upscale."""
 from __future__ import annotations
 
-import hashlib
 
 from ..models.edit import EditMethod, UpscaleFactor
 from ..models.video_io import VIDEO_EXTENSIONS
@@ -61,18 +60,11 @@ class KinemaLoadVideo:
 
     @classmethod
     def IS_CHANGED(cls, video, **_):
-        try:
-            return hashlib.sha256(_env.find_input(video).read_bytes()).hexdigest()
-        except FileNotFoundError:
-            return f"missing:{video}"
+        return _env.file_signature(_env.find_input, video)
 
     @classmethod
     def VALIDATE_INPUTS(cls, video):
-        try:
-            _env.find_input(video)
-        except FileNotFoundError as e:
-            return str(e)
-        return True
+        return _env.file_problem(_env.find_input, video)
 
     def load(self, video, start_frame, frame_count, width, height):
         from ..models.video_io import read_video

@@ -13,7 +13,6 @@ widget, so it is not used here.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import string
 from pathlib import Path
@@ -79,18 +78,11 @@ class KinemaLoadImage:
 
     @classmethod
     def IS_CHANGED(cls, image):
-        try:
-            return hashlib.sha256(_input_path(image).read_bytes()).hexdigest()
-        except FileNotFoundError:
-            return f"missing:{image}"
+        return _env.file_signature(_input_path, image)
 
     @classmethod
     def VALIDATE_INPUTS(cls, image):
-        try:
-            _input_path(image)
-        except FileNotFoundError as e:
-            return str(e)
-        return True
+        return _env.file_problem(_input_path, image)
 
     def load(self, image):
         return media.load_image(_input_path(image))

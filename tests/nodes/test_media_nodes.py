@@ -131,3 +131,26 @@ def test_chroma_key_then_composite_nodes(dirs):
         nodes.KinemaChromaKey().key(frames(), "green", 0.15, 0.1, 1.0)
     res = nodes.KinemaSaveVideo().save(images, 16.0, "webp", "sticker", mask=mask)
     assert media.read_video_info(dirs["output"] / res["ui"]["images"][0]["filename"]).has_alpha
+
+
+def test_file_inputs_change_signature_with_their_content(tmp_path, monkeypatch):
+    """IS_CHANGED of the file loaders: a content hash read in blocks; files over HASH_LIMIT by path, size and
+    mtime (a multi-GB video is never read just to decide whether to re-run)."""
+    from kinema.nodes import _env
+    f = tmp_path / "clip.bin"
+    f.write_bytes(b"a" * 3000)
+
+    def resolve(name):
+        if not (tmp_path / name).is_file():
+            raise FileNotFoundError(name)
+        return tmp_path / name
+    first = _env.file_signature(resolve, "clip.bin")
+    f.write_bytes(b"b" * 3000)
+    assert _env.file_signature(resolve, "clip.bin") != first
+    assert _env.file_signature(resolve, "gone.bin") == "missing:gone.bin"
+    assert _env.file_problem(resolve, "gone.bin") == "gone.bin" and _env.file_problem(resolve, "clip.bin") is True
+    monkeypatch.setattr(_env, "HASH_LIMIT", 100)
+    big = _env.file_signature(resolve, "clip.bin")
+    import os
+    os.utime(f, ns=(1, 1))
+    assert _env.file_signature(resolve, "clip.bin") != big
