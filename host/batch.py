@@ -234,6 +234,7 @@ class BatchWorker:
         for d in dirs.get("search", []):
             _env.add_input_search_dir(d)
         self.executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+        self.executor.previews = False          # nobody watches a batch's previews
         self.name = name or f"{os.uname().nodename}:{os.getpid()}"
         self.model_key: str | None = None
 

@@ -120,6 +120,7 @@ def cmd_run(args) -> int:
     wf_path = Path(args.workflow)
     _env.add_input_search_dir(wf_path.resolve().parent / "assets")
     executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+    executor.previews = False                   # a terminal shows no previews: do not make them
     try:
         prompt, _ui = graph.load_workflow(wf_path, executor.object_info)
         apply_overrides(prompt, args.set, executor.object_info)

@@ -54,6 +54,7 @@ class Executor:
         self.object_info = graph.object_info(class_mappings, self.display)
         self.cache: dict[str, tuple] = {}      # signature -> (outputs tuple, ui dict or None)
         self.interrupt_requested = False
+        self.previews = True                   # make live previews (the editor shows them; headless runs do not)
 
     # ---- signatures ----------------------------------------------------------------------------------------
     def _signatures(self, prompt: dict, order: list[str]) -> dict[str, str]:
@@ -147,7 +148,7 @@ class Executor:
             if preview is not None:
                 emit("preview", {"node": nid, "prompt_id": prompt_id, "image": preview})
 
-        _env.set_progress_hook(hook)
+        _env.set_progress_hook(hook, previews=self.previews)
         try:
             if hasattr(cls, "VALIDATE_INPUTS"):
                 ok = _call_validate(cls, kwargs)

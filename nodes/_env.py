@@ -47,9 +47,14 @@ def configure(models_dir=None, input_dir=None, output_dir=None, temp_dir=None) -
             _settings[key] = str(Path(value).expanduser().resolve())
 
 
-def set_progress_hook(hook: Callable[[int, int, object], None] | None) -> None:
-    global _progress_hook
-    _progress_hook = hook
+_hook_previews = True
+
+
+def set_progress_hook(hook: Callable[[int, int, object], None] | None, previews: bool = True) -> None:
+    """Install the host's progress callback; previews=False when nobody looks at previews (headless runs), so the
+    nodes skip making them."""
+    global _progress_hook, _hook_previews
+    _progress_hook, _hook_previews = hook, previews
 
 
 def _dir(key: str, default: str) -> Path:
@@ -182,6 +187,12 @@ class Progress:
         utils = _comfy("comfy.utils")
         if utils is not None:
             self._bar = utils.ProgressBar(total)
+
+    @property
+    def wants_preview(self) -> bool:
+        """Whether a preview image would be shown: inside ComfyUI (it decides how to send them), or when Kinema's
+        host asked for previews (the editor server; not `kinema run` / `kinema batch`)."""
+        return self._bar is not None or (_progress_hook is not None and _hook_previews)
 
     def __call__(self, value: int, preview=None) -> None:
         if self._bar is not None:

@@ -14,14 +14,8 @@ _STEPS_TIP = ("Steps of the full schedule; only strength x steps of them run (st
 
 
 def _progress(model, steps):
-    from .sampling import _to_pil
-    progress = _env.Progress(steps)
-
-    def on_step(i, total, latents):
-        progress.total = total
-        progress(i, _to_pil(model.preview(latents)[0]))
-
-    return on_step
+    from .sampling import step_progress
+    return step_progress(model, steps)
 
 
 class KinemaLoadVideo:

@@ -14,6 +14,18 @@ def _to_pil(frame):
     return PIL.Image.fromarray((frame.clamp(0, 1).numpy() * 255).astype(np.uint8))
 
 
+def step_progress(model, steps: int):
+    """The loop's on_step for a sampling node: progress per step, and a live preview (the family's cheap
+    latent -> RGB) only when the host shows previews."""
+    progress = _env.Progress(steps)
+
+    def on_step(i, total, latents):
+        progress.total = total
+        progress(i, _to_pil(model.preview(latents)[0]) if progress.wants_preview else None)
+
+    return on_step
+
+
 class KinemaTemporalSampler:
     DESCRIPTION = ("Generates a video latent with Kinema's denoising loop: classifier-free guidance, seeded noise, "
                    "per-step progress and previews, interrupt. Works for every Kinema model family.")
@@ -65,14 +77,9 @@ class KinemaTemporalSampler:
         from ..models.sampling import SamplerSettings, sample
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
-        progress = _env.Progress(steps)
-
-        def on_step(i, total, latents):
-            progress.total = total
-            progress(i, _to_pil(model.preview(latents)[0]))
-
         init = latent["samples"] if latent is not None else None
-        samples = sample(model, positive, negative, settings, init_latents=init, on_step=on_step, context=context)
+        samples = sample(model, positive, negative, settings, init_latents=init, on_step=step_progress(model, steps),
+                         context=context)
         return ({"samples": samples.cpu(), "kinema_frames": length},)
 
 

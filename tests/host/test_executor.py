@@ -36,7 +36,11 @@ def test_cache_reruns_only_what_changed(kinema_dirs):
     assert second.outputs == first.outputs            # the ui of a cached output node is replayed
     changed = _prompt()
     changed["4"]["inputs"]["seed"] = 123
-    third = ex.run(changed, "c")
+    ex.previews = False                               # headless (kinema run, batch): progress only, no previews
+    events.clear()
+    third = ex.run(changed, "c", on_event=lambda k, d: events.append((k, d)))
+    kinds = [k for k, _ in events]
+    assert kinds.count("progress") == 2 and "preview" not in kinds
     assert sorted(third.executed) == ["4", "5", "6"] and sorted(third.cached) == ["1", "2", "3"]
 
 
