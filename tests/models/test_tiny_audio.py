@@ -89,8 +89,8 @@ def test_sync_on_rendered_clips(model):
     impacts = S.measure(model, S.rendered_clips(1000, 6, "floor", 33), FPS, STEPS, CFG)
     quiet = S.measure(model, S.rendered_clips(1002, 4, "none", 17), FPS, STEPS, CFG)
     print(impacts, quiet)
-    assert impacts["impacts"] >= 15 and impacts["matched"] >= 0.9
-    assert impacts["false_per_clip"] <= 0.6 and quiet["onsets"] <= 1      # measured 100 %, 0.33 / clip, 0 onsets
+    assert impacts["impacts"] >= 15 and impacts["matched"] >= 0.95
+    assert impacts["false_per_clip"] <= 0.5 and quiet["onsets"] <= 1      # measured 100 %, 0.17 / clip, 0 onsets
 
 
 def test_sync_on_generated_tiny_clips(model):
@@ -98,4 +98,4 @@ def test_sync_on_generated_tiny_clips(model):
     video = load_model(VIDEO_WEIGHTS)
     r = S.measure(model, S.generated_clips(video, S.bounce_prompts(4), 33), FPS, STEPS, CFG)
     print(r)
-    assert r["impacts"] >= 8 and r["matched"] >= 0.6 and r["false_per_clip"] <= 1.0   # measured 81 %, 0 / clip
+    assert r["impacts"] >= 8 and r["matched"] >= 0.75 and r["false_per_clip"] <= 0.5   # measured 81 %, 0 / clip
