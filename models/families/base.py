@@ -77,13 +77,7 @@ class VideoFamily:
         """Replace the denoiser's weights with a single-file .safetensors checkpoint (diffusers or the model's
         original key layout; diffusers converts the latter). The folder supplies the config, VAE and encoders.
         Never unpickles: only .safetensors is accepted."""
-        file = Path(file)
-        if file.suffix != ".safetensors":
-            fail("weights", "must be a .safetensors file (pickled .ckpt/.pt/.bin files are never loaded)",
-                 file.name, "Convert the checkpoint to safetensors.")
-        if not file.is_file():
-            raise FileNotFoundError(f"`weights` file {str(file)!r} does not exist. Fix: put it in "
-                                    f"models/diffusion_models (or checkpoints) and pick it again.")
+        file = check_weights_file(file)
         current = getattr(self.pipe, self.denoiser_attr)
         config_dir = self.path / self.denoiser_attr
         try:
@@ -268,9 +262,33 @@ class AudioFamily(VideoFamily):
         """latents (1, C, T) -> waveform (1, channels, samples) float32 on the CPU, at self.sample_rate."""
         raise NotImplementedError
 
+    @staticmethod
+    def video_for(positive: "Conditioning", settings) -> torch.Tensor:
+        """Video-to-audio: the frames (F, H, W, C) the Video to Audio node attached, checked against the length."""
+        frames = positive.extras.get("video")
+        if frames is None:
+            fail("positive", "must carry the video the sound is for", "no video",
+                 "Use the Video to Audio node, which attaches the frames.")
+        if frames.shape[0] != settings.num_frames:
+            fail("length", f"must equal the clip's frame count ({frames.shape[0]})", settings.num_frames,
+                 "Pass the clip's own length: the audio duration is frames / fps.")
+        return frames
+
     def num_samples(self, settings) -> int:
         """Waveform samples the run must deliver (exact: the decoded audio is trimmed to this)."""
         raise NotImplementedError
+
+
+def check_weights_file(file) -> Path:
+    """A single-file checkpoint to load: .safetensors only (never unpickled), and present."""
+    file = Path(file)
+    if file.suffix != ".safetensors":
+        fail("weights", "must be a .safetensors file (pickled .ckpt/.pt/.bin files are never loaded)",
+             file.name, "Convert the checkpoint to safetensors.")
+    if not file.is_file():
+        raise FileNotFoundError(f"`weights` file {str(file)!r} does not exist. Fix: put it in "
+                                f"models/diffusion_models (or checkpoints) and pick it again.")
+    return file
 
 
 def read_model_index(path: Path) -> dict:

@@ -160,13 +160,7 @@ class LTX2AudioFamily(AudioFamily):
         return self.pipe._pack_latents(latent.to(self.device, torch.float32), self.patch, self.patch_t)
 
     def prepare_for(self, positive, negative, settings, generator=None) -> dict[str, Any]:
-        frames = positive.extras.get("video")
-        if frames is None:
-            fail("positive", "must carry the video the sound is for", "no video",
-                 "Use the Video to Audio node, which attaches the frames.")
-        if frames.shape[0] != settings.num_frames:
-            fail("length", f"must equal the clip's frame count ({frames.shape[0]})", settings.num_frames,
-                 "Pass the clip's own length: the audio duration is frames / fps.")
+        frames = self.video_for(positive, settings)
         conds = [negative, positive] if negative is not None else [positive]
         b = len(conds)
         with torch.no_grad():

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from ..checks import check_shape, fail
-from .base import Conditioning, VideoFamily
+from .base import Conditioning, VideoFamily, check_weights_file
 
 TINY_PIPELINES = {"KinemaTinyPipeline"}
 
@@ -62,13 +62,7 @@ class KinemaTinyFamily(VideoFamily):
         """Replace the transformer's weights with a .safetensors state dict of the same config (e.g. a checkpoint
         from `python -m kinema.models.tiny.train`, keys as in transformer/diffusion_pytorch_model.safetensors)."""
         from safetensors.torch import load_file
-        file = Path(file)
-        if file.suffix != ".safetensors":
-            fail("weights", "must be a .safetensors file (pickled .ckpt/.pt/.bin files are never loaded)",
-                 file.name, "Convert the checkpoint to safetensors.")
-        if not file.is_file():
-            raise FileNotFoundError(f"`weights` file {str(file)!r} does not exist. Fix: put it in "
-                                    f"models/diffusion_models (or checkpoints) and pick it again.")
+        file = check_weights_file(file)
         state = {k.removeprefix("model."): v for k, v in load_file(str(file)).items() if not k.startswith("text.")}
         try:
             self.transformer.load_state_dict({k: v.to(self.dtype) for k, v in state.items()})

@@ -87,13 +87,7 @@ class KinemaTinyAudioFamily(AudioFamily):
         return resample_features(feats.float(), fps, num_mel_frames, self.mel.cfg.hop, self.sample_rate)
 
     def prepare_for(self, positive, negative, settings, generator=None) -> dict[str, Any]:
-        frames = positive.extras.get("video")
-        if frames is None:
-            fail("positive", "must carry the video the sound is for", "no video",
-                 "Use the Video to Audio node, which attaches the frames.")
-        if frames.shape[0] != settings.num_frames:
-            fail("length", f"must equal the clip's frame count ({frames.shape[0]})", settings.num_frames,
-                 "Pass the clip's own length: the audio duration is frames / fps.")
+        frames = self.video_for(positive, settings)
         steps = self.latent_shape_for(settings)[1]
         cond = self.features(frames, float(settings.frame_rate), steps)                          # (1, D, T)
         if negative is not None:                                     # [negative, positive]: the negative is silence
