@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .data import COLOURS, EXTENT, SUPERSAMPLE, ClipSpec, _inside, background, random_spec, trajectory
+from .data import EXTENT, ClipSpec, random_spec, render, trajectory
 
 SAMPLE_RATE = 8000                 # Hz of every waveform here
 PITCH = {"circle": 330.0, "square": 220.0, "triangle": 520.0, "star": 780.0}   # Hz of the lowest partial
@@ -136,22 +136,8 @@ def tiny_bounce_clip(spec: ClipSpec, num_frames: int = 9) -> ImpactClip:
 
 
 def render_track(spec: ClipSpec, track: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """Draw spec's shape along track (F, 4) on spec's background, as data.render does: (3, F, H, W) 0..1."""
-    ss = SUPERSAMPLE
-    n = size * ss
-    grid = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-    gy, gx = torch.meshgrid(grid, grid, indexing="ij")                 # (n, n)
-    colour = torch.tensor(COLOURS[spec.colour])
-    bg = background(spec, size)                                        # (3, H, W)
-    frames = []
-    for x, y, scale, angle in track.tolist():
-        r = spec.radius * scale
-        dx, dy = (gx - x) / r, (gy - y) / r
-        c, s = math.cos(angle), math.sin(angle)
-        u, v = c * dx + s * dy, -s * dx + c * dy
-        alpha = _inside(spec.shape, u, v).float().view(size, ss, size, ss).mean(dim=(1, 3))   # (H, W)
-        frames.append(bg * (1 - alpha) + colour[:, None, None] * alpha)
-    return torch.stack(frames, dim=1)                                  # (3, F, H, W)
+    """Draw spec's shape along track (F, 4) on spec's background (data.render): (3, F, H, W) 0..1."""
+    return render(spec, len(track), size, track=track)
 
 
 def impact_sound(shape: str, radius: float, strength: float, g: torch.Generator,
