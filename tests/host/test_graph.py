@@ -553,3 +553,16 @@ def test_execution_order_errors(info):
         graph.execution_order(prompt, info)
     with pytest.raises(GraphError, match="target node 7"):
         graph.execution_order(good_prompt(), info, targets=["7"])
+
+
+def test_saved_loader_without_the_parallel_widgets_keeps_one_device():
+    """Workflows saved before Load Video Model gained `parallel` and `gpus` (5 widget values, not 7) convert with
+    the defaults, as the frontend fills missing trailing widgets: parallel none, gpus 0."""
+    import kinema
+    info = graph.object_info(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
+    ui = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "text_to_video_wan.json").read_text())
+    loader = next(n for n in ui["nodes"] if n["type"] == "KinemaLoadVideoModel")
+    loader["widgets_values"] = loader["widgets_values"][:5]
+    inputs = graph.ui_to_api(ui, info)[str(loader["id"])]["inputs"]
+    assert inputs == {"model": "fixture-wan-t2v", "family": "auto", "device": "auto", "dtype": "auto",
+                      "weights": "none", "parallel": "none", "gpus": 0}
