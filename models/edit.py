@@ -289,28 +289,34 @@ def edit_video(model: VideoFamily, frames: torch.Tensor, positive: Conditioning,
 # ---- reference image -------------------------------------------------------------------------------------------
 def reference_condition(model: VideoFamily, positive: Conditioning, image: torch.Tensor,
                         strength: float = 1.0) -> Conditioning:
-    """Attach a reference image of the subject to `positive` as the image condition of an image-to-video family.
+    """Attach a reference image of the subject to `positive`: Wan VACE's reference images, or the image condition
+    of an image-to-video family.
 
-    The model carries the subject's look (colour, shape, face) through the clip. strength 1 gives the reference as
-    it is; lower values pull its colours toward its mean colour (a weaker hint the prompt overrides more easily);
-    0 returns `positive` unchanged (plain text-to-video).
+    The model carries the subject's look (colour, shape, face) through the clip. 0 returns `positive` unchanged
+    (plain text-to-video). Wan VACE: every image of the batch is a reference (prepended in latent time, as
+    WanVACEPipeline's reference_images) and strength is VACE's conditioning_scale. Image-to-video families:
+    the first image is the image condition; strength 1 gives it as it is, lower values pull its colours toward
+    its mean colour (a weaker hint the prompt overrides more easily).
     Args:
-        image: IMAGE (1, H, W, 3 or 4) 0..1; any size (the family resizes it to the clip's size).
+        image: IMAGE (N, H, W, 3 or 4) 0..1; any size (the family fits it to the clip's size).
     """
     check_range("strength", strength, 0.0, 1.0)
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (3, 4):
         fail("image", "must be an IMAGE (1, H, W, 3)", tuple(getattr(image, "shape", ())),
              "Connect Load Image (Kinema).")
+    takes_reference = hasattr(model, "with_reference")                          # Wan VACE
     takes_image = model.name == "kinema_tiny" or bool(getattr(model, "image_to_video", False))
-    if not takes_image:
+    if not (takes_image or takes_reference):
         fail("model", f"has no image conditioning to carry a reference ({model.name})", model.name,
-             "Load an image-to-video model (Wan I2V or kinema-tiny-video); for AnimateDiff encode the image with "
-             "Video Encode and sample at denoise < 1.")
+             "Load a Wan VACE model (reference images) or an image-to-video model (Wan I2V, kinema-tiny-video); "
+             "for AnimateDiff encode the image with Video Encode and sample at denoise < 1.")
     if positive.family != model.name:
         fail("positive", f"must be encoded by the same {model.name} model", positive.family,
              "Connect Text Encode from the same model.")
     if strength == 0:
         return positive
+    if takes_reference:
+        return model.with_reference(positive, image, strength)
     ref = image[:1, ..., :3].float().cpu()                                       # (1, H, W, 3)
     mean = ref.mean(dim=(1, 2), keepdim=True)
     ref = (mean + strength * (ref - mean)).clamp(0, 1)

@@ -70,6 +70,10 @@ def _schedule(positive: Conditioning) -> list[tuple[int, Conditioning]]:
     entries = positive.extras.get("schedule") or [(0, positive)]
     if positive.image is not None:
         entries = [(f, c if c.image is not None else c.with_image(positive.image)) for f, c in entries]
+    refs = {k: v for k, v in positive.extras.items() if k.startswith("reference_")}   # Wan VACE references
+    if refs:
+        entries = [(f, c if "reference_images" in c.extras else
+                    Conditioning(c.family, c.prompt, c.embeds, c.image, {**c.extras, **refs})) for f, c in entries]
     return entries
 
 
@@ -179,6 +183,16 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
     if s.denoise < 1.0 and init_latents is None:
         fail("denoise", "below 1.0 needs a `latent` input to start from", s.denoise,
              "Connect a Video Encode node to `latent`, or set denoise to 1.0.")
+    refs = model.reference_frames(positive)                       # latent frames before the clip (Wan VACE)
+    if refs:
+        if context is not None:
+            fail("context", f"cannot be combined with a reference image on {model.name}", "a Context Options input",
+                 "Disconnect `context`, or remove the Reference Image node.")
+        if s.denoise < 1.0:
+            fail("denoise", f"below 1.0 cannot be combined with a reference image on {model.name}", s.denoise,
+                 "Set denoise to 1.0, or remove the Reference Image node.")
+        frames += refs
+        shape = (*shape[:2], frames, *shape[3:])                  # (1, C, n + f, h, w): the references first
 
     # 1. windows (latent frames) and how they are fused
     spans, length, stride, mode = [(0, frames)], frames, 1, None
@@ -259,7 +273,7 @@ def sample(model: VideoFamily, positive: Conditioning, negative: Conditioning | 
                         pred = uncond + s.guidance_scale * (cond - uncond)
                 latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
                 if on_step is not None:
-                    on_step(i + 1, total, latents)
+                    on_step(i + 1, total, latents[:, :, refs:] if refs else latents)
     finally:
         if windowed and mode == W.FuseMode.ATTENTION:
             model.set_attention_windows(None)

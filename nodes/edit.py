@@ -119,8 +119,9 @@ class KinemaVideoEdit:
 
 class KinemaReferenceImage:
     DESCRIPTION = ("Personalization: a reference image of the subject (a face, a mascot, an object) conditions the "
-                   "clip so the model keeps its look throughout. Uses the model's image conditioning (Wan I2V, "
-                   "Kinema-Tiny); connect the result to the sampler's positive.")
+                   "clip so the model keeps its look throughout. Wan VACE takes it as a VACE reference image (the "
+                   "subject anywhere in the clip, the prompt sets the scene); Wan I2V and Kinema-Tiny as their image "
+                   "condition. Connect the result to the sampler's positive.")
     CATEGORY = "Kinema/edit"
     RETURN_TYPES = ("KINEMA_COND",)
     RETURN_NAMES = ("positive",)
@@ -130,15 +131,21 @@ class KinemaReferenceImage:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("KINEMA_MODEL", {"tooltip": "The model that will sample: an image-to-video model (Wan I2V or "
-                                                  "kinema-tiny-video); others are an error naming the fix."}),
+            "model": ("KINEMA_MODEL", {"tooltip": "The model that will sample: Wan VACE (reference images), or an "
+                                                  "image-to-video model (Wan I2V, kinema-tiny-video); others are an "
+                                                  "error naming the fix."}),
             "positive": ("KINEMA_COND", {"tooltip": "The prompt (Text Encode); describe the action, the reference "
                                                     "supplies the look."}),
             "image": ("IMAGE", {"tooltip": "The reference (1, H, W, 3), any size (resized to the clip's). Put the "
-                                           "subject on the kind of background the model knows."}),
+                                           "subject on the kind of background the model knows. Wan VACE: fitted "
+                                           "into the frame on white; every image of a batch is a reference, and "
+                                           "chained Reference Image nodes add theirs."}),
             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
-                                   "1: the reference as it is; lower values fade it toward its mean colour so the "
-                                   "prompt decides more; 0: no reference (plain text-to-video)."}),
+                                   "0: no reference (plain text-to-video, exactly). Wan VACE: VACE's "
+                                   "conditioning_scale on every VACE layer (1 = as trained, the diffusers default; "
+                                   "lower weakens the reference and the VACE hints so the prompt decides more). "
+                                   "Wan I2V, Kinema-Tiny: 1 gives the reference as it is; lower values fade it "
+                                   "toward its mean colour."}),
         }}
 
     def attach(self, model, positive, image, strength):

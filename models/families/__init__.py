@@ -16,14 +16,16 @@ from .ltx2_audio import LTX2AudioFamily
 from .stable_audio import StableAudioFamily
 from .tiny import KinemaTinyFamily
 from .wan import WanFamily
+from .wan_vace import WanVACEFamily
 
-FAMILIES: dict[str, type[VideoFamily]] = {"wan": WanFamily, "animatediff": AnimateDiffFamily,
-                                          "kinema_tiny": KinemaTinyFamily}
+FAMILIES: dict[str, type[VideoFamily]] = {"wan": WanFamily, "wan_vace": WanVACEFamily,
+                                          "animatediff": AnimateDiffFamily, "kinema_tiny": KinemaTinyFamily}
 
 
 class FamilyChoice(str, Enum):
     AUTO = "auto"
     WAN = "wan"
+    WAN_VACE = "wan_vace"     # Wan VACE (WanVACEPipeline): text-to-video and reference images
     ANIMATEDIFF = "animatediff"
     KINEMA_TINY = "kinema_tiny"
 
@@ -33,7 +35,7 @@ def detect_family(path: Path) -> str:
     for name, cls in FAMILIES.items():
         if cls.accepts(index):
             return name
-    fail("model", "must be a supported video model folder (Wan T2V/I2V, AnimateDiff, Kinema-Tiny)",
+    fail("model", "must be a supported video model folder (Wan T2V/I2V/VACE, AnimateDiff, Kinema-Tiny)",
          index.get("_class_name"), "Pick a folder of a supported family or set `family` explicitly.")
 
 

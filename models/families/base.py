@@ -150,6 +150,11 @@ class VideoFamily:
         """Called once after the last step (e.g. to restore a clean conditioning frame). Default: unchanged."""
         return latents
 
+    def reference_frames(self, positive: Conditioning) -> int:
+        """Latent frames the family prepends to the clip for this conditioning (Wan VACE: one per reference
+        image). The loop draws noise for them too, and `finish` drops them. Default: 0."""
+        return 0
+
     # ---- VAE / TAE -----------------------------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU."""
