@@ -5,7 +5,8 @@ from ..models.devices import DeviceChoice, DtypeChoice
 from . import _env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-PORTRAIT_CLASSES = {"KinemaTinyPortraitPipeline"}
+# model_index.json classes offered: Kinema-Tiny Portrait, and LTX-2 folders (speech held clean, video denoised)
+PORTRAIT_CLASSES = {"KinemaTinyPortraitPipeline", "LTX2Pipeline", "LTX2ConditionPipeline", "LTX2ImageToVideoPipeline"}
 
 
 def _portrait_models() -> list[str]:
@@ -22,9 +23,11 @@ def _portrait_models() -> list[str]:
 
 
 class KinemaLoadPortraitModel:
-    DESCRIPTION = ("Loads an audio-driven portrait model (a local folder in models/diffusers). "
-                   "`kinema-tiny-portrait` ships with the pack: a drawn 32x32 face whose mouth follows the "
-                   "loudness of the voice, seconds on a CPU.")
+    DESCRIPTION = ("Loads an audio-driven portrait model (a local folder in models/diffusers), the family read "
+                   "from its model_index.json. `kinema-tiny-portrait` ships with the pack: a drawn 32x32 face whose "
+                   "mouth follows the loudness of the voice, seconds on a CPU. An LTX-2 diffusers folder "
+                   "(Lightricks/LTX-2) animates real photos: the speech through LTX-2's audio VAE, held clean, "
+                   "while the video is denoised (a large GPU model).")
     CATEGORY = "Kinema/loaders"
     RETURN_TYPES = ("KINEMA_MODEL",)
     RETURN_NAMES = ("model",)
@@ -36,7 +39,8 @@ class KinemaLoadPortraitModel:
         return {"required": {
             "model": (_portrait_models() or ["(no portrait models found)"], {"tooltip":
                       "A portrait model folder (holding model_index.json) under models/diffusers; only portrait "
-                      "models are listed. kinema-tiny-portrait is bundled."}),
+                      "models are listed: Kinema-Tiny Portrait (bundled) and LTX-2 folders (model_index.json "
+                      "naming LTX2Pipeline, LTX2ConditionPipeline or LTX2ImageToVideoPipeline)."}),
             "device": ([c.value for c in DeviceChoice], {"default": "auto", "tooltip":
                        "auto: CUDA, then Apple MPS, then CPU. A device that is not available is an error."}),
             "dtype": ([c.value for c in DtypeChoice], {"default": "auto", "tooltip":
@@ -44,16 +48,10 @@ class KinemaLoadPortraitModel:
         }}
 
     def load(self, model, device, dtype):
-        from ..models.checks import fail
         from ..models.devices import pick_device, pick_dtype
-        from ..models.families.base import read_model_index
-        from ..models.families.tiny_portrait import KinemaTinyPortraitFamily
-        path = _env.find_model("diffusers", model)
-        if not KinemaTinyPortraitFamily.accepts(read_model_index(path)):
-            fail("model", "must be a portrait model folder (Kinema-Tiny Portrait)", model,
-                 "Pick kinema-tiny-portrait, or load video models with Load Video Model.")
+        from ..models.portrait import load_portrait_model
         dev = pick_device(device)
-        return (KinemaTinyPortraitFamily.load(path, dev, pick_dtype(dtype, dev)),)
+        return (load_portrait_model(_env.find_model("diffusers", model), dev, pick_dtype(dtype, dev)),)
 
 
 class KinemaPortraitAnimate:
@@ -65,7 +63,8 @@ class KinemaPortraitAnimate:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
     OUTPUT_TOOLTIPS = ("The clip: IMAGE (ceil(seconds x fps), H, W, 3) 0..1 at the model's size (32x32 for "
-                       "Kinema-Tiny Portrait; resize it to show it larger).",)
+                       "Kinema-Tiny Portrait, resize it to show it larger; LTX-2: the portrait's aspect, 768 px on "
+                       "the long side).",)
     FUNCTION = "animate"
 
     @classmethod
@@ -78,23 +77,26 @@ class KinemaPortraitAnimate:
                                            "length and rate: the video lasts as long as it."}),
             "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01, "tooltip":
                               "Frames per second; frames = ceil(seconds x fps). Kinema-Tiny Portrait was trained "
-                              "at 25. Use the same value in Save Video."}),
+                              "at 25, LTX-2 at 24-25. Use the same value in Save Video."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": "Noise seed (every window starts from it). Same seed and inputs give the "
                                         "same clip."}),
             "steps": ("INT", {"default": 8, "min": 1, "max": 1000, "tooltip":
-                              "Denoising steps per window. Kinema-Tiny Portrait: 4-10 is enough."}),
+                              "Denoising steps per window. Kinema-Tiny Portrait: 4-10 is enough; LTX-2: about "
+                              "40 (8 for a distilled checkpoint)."}),
             "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
-                              "Audio guidance: above 1 contrasts with a pass without the audio (livelier mouth, "
-                              "twice the work); 1.0 or less turns it off."}),
+                              "Guidance, twice the work above 1; 1.0 or less turns it off. Kinema-Tiny Portrait: "
+                              "contrasts with a pass without the audio (livelier mouth). LTX-2: contrasts the "
+                              "prompt with an empty prompt (3-4 for the base model)."}),
             "identity_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip":
                                   "How strongly the portrait holds the face: 1.0 as trained (no extra cost); "
                                   "above 1 extrapolates away from a pass without the portrait (twice the work); "
-                                  "0 ignores the portrait."}),
+                                  "0 ignores the portrait. LTX-2 accepts only 1.0 (the portrait is the clean "
+                                  "first frame of every window)."}),
         }, "optional": {
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
-                       "Optional words about the performance, for models with a text encoder. Kinema-Tiny "
-                       "Portrait has none: a prompt is ignored with a warning."}),
+                       "Optional words about the performance, for models with a text encoder (LTX-2: Gemma). "
+                       "Kinema-Tiny Portrait has none: a prompt is ignored with a warning."}),
         }}
 
     def animate(self, model, portrait, audio, fps, seed, steps, cfg, identity_strength, prompt=""):

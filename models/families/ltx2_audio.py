@@ -16,19 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..checks import check_range, fail
-from .base import AudioFamily, Conditioning, quiet_diffusers
-
-LTX2_PIPELINES = {"LTX2Pipeline", "LTX2ConditionPipeline", "LTX2ImageToVideoPipeline"}
+from .base import AudioFamily, Conditioning
+from .ltx2_common import (LTX2_PIPELINES, MAX_SEQUENCE_LENGTH, gemma_prompt, is_ltx2, load_ltx2_pipeline,  # noqa: F401
+                          set_ltx2_timesteps)
 
 
 class LTX2AudioFamily(AudioFamily):
     name = "ltx2"
     flow = True
-    max_sequence_length = 1024     # Gemma tokens per prompt (the pipeline's default)
+    max_sequence_length = MAX_SEQUENCE_LENGTH     # Gemma tokens per prompt (the pipeline's default)
     condition_max_cells = 16       # the clip is encoded with at most this many latent cells on its long side
                                    # (512 px for LTX-2's 32x VAE): sound needs motion and objects, not detail
     use_cross_timestep = True      # as LTX2ConditionPipeline's default
@@ -54,19 +53,11 @@ class LTX2AudioFamily(AudioFamily):
 
     @classmethod
     def accepts(cls, model_index: dict) -> bool:
-        return model_index.get("_class_name") in LTX2_PIPELINES
+        return is_ltx2(model_index)
 
     @classmethod
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "LTX2AudioFamily":
-        from diffusers import LTX2ConditionPipeline
-        quiet_diffusers()
-        # the VAEs and the vocoder stay fp32: they are small and precision-sensitive
-        pipe = LTX2ConditionPipeline.from_pretrained(
-            str(path), dtype={"default": dtype, "vae": torch.float32, "audio_vae": torch.float32,
-                              "vocoder": torch.float32}, local_files_only=True)
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        return cls(path, device, dtype, pipe)
+        return cls(path, device, dtype, load_ltx2_pipeline(path, device, dtype))
 
     # ---- sizes ---------------------------------------------------------------------------------------------
     def condition_size(self, height: int, width: int) -> tuple[int, int]:
@@ -123,21 +114,14 @@ class LTX2AudioFamily(AudioFamily):
 
     def set_timesteps(self, scheduler, settings, device) -> None:
         """The pipeline's sigmas (linear 1 -> 1/n) and resolution-dependent shift (mu from the video tokens)."""
-        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import calculate_shift
-        n = settings.num_inference_steps
         f, h, w = self._video_grid(settings)
-        c = scheduler.config
-        mu = calculate_shift((f // self.patch_t) * (h // self.patch) * (w // self.patch),
-                             c.get("base_image_seq_len", 1024), c.get("max_image_seq_len", 4096),
-                             c.get("base_shift", 0.95), c.get("max_shift", 2.05))
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / n, n), device=device, mu=mu)
+        set_ltx2_timesteps(scheduler, settings.num_inference_steps,
+                           (f // self.patch_t) * (h // self.patch) * (w // self.patch), device)
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
         """Gemma hidden states of every layer, stacked: embeds (1, L, D * layers), mask in extras."""
-        with torch.no_grad():
-            embeds, mask = self.pipe._get_gemma_prompt_embeds(text, max_sequence_length=self.max_sequence_length,
-                                                              device=self.device)
+        embeds, mask = gemma_prompt(self.pipe, text, self.device, self.max_sequence_length)
         return Conditioning(self.name, text, embeds, extras={"mask": mask})
 
     def with_video(self, positive: Conditioning, frames: torch.Tensor) -> Conditioning:
