@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-animatediff", "fixture-stable-audio", "fixture-ltx2")
+FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-wan-vace", "fixture-animatediff", "fixture-stable-audio",
+            "fixture-ltx2")
 _CHARS = string.ascii_letters + string.digits + string.punctuation
 
 
@@ -84,6 +85,19 @@ def build_wan_i2v():
         intermediate_size=16, patch_size=1)).eval()
     return WanImageToVideoPipeline(**parts, image_encoder=enc, image_processor=CLIPImageProcessor(crop_size=32, size=32),
                                    transformer_2=None)
+
+
+def build_wan_vace():
+    """Wan VACE (WanVACEPipeline): the Wan text-to-video parts with a VACE transformer, control blocks on both
+    layers (96 control channels: inactive + reactive latents 2 x 16, plus an 8 x 8 pixel mask per latent cell)."""
+    from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+    parts = _wan_parts(16)
+    torch.manual_seed(0)
+    parts["transformer"] = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, vace_layers=[0, 1], vace_in_channels=96)
+    return WanVACEPipeline(**parts, transformer_2=None)
 
 
 def build_animatediff():
@@ -187,8 +201,10 @@ def build_ltx2():
         timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
     torch.manual_seed(0)
     audio_vae = AutoencoderKLLTX2Audio(
-        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2,
-        resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
+        # 4x in time and mel as LTX-2's (the pipelines assume it), 2 causal res blocks a level: speech encodes to
+        # the transformer's audio width (the audio-driven portrait encodes it)
+        base_channels=4, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=None,
+        in_channels=2, resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
         mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True, mel_bins=8)
     torch.manual_seed(0)
     vocoder = LTX2Vocoder(in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[20, 32],
@@ -200,7 +216,7 @@ def build_ltx2():
                         duration_head=None)
 
 
-BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v,
+BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v, "fixture-wan-vace": build_wan_vace,
             "fixture-animatediff": build_animatediff, "fixture-stable-audio": build_stable_audio,
             "fixture-ltx2": build_ltx2}
 

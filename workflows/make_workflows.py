@@ -31,7 +31,8 @@ def _text(model, text, title):
 
 def _loader(name):
     return {"class_type": "KinemaLoadVideoModel",
-            "inputs": {"model": name, "family": "auto", "device": "auto", "dtype": "auto", "weights": "none"}}
+            "inputs": {"model": name, "family": "auto", "device": "auto", "dtype": "auto", "weights": "none",
+                       "parallel": "none", "gpus": 0}}
 
 
 NEG = "blurry, flicker, distorted, low quality"
@@ -147,7 +148,7 @@ WORKFLOWS = {
         "8": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "kinema-tiny-audio", "family": "auto",
                                                                "device": "auto", "dtype": "auto"}},
         "9": {"class_type": "KinemaVideoToAudio", "inputs": {
-            "model": _link(8), "images": _link(5), "fps": 8.0, "steps": 10, "cfg": 4.0, "seed": 42,
+            "model": _link(8), "images": _link(5), "fps": 8.0, "steps": 20, "cfg": 8.0, "seed": 42,
             "prompt": "", "negative_prompt": ""}},
         "10": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
                                                              "method": "bicubic"}},
@@ -226,6 +227,23 @@ WORKFLOWS = {
         "layers, the denoiser on overlapping tiles (memory stays flat). Bundled: `fixture-animatediff` (tiny, "
         "RANDOM weights: the refine adds noise). For real results load an AnimateDiff or Wan folder; Kinema-Tiny "
         "makes 32x32 only, so for it disconnect `model` (resize only)."]),
+    "personalized_video_wan_vace": ({
+        "1": _loader("fixture-wan-vace"),
+        "2": _text(1, "the star mascot dances on a stage under spotlights", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "reference_star.png"}},
+        "8": {"class_type": "KinemaReferenceImage", "inputs": {"model": _link(1), "positive": _link(2),
+                                                               "image": _link(7), "strength": 1.0}},
+        "4": _sampler(pos=8, length=17, size=64, steps=8, cfg=5.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/personalized_video_wan_vace"}},
+    }, ["Personalization with Wan VACE: the reference image is a VACE reference (fitted into the frame on white, "
+        "VAE-encoded and put before the clip in latent time, dropped before decoding), so the subject keeps its "
+        "look while the prompt sets the scene and action; strength is VACE's conditioning_scale. Bundled: "
+        "`fixture-wan-vace` (tiny, RANDOM weights: noise). For real videos put Wan2.1-VACE-1.3B (diffusers "
+        "format, Wan-AI/Wan2.1-VACE-1.3B-diffusers) in models/diffusers and use 81 frames at 832x480, 30 steps, "
+        "cfg 5; a face or product photo on a plain background works best."]),
     "long_video_wan": ({
         "1": _loader("fixture-wan-t2v"),
         "2": {"class_type": "KinemaPromptSchedule", "inputs": {
