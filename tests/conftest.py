@@ -33,3 +33,14 @@ def kinema_dirs(models_dir, tmp_path):
     _env._settings.clear()
     _env._settings.update(saved[0])
     _env._extra_input_dirs[:] = saved[1]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The fixture models are tiny: one torch thread is faster than two fighting over a shared 2-core machine
+    (and CPU float sums then do not depend on the machine's core count)."""
+    import torch
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -13,18 +13,16 @@ Not used here: STG and modality-isolation guidance, guidance rescale (set to 0 /
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..checks import check_range, fail
 from .base import AudioFamily, Conditioning
-from .ltx2_common import (LTX2_PIPELINES, MAX_SEQUENCE_LENGTH, gemma_prompt, is_ltx2, load_ltx2_pipeline,  # noqa: F401
-                          set_ltx2_timesteps)
+from .ltx2_common import MAX_SEQUENCE_LENGTH, LTX2Folder, gemma_prompt, set_ltx2_timesteps
 
 
-class LTX2AudioFamily(AudioFamily):
+class LTX2AudioFamily(LTX2Folder, AudioFamily):
     name = "ltx2"
     flow = True
     max_sequence_length = MAX_SEQUENCE_LENGTH     # Gemma tokens per prompt (the pipeline's default)
@@ -50,14 +48,6 @@ class LTX2AudioFamily(AudioFamily):
         config = self.vocoder.config                      # LTX2Vocoder, or LTX2VocoderWithBWE (48 kHz, LTX-2.3)
         self.audio_channels = int(config.get("bwe_out_channels", config.get("out_channels", 2)))
         self.sample_rate = int(config.get("output_sampling_rate") or self.mel_rate)
-
-    @classmethod
-    def accepts(cls, model_index: dict) -> bool:
-        return is_ltx2(model_index)
-
-    @classmethod
-    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "LTX2AudioFamily":
-        return cls(path, device, dtype, load_ltx2_pipeline(path, device, dtype))
 
     # ---- sizes ---------------------------------------------------------------------------------------------
     def condition_size(self, height: int, width: int) -> tuple[int, int]:

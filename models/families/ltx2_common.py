@@ -23,6 +23,19 @@ def is_ltx2(model_index: dict) -> bool:
     return model_index.get("_class_name") in LTX2_PIPELINES
 
 
+class LTX2Folder:
+    """Mixin for a family built from an LTX-2 folder: `accepts` its model_index, `load` it as
+    cls(path, device, dtype, pipe)."""
+
+    @classmethod
+    def accepts(cls, model_index: dict) -> bool:
+        return is_ltx2(model_index)
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype):
+        return cls(path, device, dtype, load_ltx2_pipeline(path, device, dtype))
+
+
 def load_ltx2_pipeline(path: Path, device: torch.device, dtype: torch.dtype):
     """An LTX-2 folder as diffusers' LTX2ConditionPipeline (it holds every component both families use), never
     downloading. The VAEs and the vocoder stay fp32: they are small and precision-sensitive."""

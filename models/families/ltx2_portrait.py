@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,7 @@ import torch
 
 from ..checks import check_shape, fail
 from .base import Conditioning, VideoFamily
-from .ltx2_common import gemma_prompt, is_ltx2, load_ltx2_pipeline, set_ltx2_timesteps
+from .ltx2_common import LTX2Folder, gemma_prompt, set_ltx2_timesteps
 
 N_FFT = 1024                  # LTX-2's mel STFT size (ltx-core AudioProcessor); not stored in the diffusers folder
 
@@ -85,7 +84,7 @@ def portrait_array(image: torch.Tensor) -> np.ndarray:
     return (image[:1, ..., :3].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
-class LTX2PortraitFamily(VideoFamily):
+class LTX2PortraitFamily(LTX2Folder, VideoFamily):
     name = "ltx2_portrait"
     flow = True
     windows = False               # windows are laid over the audio by models/portrait.py, one sample() per window
@@ -112,14 +111,6 @@ class LTX2PortraitFamily(VideoFamily):
         self.mel_rate, self.hop, self.mel_bins = pipe.audio_sampling_rate, pipe.audio_hop_length, pipe.audio_mel_bins
         self.audio_ratio = pipe.audio_vae_temporal_compression_ratio                   # mel frames per latent step
         self.latents_per_second = Fraction(self.mel_rate, self.hop * self.audio_ratio)  # 25 for LTX-2
-
-    @classmethod
-    def accepts(cls, model_index: dict) -> bool:
-        return is_ltx2(model_index)
-
-    @classmethod
-    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "LTX2PortraitFamily":
-        return cls(path, device, dtype, load_ltx2_pipeline(path, device, dtype))
 
     # ---- sizes and the clock --------------------------------------------------------------------------------
     def portrait_size(self, height: int, width: int) -> tuple[int, int]:

@@ -57,15 +57,6 @@ def _key(overrides: dict) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def sweep_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
     (d / "prompts.txt").write_text("# one prompt a line\n" + "\n".join(PROMPTS) + "\n\n")

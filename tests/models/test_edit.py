@@ -20,14 +20,7 @@ from kinema.models.tiny import checker, data
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny" / "weights" / "kinema-tiny-video"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster than two fighting over a shared 2-core machine."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from kinema.models.windows import ContextOptions
 
 PROMPT, NEG = "a red ball bounces", "blurry"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from kinema.nodes import edit as N
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "workflows" / "assets"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_load_video_range_resize_and_fps(kinema_dirs):

@@ -7,13 +7,7 @@ import torch
 
 from kinema.nodes import edit as N
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_reference_image_node_on_wan_vace(kinema_dirs):
