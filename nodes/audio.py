@@ -187,10 +187,11 @@ class KinemaLoadAudioModel:
 
 
 _STEPS = ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip":
-                  "Denoising steps. More is slower and usually cleaner (Stable Audio ~100, LTX-2 ~30)."})
+                  "Denoising steps. More is slower and usually cleaner (Stable Audio ~100, LTX-2 ~30, Kinema-Tiny "
+                  "Audio 20)."})
 _CFG = ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
                   "Classifier-free guidance. 1.0 or less turns it off (one model call a step, negative ignored); "
-                  "Stable Audio ~7, LTX-2 ~4."})
+                  "Stable Audio ~7, LTX-2 ~4, Kinema-Tiny Audio 8 (weaker leaves some knocks too soft)."})
 _SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
                  "Noise seed. The same seed, settings and model give the same sound on any device."})
 
@@ -241,7 +242,8 @@ class KinemaVideoToAudio:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("KINEMA_AUDIO_MODEL", {"tooltip": "A video-to-audio model (LTX-2) from Load Audio Model."}),
+            "model": ("KINEMA_AUDIO_MODEL", {"tooltip": "A video-to-audio model (LTX-2, Kinema-Tiny Audio) from "
+                                                       "Load Audio Model."}),
             "images": ("IMAGE", {"tooltip": "The video frames (F, H, W, C) 0..1. Resized (aspect kept) to what the "
                                             "model encodes; any frame count (padded inside to the VAE's grid)."}),
             "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip":
