@@ -5,17 +5,17 @@ from ..models.devices import DeviceChoice, DtypeChoice
 from . import _env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-# model_index.json classes offered: Kinema-Tiny Portrait, and LTX-2 folders (speech held clean, video denoised)
-PORTRAIT_CLASSES = {"KinemaTinyPortraitPipeline", "LTX2Pipeline", "LTX2ConditionPipeline", "LTX2ImageToVideoPipeline"}
 
 
 def _portrait_models() -> list[str]:
+    """Folders a portrait family accepts (Kinema-Tiny Portrait, LTX-2), by their model_index.json."""
     import json
+    from ..models.portrait import portrait_family_for
     names = []
     for name in _env.list_models("diffusers"):
         index = _env.find_model("diffusers", name) / "model_index.json"
         try:
-            if json.loads(index.read_text()).get("_class_name") in PORTRAIT_CLASSES:
+            if portrait_family_for(json.loads(index.read_text())):
                 names.append(name)
         except (OSError, ValueError):
             continue
