@@ -42,7 +42,10 @@ INPROC = textwrap.dedent("""
     else:
         import kinema
         from kinema.host.executor import Executor
-        ex = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
+        from kinema.nodes import env
+        import pathlib, tempfile
+        ex = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS,
+                      folders=env.Folders.of(models=pathlib.Path(path).parent.parent, temp=tempfile.mkdtemp()))
         from kinema.models.families import load_model
         prompt = {
           "2": {"class_type": "KinemaTextEncode", "inputs": {"model": ["1", 0], "text": "a red ball bounces"}},
@@ -52,9 +55,6 @@ INPROC = textwrap.dedent("""
                 "seed": 0, "scheduler": "default", "shift": 0.0, "denoise": 1.0}},
           "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": ["1", 0], "latent": ["4", 0]}},
           "6": {"class_type": "KinemaPreviewVideo", "inputs": {"images": ["5", 0], "fps": 8.0}}}
-        from kinema.nodes import _env
-        import pathlib, tempfile
-        _env.configure(models_dir=pathlib.Path(path).parent.parent, temp_dir=tempfile.mkdtemp())
         prompt["1"] = {"class_type": "KinemaLoadVideoModel", "inputs": {"model": pathlib.Path(path).name,
                        "family": "auto", "device": "cpu", "dtype": "fp32"}}
         decode_only = []

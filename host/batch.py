@@ -228,12 +228,11 @@ class BatchWorker:
             import torch
             torch.set_num_threads(max(1, int(threads)))
         from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-        from ..nodes import _env
+        from ..nodes import env
         from .executor import Executor
-        _env.configure(models_dir=dirs.get("models"), input_dir=dirs.get("input"), temp_dir=dirs.get("temp"))
-        for d in dirs.get("search", []):
-            _env.add_input_search_dir(d)
-        self.executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+        folders = env.Folders.of(models=dirs.get("models"), input=dirs.get("input"), temp=dirs.get("temp"),
+                                 extra_inputs=dirs.get("search", []))
+        self.executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, folders=folders)
         self.executor.previews = False          # nobody watches a batch's previews
         self.name = name or f"{os.uname().nodename}:{os.getpid()}"
         self.model_key: str | None = None
@@ -244,11 +243,10 @@ class BatchWorker:
     def run(self, job: dict) -> dict:
         """job: {"prompt", "key", "model_key", "staging"}. Returns {"status": "ok"|"failed", ...}; never raises
         for a failed node (only an interrupt propagates)."""
-        from ..nodes import _env
         from .executor import Interrupted
         staging = Path(job["staging"])
         staging.mkdir(parents=True, exist_ok=True)
-        _env.configure(output_dir=staging)
+        self.executor.folders = self.executor.folders.replace(output=staging)
         if job["model_key"] != self.model_key:    # another model set: free the old models before loading new ones
             self._drop_models()
             self.model_key = job["model_key"]
@@ -407,12 +405,13 @@ def run_batch(workflow, sweeps: list[Sweep], sets: list[str] | None = None, *, o
     or a sweep is invalid, RuntimeError when Ray is asked for and missing.
     """
     from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-    from ..nodes import _env
+    from ..nodes import env
     from . import graph
     check_resources(cpus_per_job, gpus_per_job, workers)
     if ray is not None:
         import_ray(local=ray == "local")          # a missing Ray is an error before anything is written
     wf_path = Path(workflow)
+    folders = env.folders()
     info = graph.object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
     prompt, _ui = graph.load_workflow(wf_path, info)
     jobs = expand_jobs(prompt, sweeps, sets or [], info, NODE_CLASS_MAPPINGS)
@@ -420,7 +419,7 @@ def run_batch(workflow, sweeps: list[Sweep], sets: list[str] | None = None, *, o
         manifest = Manifest.load(resume)
         batch_dir = manifest.path.parent
     else:
-        out = Path(output_dir) if output_dir is not None else _env.output_dir()
+        out = Path(output_dir) if output_dir is not None else folders.output
         batch_dir = out / (name or f"batch_{wf_path.stem}_{time.strftime('%Y%m%d_%H%M%S')}")
         if (batch_dir / MANIFEST_NAME).exists():
             raise BatchError(f"`--name` must be a new batch folder, got {str(batch_dir)!r} which holds a manifest. "
@@ -441,8 +440,8 @@ def run_batch(workflow, sweeps: list[Sweep], sets: list[str] | None = None, *, o
     state = _State(manifest, batch_dir, result, on_event or (lambda kind, data: None))
     state.queue.extend((job, 1) for job in group_by_model(todo))
     manifest.write()
-    dirs = {"models": str(_env.models_dir()), "input": str(_env.input_dir()), "temp": str(_env.temp_dir()),
-            "search": [str(p) for p in _env._extra_input_dirs] + [str(wf_path.resolve().parent / "assets")]}
+    dirs = {"models": str(folders.models), "input": str(folders.input), "temp": str(folders.temp),
+            "search": [str(p) for p in folders.extra_inputs] + [str(wf_path.resolve().parent / "assets")]}
     start = time.perf_counter()
     if not quiet:
         from tqdm import tqdm
@@ -471,10 +470,8 @@ def check_resources(cpus_per_job: float, gpus_per_job: float | None, workers: in
 
 
 def _run_local(state: _State, dirs: dict, jobs: list[Job]) -> None:
-    """One worker, this process. The folders the worker configures are restored afterwards."""
-    from ..nodes import _env
+    """One worker, this process (its executor carries its own folders: nothing here changes the caller's)."""
     from .executor import Interrupted
-    saved = dict(_env._settings), list(_env._extra_input_dirs)
     state.result.workers = 1
     try:
         worker = BatchWorker(dirs, name="local")
@@ -487,10 +484,6 @@ def _run_local(state: _State, dirs: dict, jobs: list[Job]) -> None:
             state.finished(job, attempt, res, submitted)
     except (KeyboardInterrupt, Interrupted):
         state.interrupted(jobs)
-    finally:
-        _env._settings.clear()
-        _env._settings.update(saved[0])
-        _env._extra_input_dirs[:] = saved[1]
 
 
 # ---- 5. Ray -------------------------------------------------------------------------------------------------------

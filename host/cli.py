@@ -79,9 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configure(args) -> None:
-    from ..nodes import _env
-    _env.configure(models_dir=args.models_dir, input_dir=args.input_dir, output_dir=args.output_dir)
+def _folders(args):
+    """The folders given on the command line (others from the environment): what the nodes run with."""
+    from ..nodes import env
+    return env.Folders.of(models=getattr(args, "models_dir", None), input=getattr(args, "input_dir", None),
+                          output=getattr(args, "output_dir", None))
 
 
 def apply_overrides(prompt: dict, sets: list[str], object_info: dict) -> None:
@@ -113,13 +115,12 @@ def apply_overrides(prompt: dict, sets: list[str], object_info: dict) -> None:
 
 def cmd_run(args) -> int:
     from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-    from ..nodes import _env
+    from ..nodes import env
     from . import graph
     from .executor import Executor, Interrupted, NodeError, PromptInvalid
-    _configure(args)
     wf_path = Path(args.workflow)
-    _env.add_input_search_dir(wf_path.resolve().parent / "assets")
-    executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+    executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS,
+                        folders=env.folders().searching(wf_path.resolve().parent / "assets"))
     executor.previews = False                   # a terminal shows no previews: do not make them
     try:
         prompt, _ui = graph.load_workflow(wf_path, executor.object_info)
@@ -148,7 +149,7 @@ def cmd_run(args) -> int:
             for entries in data["output"].values():
                 for e in entries if isinstance(entries, list) else []:
                     if isinstance(e, dict) and "filename" in e and e.get("type") == "output":
-                        print(f"  wrote {_env.output_dir() / e.get('subfolder', '') / e['filename']}",
+                        print(f"  wrote {executor.folders.output / e.get('subfolder', '') / e['filename']}",
                               file=sys.stderr)
 
     try:
@@ -191,8 +192,7 @@ def cmd_decode(args) -> int:
     from ..models import tae
     from ..models.devices import pick_device, pick_dtype
     from ..models.families import load_model
-    from ..nodes import _env
-    _configure(args)
+    from ..nodes import env
     try:
         latents, info, audio = tae.load_latents(Path(args.latents))
         fmt = args.format or info.format or "mp4"
@@ -205,7 +205,7 @@ def cmd_decode(args) -> int:
             raise ValueError(f"`--output` {str(out)!r} already exists. Fix: pass --overwrite or another --output.")
         name = args.model or info.model
         device = pick_device(args.device)
-        model = load_model(_env.find_model("diffusers", name), info.family, device, pick_dtype(args.dtype, device))
+        model = load_model(env.find_model("diffusers", name), info.family, device, pick_dtype(args.dtype, device))
         settings = tae.TileSettings(memory_mb=args.memory_mb, tile_px=args.tile_size)
         settings.check()
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -240,7 +240,6 @@ def cmd_batch(args) -> int:
     """Expand the sweeps into jobs and run them; prints the summary as JSON (the manifest has every job)."""
     from . import batch, graph
     from .executor import PromptInvalid
-    _configure(args)
     try:
         sweeps = [batch.parse_sweep(s) for s in args.sweep]
         result = batch.run_batch(args.workflow, sweeps, args.set, name=args.name, resume=args.resume, ray=args.ray,
@@ -266,7 +265,6 @@ def cmd_batch(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    _configure(args)
     try:
         from .server import serve
     except ImportError as exc:
@@ -278,8 +276,11 @@ def cmd_serve(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return {"run": cmd_run, "nodes": cmd_nodes, "fixtures": cmd_fixtures, "serve": cmd_serve,
-            "decode": cmd_decode, "batch": cmd_batch}[args.cmd](args)
+    from ..nodes import env
+    command = {"run": cmd_run, "nodes": cmd_nodes, "fixtures": cmd_fixtures, "serve": cmd_serve,
+               "decode": cmd_decode, "batch": cmd_batch}[args.cmd]
+    with env.using(_folders(args)):
+        return command(args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..nodes import _env
+from ..nodes import env
 from . import graph
 
 # on_event(type, data): "execution_start", "execution_cached", "executing", "progress", "preview", "executed",
@@ -48,13 +48,20 @@ def _is_link(value) -> bool:
 
 
 class Executor:
-    def __init__(self, class_mappings: dict, display_mappings: dict | None = None):
+    def __init__(self, class_mappings: dict, display_mappings: dict | None = None,
+                 folders: env.Folders | None = None):
         self.classes = class_mappings
         self.display = display_mappings or {}
-        self.object_info = graph.object_info(class_mappings, self.display)
+        self.folders = folders or env.folders()   # what the nodes see as models/input/output/temp folders
+        self.object_info = self.node_definitions()
         self.cache: dict[str, tuple] = {}      # signature -> (outputs tuple, ui dict or None)
         self.interrupt_requested = False
         self.previews = True                   # make live previews (the editor shows them; headless runs do not)
+
+    def node_definitions(self) -> dict:
+        """object_info as the nodes see their folders now (dropdowns list the models and files present)."""
+        with env.using(self.folders):
+            return graph.object_info(self.classes, self.display)
 
     # ---- signatures ----------------------------------------------------------------------------------------
     def _signatures(self, prompt: dict, order: list[str]) -> dict[str, str]:
@@ -89,6 +96,10 @@ class Executor:
             extra_data: dict | None = None) -> RunResult:
         """Validate and execute. Raises graph.PromptInvalid for a bad graph, NodeError when a node fails,
         Interrupted when stopped."""
+        with env.using(self.folders):
+            return self._run(prompt, prompt_id, on_event, extra_data)
+
+    def _run(self, prompt, prompt_id, on_event, extra_data) -> RunResult:
         emit = on_event or (lambda kind, data: None)
         self.object_info = graph.object_info(self.classes, self.display)  # dropdowns list the folders as they are now
         error, node_errors = graph.validate_prompt(prompt, self.object_info)
@@ -148,26 +159,29 @@ class Executor:
             if preview is not None:
                 emit("preview", {"node": nid, "prompt_id": prompt_id, "image": preview})
 
-        _env.set_progress_hook(hook, previews=self.previews)
         try:
-            if hasattr(cls, "VALIDATE_INPUTS"):
-                ok = _call_validate(cls, kwargs)
-                if ok is not True:
-                    raise ValueError(str(ok))
-            out = getattr(cls(), cls.FUNCTION)(**kwargs)
+            with env.reporting(hook, previews=self.previews):
+                out = _call_node(cls, kwargs)
         except Interrupted:
             raise
         except KeyboardInterrupt as exc:
             raise Interrupted() from exc
         except Exception as exc:  # every node failure is reported with its node id and class
             raise NodeError(nid, class_type, exc) from exc
-        finally:
-            _env.set_progress_hook(None)
         ui = None
         if isinstance(out, dict):
             ui = out.get("ui")
             out = tuple(out.get("result", ()) or ())
         return tuple(out), ui
+
+
+def _call_node(cls, kwargs):
+    """VALIDATE_INPUTS (when the class has it), then the node's function."""
+    if hasattr(cls, "VALIDATE_INPUTS"):
+        ok = _call_validate(cls, kwargs)
+        if ok is not True:
+            raise ValueError(str(ok))
+    return getattr(cls(), cls.FUNCTION)(**kwargs)
 
 
 def _call_validate(cls, kwargs):

@@ -17,7 +17,7 @@ import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..nodes import _env
+from ..nodes import env
 
 log = logging.getLogger("kinema.server")
 
@@ -108,7 +108,7 @@ def folder_for(kind: str | None) -> Path:
     kind = kind or "output"
     if kind not in FOLDER_TYPES:
         raise Refused(400, f"type must be one of {', '.join(FOLDER_TYPES)}, got {kind!r}")
-    return {"output": _env.output_dir, "input": _env.input_dir, "temp": _env.temp_dir}[kind]()
+    return {"output": env.output_dir, "input": env.input_dir, "temp": env.temp_dir}[kind]()
 
 
 def userdata_path(user_root: Path, rel: str, must_exist: bool = False) -> Path:

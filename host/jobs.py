@@ -333,7 +333,7 @@ class JobQueue:
 
     # ---- queueing ------------------------------------------------------------------------------------------
     def object_info(self) -> dict:
-        return graph.object_info(self.executor.classes, self.display_names)
+        return self.executor.node_definitions()
 
     def submit(self, body: dict) -> tuple[int, dict]:
         """POST /prompt: validate and queue; (status, response body)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
-from ..nodes import _env
+from ..nodes import env
 from .executor import Executor
 from .files import (MAX_UPLOAD_SIZE, Refused, Settings, atomic_write, check_name, check_subfolder,
                     check_upload_type, confined, file_info, folder_for, inside, receive_upload, sanitize_upload_name,
@@ -165,7 +165,8 @@ async def _read_json(request, default=None):
 async def _refusals(request, handler):
     """Refused -> a 4xx with a JSON {"error"}; no-cache on the index and the API."""
     try:
-        response = await handler(request)
+        with env.using(_srv(request).jobs.executor.folders):     # the folders this server was started with
+            response = await handler(request)
     except Refused as exc:
         return _json_error(exc.status, str(exc))
     if request.path == "/" or request.path.startswith("/api/"):
@@ -532,7 +533,7 @@ async def view(request):
     parts = [*check_subfolder(q.get("subfolder", "")), name]
     kind = q.get("type") or "output"
     # inputs are looked up where the Load nodes look: the input folder, then e.g. the bundled workflows' assets
-    bases = _env.input_search_dirs() if kind == "input" else [folder_for(kind)]
+    bases = env.input_search_dirs() if kind == "input" else [folder_for(kind)]
     path = next((p for p in (confined(base, parts) for base in bases) if p.is_file()), None)
     if path is None:
         raise Refused(404, f"{name!r} not found")
@@ -645,8 +646,8 @@ async def templates_index(request):
 # App factory and entry point
 # ---------------------------------------------------------------------------------------------------------------
 def default_user_dir() -> Path:
-    env = os.environ.get("KINEMA_USER_DIR")
-    return Path(env).expanduser().resolve() if env else _env.output_dir().parent / "user"
+    env_dir = os.environ.get("KINEMA_USER_DIR")
+    return Path(env_dir).expanduser().resolve() if env_dir else env.output_dir().parent / "user"
 
 
 def make_app(executor: Executor | None = None, user_dir=None, max_upload_size: int = MAX_UPLOAD_SIZE,
@@ -655,7 +656,7 @@ def make_app(executor: Executor | None = None, user_dir=None, max_upload_size: i
     where settings and userdata live (default: $KINEMA_USER_DIR or <output dir>/../user)."""
     if executor is None:
         from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-        executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+        executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, folders=bundled_assets(env.folders()))
     static = Path(static_dir) if static_dir else frontend_dir()
     srv = KinemaServer(executor, Path(user_dir) if user_dir else default_user_dir(), static, max_upload_size)
     app = web.Application(client_max_size=MAX_JSON_BODY, middlewares=[_refusals])
@@ -671,16 +672,14 @@ def make_app(executor: Executor | None = None, user_dir=None, max_upload_size: i
     return app
 
 
-def add_bundled_assets() -> None:
-    """Let the bundled workflows find their example inputs (workflows/assets) after the input folder."""
-    if (WORKFLOWS_DIR / "assets").is_dir():
-        _env.add_input_search_dir(WORKFLOWS_DIR / "assets")
+def bundled_assets(folders: env.Folders) -> env.Folders:
+    """The folders, also searching the bundled workflows' example inputs (workflows/assets) after the input folder."""
+    return folders.searching(WORKFLOWS_DIR / "assets") if (WORKFLOWS_DIR / "assets").is_dir() else folders
 
 
 def serve(host: str = "127.0.0.1", port: int = 8188, user_dir=None) -> int:
     """Run the editor's server until Ctrl-C; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    add_bundled_assets()
     try:
         app = make_app(user_dir=user_dir)
     except RuntimeError as exc:
@@ -691,7 +690,7 @@ def serve(host: str = "127.0.0.1", port: int = 8188, user_dir=None) -> int:
               f"outputs and upload files. Use --host 127.0.0.1 to keep it local.", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(f"Kinema: the ComfyUI editor {FRONTEND_VERSION} at http://{shown}:{port}/  (outputs in "
-          f"{_env.output_dir()}, models in {_env.models_dir()}; Ctrl-C stops)", file=sys.stderr)
+          f"{env.output_dir()}, models in {env.models_dir()}; Ctrl-C stops)", file=sys.stderr)
     try:
         web.run_app(app, host=host, port=port, print=None, access_log=None)
     except OSError as exc:

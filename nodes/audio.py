@@ -16,7 +16,7 @@ from pathlib import Path
 from ..models import audio as audio_io   # `audio` is the ComfyUI input name
 from ..models.devices import DeviceChoice, DtypeChoice
 from ..models.families import AudioFamilyChoice
-from . import _env
+from . import env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 _AUDIO_UI = ("AUDIO_UI", {"tooltip": "The editor's audio player (drawn by the frontend; nothing to connect)."})
@@ -24,14 +24,14 @@ _AUDIO_UI = ("AUDIO_UI", {"tooltip": "The editor's audio player (drawn by the fr
 
 def _input_audio_path(name: str) -> Path:
     """A Load Audio value: "x.wav" or "sub/x.wav" in the input folders, or "x.wav [output]" / "x.wav [temp]"."""
-    for tag, folder in ((" [output]", _env.output_dir), (" [temp]", _env.temp_dir)):
+    for tag, folder in ((" [output]", env.output_dir), (" [temp]", env.temp_dir)):
         if name.endswith(tag):
             root = folder()
             path = root / name[:-len(tag)]
             if path.is_file() and path.resolve().is_relative_to(root.resolve()):
                 return path
             raise FileNotFoundError(f"audio {name!r} not found in {root}. Fix: pick another file.")
-    return _env.find_input(name.removesuffix(" [input]"))
+    return env.find_input(name.removesuffix(" [input]"))
 
 
 def _saved(path: Path, root: Path, kind: str) -> dict:
@@ -40,7 +40,7 @@ def _saved(path: Path, root: Path, kind: str) -> dict:
 
 
 def _progress(steps: int):
-    progress = _env.Progress(steps)
+    progress = env.Progress(steps)
 
     def on_step(i, total, latents):
         progress.total = total
@@ -59,7 +59,7 @@ class KinemaLoadAudio:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = sorted({p.name for folder in _env.input_search_dirs() if folder.is_dir()
+        files = sorted({p.name for folder in env.input_search_dirs() if folder.is_dir()
                         for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                         and p.suffix.lower() in audio_io.AUDIO_EXTENSIONS})
         return {"required": {
@@ -75,11 +75,11 @@ class KinemaLoadAudio:
 
     @classmethod
     def IS_CHANGED(cls, audio, **kwargs):
-        return _env.file_signature(_input_audio_path, audio)
+        return env.file_signature(_input_audio_path, audio)
 
     @classmethod
     def VALIDATE_INPUTS(cls, audio):
-        return _env.file_problem(_input_audio_path, audio)
+        return env.file_problem(_input_audio_path, audio)
 
     def load(self, audio, sample_rate, channels, audioUI=None):
         return (audio_io.load_audio(_input_audio_path(audio), sample_rate, channels),)
@@ -117,7 +117,7 @@ class KinemaSaveAudio:
         waveform, rate = audio_io.check_audio("audio", audio)
         tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
         tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
-        root, entries = _env.output_dir(), []
+        root, entries = env.output_dir(), []
         for clip in waveform:                                                   # (C, T) each
             path = next_output_path(root, filename_prefix, format)
             entries.append(_saved(audio_io.save_audio(clip, rate, path, format, tags), root, "output"))
@@ -142,7 +142,7 @@ class KinemaPreviewAudio:
     def preview(self, audio, audioUI=None):
         from ..models.media import next_output_path
         waveform, rate = audio_io.check_audio("audio", audio)
-        root = _env.temp_dir()
+        root = env.temp_dir()
         suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
         entries = []
         for clip in waveform:                                                   # (C, T) each
@@ -163,8 +163,8 @@ class KinemaLoadAudioModel:
     @classmethod
     def INPUT_TYPES(cls):
         from ..models.families import detect_audio_family
-        names = [n for n in _env.list_models("diffusers")
-                 if detect_audio_family(_env.find_model("diffusers", n)) is not None]
+        names = [n for n in env.list_models("diffusers")
+                 if detect_audio_family(env.find_model("diffusers", n)) is not None]
         return {"required": {
             "model": (names or ["(no audio models found: run `kinema fixtures` or add one)"], {"tooltip":
                       "A diffusers-format folder (holding model_index.json) under models/diffusers: Stable Audio "
@@ -183,7 +183,7 @@ class KinemaLoadAudioModel:
         from ..models.devices import pick_device, pick_dtype
         from ..models.families import load_audio_model
         dev = pick_device(device)
-        return (load_audio_model(_env.find_model("diffusers", model), family, dev, pick_dtype(dtype, dev)),)
+        return (load_audio_model(env.find_model("diffusers", model), family, dev, pick_dtype(dtype, dev)),)
 
 
 _STEPS = ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip":

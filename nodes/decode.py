@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import _env
+from . import env
 
 _TILING = ("KINEMA_TILING", {"tooltip": "Optional memory budget and tile sizes from a Tiled VAE Options node. "
                                         "Unconnected: automatic (free GPU memory, or half the free RAM on CPU)."})
@@ -162,11 +162,11 @@ class KinemaDecodeAndSave:
         from .media import _saved, _ui
         samples = _latent_samples(model, latent)
         fmt = media.video_format(format)
-        root = _env.output_dir()
+        root = env.output_dir()
         path = media.next_output_path(root, filename_prefix, fmt.value)
         tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
         tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
-        progress = _env.Progress(tae.frames_for(model, samples.shape[2]))
+        progress = env.Progress(tae.frames_for(model, samples.shape[2]))
         tae.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling, metadata=tags or None,
                             keep_latents=keep_latents, on_frames=lambda done, total: progress(done))
         return {"ui": _ui(_saved(path, root, "output"), fmt), "result": ()}
@@ -176,11 +176,11 @@ def _latent_files() -> list[str]:
     """Latents files for the dropdown: the input folders' own, then the output folder's tagged " [output]"."""
     from ..models.tae import LATENTS_SUFFIX
     found: list[str] = []
-    for folder in _env.input_search_dirs():
+    for folder in env.input_search_dirs():
         if folder.is_dir():
             found += sorted(p.relative_to(folder).as_posix() for p in folder.rglob(f"*{LATENTS_SUFFIX}")
                             if not p.name.startswith("."))
-    out = _env.output_dir()
+    out = env.output_dir()
     if out.is_dir():
         found += sorted(p.relative_to(out).as_posix() + _OUTPUT_TAG for p in out.rglob(f"*{LATENTS_SUFFIX}")
                         if not p.name.startswith("."))
@@ -189,12 +189,12 @@ def _latent_files() -> list[str]:
 
 def _latent_path(name: str) -> Path:
     if name.endswith(_OUTPUT_TAG):
-        root = _env.output_dir()
+        root = env.output_dir()
         path = root / name[:-len(_OUTPUT_TAG)]
         if path.is_file() and path.resolve().is_relative_to(root.resolve()):
             return path
         raise FileNotFoundError(f"latents file {name!r} not found in {root}. Fix: pick another file.")
-    return _env.find_input(name.removesuffix(" [input]"))
+    return env.find_input(name.removesuffix(" [input]"))
 
 
 class KinemaLoadLatent:
@@ -218,11 +218,11 @@ class KinemaLoadLatent:
 
     @classmethod
     def IS_CHANGED(cls, latents):
-        return _env.file_signature(_latent_path, latents)
+        return env.file_signature(_latent_path, latents)
 
     @classmethod
     def VALIDATE_INPUTS(cls, latents):
-        return _env.file_problem(_latent_path, latents)
+        return env.file_problem(_latent_path, latents)
 
     def load(self, latents):
         from ..models import tae

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..models.edit import EditMethod, UpscaleFactor
 from ..models.video_io import VIDEO_EXTENSIONS
-from . import _env
+from . import env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 _SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
@@ -31,7 +31,7 @@ class KinemaLoadVideo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = sorted({p.name for folder in _env.input_search_dirs() if folder.is_dir()
+        files = sorted({p.name for folder in env.input_search_dirs() if folder.is_dir()
                         for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                         and p.suffix.lower() in VIDEO_EXTENSIONS})
         return {"required": {
@@ -54,15 +54,15 @@ class KinemaLoadVideo:
 
     @classmethod
     def IS_CHANGED(cls, video, **_):
-        return _env.file_signature(_env.find_input, video)
+        return env.file_signature(env.find_input, video)
 
     @classmethod
     def VALIDATE_INPUTS(cls, video):
-        return _env.file_problem(_env.find_input, video)
+        return env.file_problem(env.find_input, video)
 
     def load(self, video, start_frame, frame_count, width, height):
         from ..models.video_io import read_video
-        frames, fps = read_video(_env.find_input(video), start_frame, frame_count, height, width)
+        frames, fps = read_video(env.find_input(video), start_frame, frame_count, height, width)
         return frames, float(fps), int(frames.shape[0])
 
 

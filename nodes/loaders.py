@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..models.devices import DeviceChoice, DtypeChoice
 from ..models.families import FamilyChoice
 from ..models.parallel import ParallelChoice
-from . import _env
+from . import env
 
 
 class KinemaLoadVideoModel:
@@ -21,7 +21,7 @@ class KinemaLoadVideoModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        names = _env.list_models("diffusers") or ["(no models found: run `kinema fixtures` or add one)"]
+        names = env.list_models("diffusers") or ["(no models found: run `kinema fixtures` or add one)"]
         return {"required": {
             "model": (names, {"tooltip": "A diffusers-format folder (holding model_index.json) under "
                                          "models/diffusers. Wan, AnimateDiff and Kinema-Tiny folders are "
@@ -36,7 +36,7 @@ class KinemaLoadVideoModel:
                 "default": "auto", "tooltip": "Weights precision. auto: bf16 on CUDA (fp16 on old GPUs), fp16 on "
                                               "MPS, fp32 on CPU. The VAE of Wan always stays fp32."}),
         }, "optional": {
-            "weights": (["none"] + _env.list_models("single_file", files=True), {
+            "weights": (["none"] + env.list_models("single_file", files=True), {
                 "default": "none", "tooltip": "Optional single-file .safetensors (models/diffusion_models or "
                                               "checkpoints) replacing the denoiser of the folder: Wan's transformer, "
                                               "AnimateDiff's motion adapter. Original or diffusers key layout. "
@@ -57,9 +57,9 @@ class KinemaLoadVideoModel:
     def load(self, model, family, device, dtype, weights="none", parallel="none", gpus=0):
         from ..models.devices import pick_device, pick_dtype
         from ..models.families import load_model
-        path = _env.find_model("diffusers", model)
+        path = env.find_model("diffusers", model)
         dev = pick_device(device)
-        file = None if weights == "none" else _env.find_model("single_file", weights, files=True)
+        file = None if weights == "none" else env.find_model("single_file", weights, files=True)
         if parallel == ParallelChoice.NONE:
             return (load_model(path, family, dev, pick_dtype(dtype, dev), weights=file),)
         from ..models.parallel import load_parallel

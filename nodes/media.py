@@ -18,7 +18,7 @@ import string
 from pathlib import Path
 
 from ..models import media
-from . import _env
+from . import env
 
 _FPS = ("FLOAT", {"default": 16.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip":
                   "Frames per second, kept exactly (16 for Wan, 8 for AnimateDiff). webp allows at most 90 and "
@@ -40,14 +40,14 @@ def _ui(entry: dict, fmt: media.VideoFormat) -> dict:
 def _input_path(name: str) -> Path:
     """A Load Image value: "x.png" or "sub/x.png" in the input folders, or annotated as the editor writes after
     the mask editor or a copy from an output: "x.png [input]", "x.png [output]", "x.png [temp]"."""
-    for tag, folder in ((" [output]", _env.output_dir), (" [temp]", _env.temp_dir)):
+    for tag, folder in ((" [output]", env.output_dir), (" [temp]", env.temp_dir)):
         if name.endswith(tag):
             root = folder()
             path = root / name[:-len(tag)]
             if path.is_file() and path.resolve().is_relative_to(root.resolve()):
                 return path
             raise FileNotFoundError(f"image {name!r} not found in {root}. Fix: pick another file.")
-    return _env.find_input(name.removesuffix(" [input]"))
+    return env.find_input(name.removesuffix(" [input]"))
 
 
 def _alpha(images, mask):
@@ -69,7 +69,7 @@ class KinemaLoadImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = sorted({p.name for folder in _env.input_search_dirs() if folder.is_dir()
+        files = sorted({p.name for folder in env.input_search_dirs() if folder.is_dir()
                         for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                         and p.suffix.lower() in media.IMAGE_EXTENSIONS})
         return {"required": {"image": (files, {"image_upload": True, "tooltip":
@@ -78,11 +78,11 @@ class KinemaLoadImage:
 
     @classmethod
     def IS_CHANGED(cls, image):
-        return _env.file_signature(_input_path, image)
+        return env.file_signature(_input_path, image)
 
     @classmethod
     def VALIDATE_INPUTS(cls, image):
-        return _env.file_problem(_input_path, image)
+        return env.file_problem(_input_path, image)
 
     def load(self, image):
         return media.load_image(_input_path(image))
@@ -125,7 +125,7 @@ class KinemaSaveVideo:
     def save(self, images, fps, format, filename_prefix, mask=None, audio=None, prompt=None, extra_pnginfo=None):
         import json
         fmt = media.video_format(format)
-        root = _env.output_dir()
+        root = env.output_dir()
         path = media.next_output_path(root, filename_prefix, fmt.value)
         tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
         tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
@@ -152,7 +152,7 @@ class KinemaPreviewVideo:
         }
 
     def preview(self, images, fps, mask=None):
-        root = _env.temp_dir()
+        root = env.temp_dir()
         suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
         path = media.next_output_path(root, f"KinemaPreview_{suffix}", "webp")
         media.save_video(images, path, fps, media.VideoFormat.WEBP, alpha=_alpha(images, mask),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..models.devices import DeviceChoice, DtypeChoice
-from . import _env
+from . import env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -12,8 +12,8 @@ def _portrait_models() -> list[str]:
     import json
     from ..models.portrait import portrait_family_for
     names = []
-    for name in _env.list_models("diffusers"):
-        index = _env.find_model("diffusers", name) / "model_index.json"
+    for name in env.list_models("diffusers"):
+        index = env.find_model("diffusers", name) / "model_index.json"
         try:
             if portrait_family_for(json.loads(index.read_text())):
                 names.append(name)
@@ -51,7 +51,7 @@ class KinemaLoadPortraitModel:
         from ..models.devices import pick_device, pick_dtype
         from ..models.portrait import load_portrait_model
         dev = pick_device(device)
-        return (load_portrait_model(_env.find_model("diffusers", model), dev, pick_dtype(dtype, dev)),)
+        return (load_portrait_model(env.find_model("diffusers", model), dev, pick_dtype(dtype, dev)),)
 
 
 class KinemaPortraitAnimate:
@@ -103,7 +103,7 @@ class KinemaPortraitAnimate:
         from ..models.audio import check_audio
         from ..models.portrait import animate_portrait
         wav, rate = check_audio("audio", audio)
-        progress = _env.Progress(steps)
+        progress = env.Progress(steps)
 
         def on_step(i, total, latents):
             progress.total = total

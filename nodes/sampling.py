@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..models.families.base import SchedulerChoice
 from ..models.windows import Anchor, FuseMode, FuseWeights, NoiseType
-from . import _env
+from . import env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -17,7 +17,7 @@ def _to_pil(frame):
 def step_progress(model, steps: int):
     """The loop's on_step for a sampling node: progress per step, and a live preview (the family's cheap
     latent -> RGB) only when the host shows previews."""
-    progress = _env.Progress(steps)
+    progress = env.Progress(steps)
 
     def on_step(i, total, latents):
         progress.total = total

@@ -22,17 +22,13 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def kinema_dirs(models_dir, tmp_path):
-    """Point the nodes at the fixture models and fresh input/output/temp folders; restore afterwards."""
-    from kinema.nodes import _env
-    saved = dict(_env._settings), list(_env._extra_input_dirs)
+    """Point the nodes at the fixture models and fresh input/output/temp folders (for this test only)."""
+    from kinema.nodes import env
     dirs = {k: tmp_path / k for k in ("input", "output", "temp")}
     for d in dirs.values():
         d.mkdir()
-    _env.configure(models_dir=models_dir, input_dir=dirs["input"], output_dir=dirs["output"], temp_dir=dirs["temp"])
-    yield {"models": models_dir, **dirs}
-    _env._settings.clear()
-    _env._settings.update(saved[0])
-    _env._extra_input_dirs[:] = saved[1]
+    with env.using(env.Folders.of(models_dir, dirs["input"], dirs["output"], dirs["temp"])):
+        yield {"models": models_dir, **dirs}
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ everything, references included, with torch at 1 thread.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,28 +22,14 @@ SEEDS = [1, 2]
 FAST = ["4.steps=4"]                                     # every job, references included
 
 
-@contextlib.contextmanager
-def _saved_env():
-    from kinema.nodes import _env
-    saved = dict(_env._settings), list(_env._extra_input_dirs)
-    try:
-        yield
-    finally:
-        _env._settings.clear()
-        _env._settings.update(saved[0])
-        _env._extra_input_dirs[:] = saved[1]
-
-
 @pytest.fixture
 def kinema_dirs(tmp_path, sweep_files):
     """Fresh input/output/temp folders and an empty models folder (Kinema-Tiny is bundled: no fixtures needed)."""
-    from kinema.nodes import _env
+    from kinema.nodes import env
     dirs = {k: tmp_path / k for k in ("input", "output", "temp")}
     for d in dirs.values():
         d.mkdir()
-    with _saved_env():
-        _env.configure(models_dir=sweep_files / "models", input_dir=dirs["input"], output_dir=dirs["output"],
-                       temp_dir=dirs["temp"])
+    with env.using(env.Folders.of(sweep_files / "models", dirs["input"], dirs["output"], dirs["temp"])):
         yield {"models": sweep_files / "models", **dirs}
 
 
@@ -68,16 +53,15 @@ def sweep_files(tmp_path_factory):
 def references(one_thread, sweep_files):
     """sha256 of the video `kinema run` writes for each job alone: {(text, seed): sha}."""
     refs = {}
-    with _saved_env():
-        for text in PROMPTS:
-            for seed in SEEDS:
-                out = sweep_files / "alone" / f"{PROMPTS.index(text)}_{seed}"
-                rc = cli.main(["run", str(WF), "--set", f"2.text={text}", "--set", f"4.seed={seed}",
-                               *[a for s in FAST for a in ("--set", s)], "--models-dir", str(sweep_files / "models"),
-                               "--output-dir", str(out), "--quiet"])
-                assert rc == 0
-                (video,) = out.rglob("*.mp4")
-                refs[(text, seed)] = _sha(video)
+    for text in PROMPTS:
+        for seed in SEEDS:
+            out = sweep_files / "alone" / f"{PROMPTS.index(text)}_{seed}"
+            rc = cli.main(["run", str(WF), "--set", f"2.text={text}", "--set", f"4.seed={seed}",
+                           *[a for s in FAST for a in ("--set", s)], "--models-dir", str(sweep_files / "models"),
+                           "--output-dir", str(out), "--quiet"])
+            assert rc == 0
+            (video,) = out.rglob("*.mp4")
+            refs[(text, seed)] = _sha(video)
     assert len(set(refs.values())) == 6                 # six different videos
     return refs
 

@@ -23,7 +23,7 @@ from yarl import URL  # noqa: E402
 from kinema.host.executor import Executor  # noqa: E402
 from kinema.host import server as srv_mod  # noqa: E402
 from kinema.host.server import make_app  # noqa: E402
-from kinema.nodes import _env  # noqa: E402
+from kinema.nodes import env  # noqa: E402
 
 RUNS: dict[str, int] = {}
 
@@ -60,7 +60,7 @@ class KTSteps:
     def run(self, value, steps, delay):
         import PIL.Image
         _count("KTSteps")
-        progress = _env.Progress(steps)
+        progress = env.Progress(steps)
         for i in range(steps):
             time.sleep(delay)
             progress(i + 1, PIL.Image.new("RGB", (16, 8), (10 * (i % 20), 100, 0)))
@@ -104,7 +104,7 @@ class KTSave:
     def run(self, value):
         import PIL.Image
         _count("KTSave")
-        out = _env.output_dir()
+        out = env.output_dir()
         out.mkdir(parents=True, exist_ok=True)
         name = f"kt_{value}_{RUNS['KTSave']}.png"
         PIL.Image.new("RGB", (4, 4), (value % 256, 0, 0)).save(out / name)
@@ -127,15 +127,11 @@ def graph(value=3, steps=3, delay=0.0, fail=False) -> dict:
 @pytest.fixture
 def folders(tmp_path):
     """Fresh input/output/temp/user folders for the nodes and the server; the previous settings restored after."""
-    saved = dict(_env._settings), list(_env._extra_input_dirs)
     dirs = {k: tmp_path / k for k in ("input", "output", "temp", "user")}
     for d in dirs.values():
         d.mkdir()
-    _env.configure(input_dir=dirs["input"], output_dir=dirs["output"], temp_dir=dirs["temp"])
-    yield dirs
-    _env._settings.clear()
-    _env._settings.update(saved[0])
-    _env._extra_input_dirs[:] = saved[1]
+    with env.using(env.Folders.of(input=dirs["input"], output=dirs["output"], temp=dirs["temp"])):
+        yield dirs
 
 
 @pytest.fixture

@@ -173,18 +173,13 @@ def test_unsupported_folder_and_bad_requests(model, tmp_path):
 
 
 def test_nodes_list_load_and_animate_an_ltx2_folder(folder, model):
-    from kinema.nodes import _env
+    from kinema.nodes import env
     from kinema.nodes import portrait as nodes
-    saved = dict(_env._settings)
-    try:
-        _env.configure(models_dir=folder.parent.parent)
+    with env.using(env.Folders.of(models=folder.parent.parent)):
         names = nodes.KinemaLoadPortraitModel.INPUT_TYPES()["required"]["model"][0]
         assert "fixture-ltx2" in names and "kinema-tiny-portrait" in names
         loaded, = nodes.KinemaLoadPortraitModel().load("fixture-ltx2", "cpu", "fp32")
         assert loaded.name == "ltx2_portrait" and loaded.temporal_ratio == 2
-    finally:
-        _env._settings.clear()
-        _env._settings.update(saved)
     audio = {"waveform": _speech(0.5).view(1, 1, -1), "sample_rate": 16000}
     images, = nodes.KinemaPortraitAnimate().animate(model, _portrait(), audio, 25.0, 0, 1, 1.0, 1.0, "a smile")
     assert images.shape == (13, 32, 32, 3) and 0 <= images.min() and images.max() <= 1

@@ -175,16 +175,13 @@ def test_unknown_words_warn_not_crash(tiny):
 def test_loader_node_finds_the_bundled_model_with_an_empty_models_folder(tmp_path):
     """Out of the box: Load Video Model lists kinema-tiny-video with no models folder at all, auto-detects the
     family, and a user's own folder of the same name would come first in the search."""
-    from kinema.nodes import _env
+    from kinema.nodes import env
     from kinema.nodes.loaders import KinemaLoadVideoModel
-    _env.configure(models_dir=tmp_path / "empty")
-    try:
+    with env.using(env.Folders.of(models=tmp_path / "empty")):
         names = KinemaLoadVideoModel.INPUT_TYPES()["required"]["model"][0]
         assert "kinema-tiny-video" in names
-        assert _env.model_search_dirs("diffusers")[0] == tmp_path / "empty" / "diffusers"
+        assert env.model_search_dirs("diffusers")[0] == tmp_path / "empty" / "diffusers"
         model, = KinemaLoadVideoModel().load("kinema-tiny-video", "auto", "cpu", "fp32")
-    finally:
-        _env._settings.clear()
     assert isinstance(model, KinemaTinyFamily) and model.path == DEFAULT_WEIGHTS
 
 

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from kinema.models import media
-from kinema.nodes import _env
+from kinema.nodes import env
 from kinema.nodes import audio as nodes
 
 RATE = 44100
@@ -21,14 +21,11 @@ RATE = 44100
 @pytest.fixture
 def dirs(tmp_path):
     """Fresh input/output/temp folders for the nodes; the previous settings come back afterwards."""
-    saved = dict(_env._settings)
     d = {k: tmp_path / k for k in ("input", "output", "temp")}
     for p in d.values():
         p.mkdir()
-    _env.configure(input_dir=d["input"], output_dir=d["output"], temp_dir=d["temp"])
-    yield d
-    _env._settings.clear()
-    _env._settings.update(saved)
+    with env.using(env.Folders.of(input=d["input"], output=d["output"], temp=d["temp"])):
+        yield d
 
 
 def tones(n=RATE, rate=RATE) -> np.ndarray:

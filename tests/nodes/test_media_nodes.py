@@ -9,21 +9,18 @@ import torch
 from PIL import Image
 
 from kinema.models import media
-from kinema.nodes import _env
+from kinema.nodes import env
 from kinema.nodes import media as nodes
 
 
 @pytest.fixture
 def dirs(tmp_path):
-    """Fresh input/output/temp folders for the nodes; the previous settings come back afterwards."""
-    saved = dict(_env._settings)
+    """Fresh input/output/temp folders for the nodes (for this test only)."""
     d = {k: tmp_path / k for k in ("input", "output", "temp")}
     for p in d.values():
         p.mkdir()
-    _env.configure(input_dir=d["input"], output_dir=d["output"], temp_dir=d["temp"])
-    yield d
-    _env._settings.clear()
-    _env._settings.update(saved)
+    with env.using(env.Folders.of(input=d["input"], output=d["output"], temp=d["temp"])):
+        yield d
 
 
 def frames(n=6, h=32, w=40):
@@ -136,7 +133,6 @@ def test_chroma_key_then_composite_nodes(dirs):
 def test_file_inputs_change_signature_with_their_content(tmp_path, monkeypatch):
     """IS_CHANGED of the file loaders: a content hash read in blocks; files over HASH_LIMIT by path, size and
     mtime (a multi-GB video is never read just to decide whether to re-run)."""
-    from kinema.nodes import _env
     f = tmp_path / "clip.bin"
     f.write_bytes(b"a" * 3000)
 
@@ -144,13 +140,13 @@ def test_file_inputs_change_signature_with_their_content(tmp_path, monkeypatch):
         if not (tmp_path / name).is_file():
             raise FileNotFoundError(name)
         return tmp_path / name
-    first = _env.file_signature(resolve, "clip.bin")
+    first = env.file_signature(resolve, "clip.bin")
     f.write_bytes(b"b" * 3000)
-    assert _env.file_signature(resolve, "clip.bin") != first
-    assert _env.file_signature(resolve, "gone.bin") == "missing:gone.bin"
-    assert _env.file_problem(resolve, "gone.bin") == "gone.bin" and _env.file_problem(resolve, "clip.bin") is True
-    monkeypatch.setattr(_env, "HASH_LIMIT", 100)
-    big = _env.file_signature(resolve, "clip.bin")
+    assert env.file_signature(resolve, "clip.bin") != first
+    assert env.file_signature(resolve, "gone.bin") == "missing:gone.bin"
+    assert env.file_problem(resolve, "gone.bin") == "gone.bin" and env.file_problem(resolve, "clip.bin") is True
+    monkeypatch.setattr(env, "HASH_LIMIT", 100)
+    big = env.file_signature(resolve, "clip.bin")
     import os
     os.utime(f, ns=(1, 1))
-    assert _env.file_signature(resolve, "clip.bin") != big
+    assert env.file_signature(resolve, "clip.bin") != big

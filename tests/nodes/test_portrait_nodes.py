@@ -8,21 +8,18 @@ import pytest
 import torch
 
 from kinema.models.media import read_video_info
-from kinema.nodes import _env
+from kinema.nodes import env
 from kinema.nodes import media as media_nodes
 from kinema.nodes import portrait as nodes
 
 
 @pytest.fixture
 def dirs(tmp_path):
-    saved = dict(_env._settings)
     d = {k: tmp_path / k for k in ("models", "input", "output", "temp")}
     for p in d.values():
         p.mkdir()
-    _env.configure(models_dir=d["models"], input_dir=d["input"], output_dir=d["output"], temp_dir=d["temp"])
-    yield d
-    _env._settings.clear()
-    _env._settings.update(saved)
+    with env.using(env.Folders.of(d["models"], d["input"], d["output"], d["temp"])):
+        yield d
 
 
 def test_bundled_model_is_listed_and_loads(dirs):

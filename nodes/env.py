@@ -1,17 +1,24 @@
 """Where the nodes find folders and report progress, in whichever host runs them.
 
 Inside ComfyUI: `folder_paths` and `comfy.utils.ProgressBar`, imported lazily (never at import time).
-In Kinema's own hosts (`kinema run`, `kinema serve`): the folders the host configured through `configure()` or
-the environment (KINEMA_MODELS_DIR, KINEMA_INPUT_DIR, KINEMA_OUTPUT_DIR, KINEMA_TEMP_DIR), defaulting to
-./models, ./input, ./output and ./temp; progress goes to the callback the host installed.
+In Kinema's own hosts (`kinema run`, `kinema serve`, `kinema batch`): the folders of the `Folders` object the host
+runs the nodes under (`with env.using(folders): ...`), and the progress hook it installs for one node
+(`with env.reporting(hook): ...`). Both live in context variables: nothing global to save and restore, a `with`
+block undoes exactly what it set, and two threads (the server's job worker and its request handlers) each see
+the folders they were given. Outside any `using` block the folders come from the environment (KINEMA_MODELS_DIR,
+KINEMA_INPUT_DIR, KINEMA_OUTPUT_DIR, KINEMA_TEMP_DIR), defaulting to ./models, ./input, ./output and ./temp.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import os
 import sys
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 # model kinds -> ComfyUI folder names searched (first the diffusers folders, then single files)
 MODEL_FOLDERS = {
@@ -24,10 +31,80 @@ MODEL_FOLDERS = {
 # same name wins; the pack works out of the box with no model download
 BUNDLED_FOLDERS = {"diffusers": [Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"]}
 
-_settings: dict[str, str] = {}
-_extra_input_dirs: list[Path] = []   # e.g. a workflow's own assets/ folder, searched after the input folder
-# host hooks: progress(node_id?, value, total, preview PIL image or None)
-_progress_hook: Callable[[int, int, object], None] | None = None
+HASH_LIMIT = 64 << 20      # files up to this size are hashed whole; larger ones by path, size and mtime
+
+
+def _resolved(value, env_key: str, default: str) -> Path:
+    if value is not None:
+        return Path(value).expanduser().resolve()
+    env = os.environ.get(env_key)
+    return Path(env).expanduser().resolve() if env else Path(default).resolve()
+
+
+@dataclass(frozen=True)
+class Folders:
+    """The folders Kinema's own hosts run the nodes with (inside ComfyUI, ComfyUI's folder_paths decide)."""
+    models: Path
+    input: Path
+    output: Path
+    temp: Path
+    extra_inputs: tuple[Path, ...] = ()     # searched after `input`, e.g. a workflow's own assets/ folder
+
+    @classmethod
+    def of(cls, models=None, input=None, output=None, temp=None, extra_inputs=()) -> "Folders":
+        """Folders from explicit values, else the KINEMA_*_DIR variables, else ./models, ./input, ./output, ./temp."""
+        return cls(_resolved(models, "KINEMA_MODELS_DIR", "models"), _resolved(input, "KINEMA_INPUT_DIR", "input"),
+                   _resolved(output, "KINEMA_OUTPUT_DIR", "output"), _resolved(temp, "KINEMA_TEMP_DIR", "temp"),
+                   tuple(Path(p) for p in extra_inputs))
+
+    def replace(self, **changes) -> "Folders":
+        """A copy with some folders changed (values resolved like `of`)."""
+        fixed = {k: (tuple(Path(p) for p in v) if k == "extra_inputs" else Path(v).expanduser().resolve())
+                 for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **fixed)
+
+    def searching(self, *folders) -> "Folders":
+        """A copy that also searches `folders` for inputs (after the ones it has)."""
+        extra = list(self.extra_inputs)
+        extra += [Path(f) for f in folders if Path(f) not in extra]
+        return dataclasses.replace(self, extra_inputs=tuple(extra))
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """The host's progress callback for the node that runs: progress(value, total, preview PIL image or None).
+    previews=False when nobody looks at previews (headless runs), so the nodes skip making them."""
+    progress: Callable[[int, int, object], None]
+    previews: bool = True
+
+
+_FOLDERS: ContextVar[Folders | None] = ContextVar("kinema_folders", default=None)
+_REPORTER: ContextVar[Reporter | None] = ContextVar("kinema_reporter", default=None)
+
+
+def folders() -> Folders:
+    """The folders in effect: the innermost `using` block's, else from the environment."""
+    return _FOLDERS.get() or Folders.of()
+
+
+@contextlib.contextmanager
+def using(value: Folders) -> Iterator[Folders]:
+    """Run the nodes inside the block with these folders; the previous ones are back after it."""
+    token = _FOLDERS.set(value)
+    try:
+        yield value
+    finally:
+        _FOLDERS.reset(token)
+
+
+@contextlib.contextmanager
+def reporting(progress: Callable[[int, int, object], None] | None, previews: bool = True) -> Iterator[None]:
+    """Send the nodes' step progress (and previews, when wanted) to `progress` inside the block."""
+    token = _REPORTER.set(None if progress is None else Reporter(progress, previews))
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
 
 
 def _comfy(module: str):
@@ -40,52 +117,27 @@ def _comfy(module: str):
         return None
 
 
-def configure(models_dir=None, input_dir=None, output_dir=None, temp_dir=None) -> None:
-    """Called by Kinema's own hosts; values override the environment."""
-    for key, value in (("models", models_dir), ("input", input_dir), ("output", output_dir), ("temp", temp_dir)):
-        if value is not None:
-            _settings[key] = str(Path(value).expanduser().resolve())
-
-
-_hook_previews = True
-
-
-def set_progress_hook(hook: Callable[[int, int, object], None] | None, previews: bool = True) -> None:
-    """Install the host's progress callback; previews=False when nobody looks at previews (headless runs), so the
-    nodes skip making them."""
-    global _progress_hook, _hook_previews
-    _progress_hook, _hook_previews = hook, previews
-
-
-def _dir(key: str, default: str) -> Path:
-    if key in _settings:
-        return Path(_settings[key])
-    env = os.environ.get(f"KINEMA_{key.upper()}_DIR")
-    return Path(env).expanduser().resolve() if env else Path(default).resolve()
-
-
 def models_dir() -> Path:
-    return _dir("models", "models")
+    return folders().models
 
 
 def input_dir() -> Path:
     fp = _comfy("folder_paths")
-    return Path(fp.get_input_directory()) if fp else _dir("input", "input")
+    return Path(fp.get_input_directory()) if fp else folders().input
 
 
 def output_dir() -> Path:
     fp = _comfy("folder_paths")
-    return Path(fp.get_output_directory()) if fp else _dir("output", "output")
+    return Path(fp.get_output_directory()) if fp else folders().output
 
 
-def add_input_search_dir(path) -> None:
-    p = Path(path)
-    if p not in _extra_input_dirs:
-        _extra_input_dirs.append(p)
+def temp_dir() -> Path:
+    fp = _comfy("folder_paths")
+    return Path(fp.get_temp_directory()) if fp else folders().temp
 
 
 def input_search_dirs() -> list[Path]:
-    return [input_dir(), *_extra_input_dirs]
+    return [input_dir(), *folders().extra_inputs]
 
 
 def find_input(name: str) -> Path:
@@ -97,11 +149,6 @@ def find_input(name: str) -> Path:
             return p
     raise FileNotFoundError(f"input file {name!r} not found in: {', '.join(map(str, dirs))}. Fix: copy it into "
                             f"the input folder (or --input-dir), or upload it in the editor.")
-
-
-def temp_dir() -> Path:
-    fp = _comfy("folder_paths")
-    return Path(fp.get_temp_directory()) if fp else _dir("temp", "temp")
 
 
 def model_search_dirs(kind: str) -> list[Path]:
@@ -147,9 +194,6 @@ def find_model(kind: str, name: str, files: bool = False) -> Path:
         f"'diffusers/{name}'. `kinema fixtures DIR` writes tiny test models.")
 
 
-HASH_LIMIT = 64 << 20      # files up to this size are hashed whole; larger ones by path, size and mtime
-
-
 def file_signature(resolve: Callable[[str], Path], name: str) -> str:
     """IS_CHANGED for a file input: the content hash (read in 1 MB blocks, never the whole file at once), or for a
     file over HASH_LIMIT its path, size and modification time; "missing:<name>" when it cannot be found."""
@@ -184,6 +228,7 @@ class Progress:
     def __init__(self, total: int):
         self.total = total
         self._bar = None
+        self._reporter = _REPORTER.get()
         utils = _comfy("comfy.utils")
         if utils is not None:
             self._bar = utils.ProgressBar(total)
@@ -192,10 +237,10 @@ class Progress:
     def wants_preview(self) -> bool:
         """Whether a preview image would be shown: inside ComfyUI (it decides how to send them), or when Kinema's
         host asked for previews (the editor server; not `kinema run` / `kinema batch`)."""
-        return self._bar is not None or (_progress_hook is not None and _hook_previews)
+        return self._bar is not None or (self._reporter is not None and self._reporter.previews)
 
     def __call__(self, value: int, preview=None) -> None:
         if self._bar is not None:
             self._bar.update_absolute(value, self.total, ("JPEG", preview, 512) if preview is not None else None)
-        elif _progress_hook is not None:
-            _progress_hook(value, self.total, preview)
+        elif self._reporter is not None:
+            self._reporter.progress(value, self.total, preview)
