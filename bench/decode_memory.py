@@ -5,7 +5,7 @@ The VAE is Wan 2.1's real configuration (AutoencoderKLWan, base_dim 96, z_dim 16
 127 M parameters) with random weights, or with --vae sd the SD 1.5 VAE of AnimateDiff (AutoencoderKL 128..512).
 Each measurement runs in its own process; its peak resident memory comes from os.wait4 (ru_maxrss), and the
 child also reports its RSS after building the VAE (the weights), so the working memory is peak - that.
-  kinema:    models/tae.py decode_chunks (automatic plan) -> media.VideoWriter, chunk by chunk (mp4).
+  kinema:    models/vae_tiling.py decode_chunks (automatic plan) -> media.VideoWriter, chunk by chunk (mp4).
   diffusers: vae.enable_tiling(); vae.decode(all latents) -> postprocess to float numpy frames -> uint8 frames ->
              written frame by frame with the same mp4 encoder. (This is what export_to_video does; it needs
              imageio or OpenCV, absent here, so the frames are handed to the same PyAV writer instead.)
@@ -42,14 +42,14 @@ CHILD = textwrap.dedent("""
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                             down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4).eval()
         z = torch.randn(1, 4, frames, size // 8, size // 8)
-    from kinema.models import media, tae
+    from kinema.models import media, vae_tiling
     base = rss_mb()
     t = time.perf_counter()
     if mode == "kinema":
         with media.VideoWriter(out, 16, "mp4") as w:
-            for chunk in tae.decode_chunks(vae, z):                  # (n, H, W, 3) 0..1
+            for chunk in vae_tiling.decode_chunks(vae, z):                  # (n, H, W, 3) 0..1
                 w.write(chunk)
-        n, plan = w.frames, tae.plan(vae, tuple(z.shape[1:]))
+        n, plan = w.frames, vae_tiling.plan(vae, tuple(z.shape[1:]))
         info = f"chunk {plan.chunk}, tiles {plan.num_tiles(*z.shape[-2:])}"
     else:
         import numpy as np

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from kinema.models.families import load_model
-from kinema.models.sampling import SamplerSettings, sample
+from kinema.models.sampling import SamplerSettings, plan_windows, sample
 from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS
-from kinema.models.windows import ContextOptions, latent_window, windows
+from kinema.models.windows import ContextOptions
 
 
 def _case(model, window: int, long: int, overlap: int, size: int, steps: int, repeats: int, mode: str = "auto"):
@@ -41,10 +41,8 @@ def _case(model, window: int, long: int, overlap: int, size: int, steps: int, re
             if r:
                 times[key].append(time.perf_counter() - t)
     t_one, t_long = statistics.median(times["one"]), statistics.median(times["long"])
-    ratio = model.temporal_ratio
-    f_one, f_long = latent_window(window, ratio), latent_window(long, ratio)
-    lat_overlap = overlap // ratio if ratio > 1 else overlap
-    spans = windows(f_long, f_one, max(1, f_one - lat_overlap))
+    f_one, f_long = model.latent_frames(window), model.latent_frames(long)
+    spans = plan_windows(model, ctx, f_long).spans
     inherent = sum(b - a for a, b in spans) / f_long
     per_frame = (t_long / f_long) / (t_one / f_one)
     return t_one, t_long, len(spans), per_frame, inherent

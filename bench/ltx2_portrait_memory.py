@@ -30,7 +30,8 @@ LTX2Pipeline(**{**pipe.components, "audio_vae": audio_vae}).save_pretrained(sys.
 CHILD = r"""
 import json, math, re, sys, time, torch
 from pathlib import Path
-from kinema.models.portrait import animate_portrait_windows, load_portrait_model
+from kinema.models.families import load_portrait_model
+from kinema.models.portrait import animate_portrait_windows
 folder, seconds = sys.argv[1], float(sys.argv[2])
 model = load_portrait_model(folder)
 model.long_side, model.default_frames = 32, 9

@@ -189,24 +189,24 @@ def cmd_fixtures(args) -> int:
 
 def cmd_decode(args) -> int:
     """Resume a failed decode: saved latents -> the video, streamed chunk by chunk like Decode And Save Video."""
-    from ..models import tae
+    from ..models import vae_tiling
     from ..models.devices import pick_device, pick_dtype
     from ..models.families import load_model
     from ..nodes import env
     try:
-        latents, info, audio = tae.load_latents(Path(args.latents))
+        latents, info, audio = vae_tiling.load_latents(Path(args.latents))
         fmt = args.format or info.format or "mp4"
         fps = args.fps or info.fps
         if not fps:
             raise ValueError("`--fps` is needed: the latents file does not record the video's fps. Fix: pass e.g. "
                              "--fps 16.")
-        out = Path(args.output) if args.output else tae.video_path_for(Path(args.latents), fmt)
+        out = Path(args.output) if args.output else vae_tiling.video_path_for(Path(args.latents), fmt)
         if out.exists() and not args.overwrite:
             raise ValueError(f"`--output` {str(out)!r} already exists. Fix: pass --overwrite or another --output.")
         name = args.model or info.model
         device = pick_device(args.device)
         model = load_model(env.find_model("diffusers", name), info.family, device, pick_dtype(args.dtype, device))
-        settings = tae.TileSettings(memory_mb=args.memory_mb, tile_px=args.tile_size)
+        settings = vae_tiling.TileSettings(memory_mb=args.memory_mb, tile_px=args.tile_size)
         settings.check()
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"kinema: {exc}", file=sys.stderr)
@@ -221,7 +221,7 @@ def cmd_decode(args) -> int:
             bar.update(done - bar.n)
 
     try:
-        tae.decode_to_file(model, latents, out, fps, fmt, audio=audio, settings=settings,
+        vae_tiling.decode_to_file(model, latents, out, fps, fmt, audio=audio, settings=settings,
                            metadata=info.tags or None, on_frames=on_frames)
     except KeyboardInterrupt:
         print("kinema: interrupted (no video written; the latents file is unchanged)", file=sys.stderr)

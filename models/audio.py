@@ -26,11 +26,10 @@ import soundfile as sf
 import torch
 
 from .checks import check_range, fail
-from .media import atomic_write, check_fps
+from .media import MAX_RATE, atomic_write, check_audio, check_fps
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".webm",
                     ".mp4", ".mka")
-MAX_RATE = 384_000
 
 
 class AudioFormat(str, Enum):
@@ -42,28 +41,6 @@ class ChannelMode(str, Enum):
     KEEP = "keep"       # as the file has it
     MONO = "mono"       # the mean of all channels
     STEREO = "stereo"   # mono duplicated; more than two channels: the first two (front left, front right)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checks
-# ---------------------------------------------------------------------------------------------------------------
-
-def check_audio(arg: str, audio) -> tuple[torch.Tensor, int]:
-    """AUDIO {"waveform": (B, C, T), "sample_rate": int}. Returns (waveform (B, C, T) float32 CPU, rate)."""
-    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        fail(arg, 'must be an AUDIO dict {"waveform", "sample_rate"}', type(audio).__name__, "Connect an AUDIO output.")
-    wav, rate = torch.as_tensor(audio["waveform"]), audio["sample_rate"]
-    if wav.ndim != 3 or 0 in wav.shape[:2]:
-        fail(arg, "waveform must be (batch, channels, samples)", tuple(wav.shape),
-             "Connect an AUDIO output (ComfyUI's layout: a batch of clips).")
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not 0 < rate <= MAX_RATE:
-        fail(arg, f"sample_rate must be an integer in 1..{MAX_RATE} Hz", rate, "Use the rate the audio was made at.")
-    return wav.detach().float().cpu(), int(rate)
-
-
-def samples_for_frames(num_frames: int, fps: float, sample_rate: int) -> int:
-    """Samples of audio that last exactly num_frames / fps seconds (fps as media.py reads it: 29.97 = 2997/100)."""
-    return round(Fraction(num_frames) * sample_rate / check_fps("fps", fps))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,9 +211,9 @@ def _write_flac(tmp: Path, pcm: np.ndarray, rate: int, metadata: dict[str, str])
 # Generation (the family's loop: models/sampling.py)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _check_task(model, attr: str, what: str, fix: str) -> None:
-    if not hasattr(model, attr):
-        fail("model", f"cannot {what}", getattr(model, "name", type(model).__name__), fix)
+def _check_task(model, able: bool, what: str, fix: str) -> None:
+    if not able:
+        fail("model", f"cannot {what}", model.name, fix)
 
 
 def text_to_audio(model, prompt: str, negative_prompt: str = "", audio_length_in_s: float = 10.0,
@@ -252,7 +229,7 @@ def text_to_audio(model, prompt: str, negative_prompt: str = "", audio_length_in
         on_step: (step, total, latents) progress/interrupt hook.
     """
     from .sampling import SamplerSettings, sample
-    _check_task(model, "unconditional", "make sound from text alone",
+    _check_task(model, model.capabilities.text_to_audio, "make sound from text alone",
                 "Load a text-to-audio model (Stable Audio) in Load Audio Model; LTX-2 needs a video.")
     settings = SamplerSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
                                audio_length_in_s=float(audio_length_in_s))
@@ -264,7 +241,7 @@ def text_to_audio(model, prompt: str, negative_prompt: str = "", audio_length_in
     return {"waveform": waveform.contiguous(), "sample_rate": model.sample_rate}
 
 
-def video_to_audio(model, frames: torch.Tensor, fps: float, prompt: str = "", negative_prompt: str = "",
+def video_to_audio(model, frames: torch.Tensor, fps: float | Fraction, prompt: str = "", negative_prompt: str = "",
                    num_inference_steps: int = 30, guidance_scale: float = 4.0, seed: int = 0,
                    on_step=None) -> dict:
     """Sound for a clip: AUDIO lasting exactly len(frames) / fps (round(frames * rate / fps) samples), starting
@@ -279,14 +256,13 @@ def video_to_audio(model, frames: torch.Tensor, fps: float, prompt: str = "", ne
     """
     from .media import check_images
     from .sampling import SamplerSettings, sample
-    _check_task(model, "with_video", "make sound for a video",
+    _check_task(model, model.capabilities.video_to_audio, "make sound for a video",
                 "Load a video-to-audio model (an LTX-2 folder) in Load Audio Model.")
     n, h, w, _ = check_images("images", frames)
-    check_fps("fps", fps)
     height, width = model.condition_size(h, w)
     settings = SamplerSettings(num_frames=n, height=height, width=width, num_inference_steps=num_inference_steps,
-                               guidance_scale=guidance_scale, seed=seed, frame_rate=float(fps))
-    positive = model.with_video(model.encode_prompt(prompt), frames[..., :3].float().cpu())
+                               guidance_scale=guidance_scale, seed=seed, frame_rate=check_fps("fps", fps))
+    positive = model.encode_prompt(prompt).replace(video=frames[..., :3].float().cpu())
     negative = model.encode_prompt(negative_prompt) if guidance_scale > 1 else None
     latents = sample(model, positive, negative, settings, on_step=on_step)
     waveform = model.decode(latents)

@@ -19,17 +19,17 @@ family's prepare / predict / finish and its VAE) so that they work for every fam
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from . import sampling
 from .checks import check_choice, check_range, fail
 from .families.base import Conditioning, VideoFamily
-from .sampling import SamplerSettings, StepCallback, _noised, _timesteps
+from .sampling import Predict, SamplerSettings, StepCallback
 
 
 class EditMethod(str, Enum):
@@ -98,27 +98,11 @@ def check_edit_mask(mask: torch.Tensor | None, frames: int, height: int, width: 
 
 
 # ---- the edit loops --------------------------------------------------------------------------------------------
-Predict = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
-
-
-def _guided(model: VideoFamily, predict: Predict | None, x: torch.Tensor, t, batch, guided: bool, cfg: float,
-            scheduler=None) -> torch.Tensor:
-    """One (classifier-free guided) model output for latents x (1, C, f, h, w)."""
-    xin = torch.cat([x] * 2) if guided else x                                    # (B, C, f, h, w)
-    if scheduler is not None and hasattr(scheduler, "scale_model_input"):
-        xin = scheduler.scale_model_input(xin, t)
-    pred = (predict or model.predict)(xin, t, batch).float()
-    if guided:
-        uncond, cond = pred.chunk(2)
-        pred = uncond + cfg * (cond - uncond)
-    return pred
-
-
 def _sampler_settings(model: VideoFamily, latents: torch.Tensor, s: EditSettings) -> SamplerSettings:
     """SamplerSettings for the clip the latents hold (frames and pixels from the latent grid)."""
     _, _, f, h, w = latents.shape
-    frames = (f - 1) * model.temporal_ratio + 1 if model.temporal_ratio > 1 else f
-    return SamplerSettings(num_frames=frames, height=h * model.spatial_ratio, width=w * model.spatial_ratio,
+    return SamplerSettings(num_frames=model.pixel_frames(f), height=h * model.spatial_ratio,
+                           width=w * model.spatial_ratio,
                            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, seed=s.seed,
                            scheduler=s.scheduler, shift=s.shift, denoise=s.strength)
 
@@ -126,7 +110,8 @@ def _sampler_settings(model: VideoFamily, latents: torch.Tensor, s: EditSettings
 def sdedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, negative: Conditioning | None,
            settings: EditSettings, mask: torch.Tensor | None = None, on_step: StepCallback | None = None,
            predict: Predict | None = None) -> torch.Tensor:
-    """SDEdit: source latents re-noised to `strength`, denoised with `positive`.
+    """SDEdit: source latents re-noised to `strength`, denoised with `positive` — the Temporal Sampler's loop at
+    denoise = strength, with a post-step blend for the mask.
 
     Args:
         source: latents (1, C, f, h, w) in the sampler's space (model.encode).
@@ -140,40 +125,26 @@ def sdedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, neg
     settings.check()
     if settings.strength == 0:
         return source.float().clone()
-    s = _sampler_settings(model, source, settings)
-    model.check_settings(s)
-    device = model.device
-    x0 = source.to(device, torch.float32)
-    scheduler = model.make_scheduler(s.scheduler, s.shift)
-    generator = torch.Generator("cpu").manual_seed(s.seed)
-    noise = model.initial_noise(s, tuple(x0.shape), generator, device)
-    timesteps = _timesteps(model, scheduler, s, device)
-    latents = _noised(scheduler, x0, noise, timesteps[0])
-    guided = s.guidance_scale > 1.0 and negative is not None
-    batch = model.prepare_for(positive, negative if guided else None, s, generator)
-    step_kwargs = {k: v for k, v in (("generator", generator), ("eta", 0.0))
-                   if k in inspect.signature(scheduler.step).parameters}
-    m = None if mask is None else mask.to(device, torch.float32)
-    with torch.no_grad():
-        for i, t in enumerate(timesteps):
-            # 1. guided model output, 2. scheduler step
-            pred = _guided(model, predict, latents, t, batch, guided, s.guidance_scale, scheduler)
-            latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-            # 3. outside the mask: the source at the noise level the latents now have
-            if m is not None:
-                keep = x0 if i + 1 == len(timesteps) else _renoised(model, scheduler, x0, noise, timesteps[i + 1])
-                latents = keep * (1 - m) + latents * m
-            if on_step is not None:
-                on_step(i + 1, len(timesteps), latents)
-    return model.finish(latents, batch)
+    x0 = source.to(model.device, torch.float32)
+    m = None if mask is None else mask.to(model.device, torch.float32)
+
+    def keep_outside(run: sampling.Run, i: int, latents: torch.Tensor) -> torch.Tensor:
+        """Outside the mask: the source at the noise level the latents now have (the source after the last step)."""
+        last = i + 1 == len(run.timesteps)
+        keep = x0 if last else _renoised(model, run, x0, run.timesteps[i + 1])
+        return keep * (1 - m) + latents * m
+
+    return sampling.sample(model, positive, negative, _sampler_settings(model, source, settings), init_latents=x0,
+                           on_step=on_step, predict=predict, post_step=None if m is None else keep_outside)
 
 
-def _renoised(model, scheduler, x0, noise, t_next):
-    """x0 at the noise level of the scheduler's next step (called after scheduler.step)."""
+def _renoised(model, run: sampling.Run, x0: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+    """x0 at the noise level of the scheduler's next step (called after the scheduler's step)."""
+    scheduler = run.scheduler
     if model.flow and getattr(scheduler, "step_index", None) is not None and hasattr(scheduler, "sigmas"):
         sigma = scheduler.sigmas[scheduler.step_index].to(x0.device, torch.float32)
-        return (1 - sigma) * x0 + sigma * noise
-    return scheduler.add_noise(x0, noise, t_next.reshape(1))
+        return (1 - sigma) * x0 + sigma * run.noise
+    return scheduler.add_noise(x0, run.noise, t_next.reshape(1))
 
 
 def flowedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, negative: Conditioning | None,
@@ -185,7 +156,8 @@ def flowedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, n
         z_src = (1 - s_i) x_src + s_i n;  z_tar = z_edit + z_src - x_src
         z_edit += (s_{i+1} - s_i) * (v(z_tar, target prompt) - v(z_src, source prompt))
     Content both prompts describe gives equal velocities and stays. mask (1, 1, f, h, w), 1 = edit, scales the
-    update: outside it z_edit stays exactly the source. Flow-matching families only.
+    update: outside it z_edit stays exactly the source. Flow-matching families only. Runs the shared loop
+    (sampling.denoise) with that velocity difference as its prediction and the Euler update as its step.
     """
     settings.check()
     if not model.flow:
@@ -196,36 +168,35 @@ def flowedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, n
         return x_src.clone()
     s = _sampler_settings(model, source, settings)
     model.check_settings(s)
-    device = model.device
     scheduler = model.make_scheduler(s.scheduler, s.shift)
     if not hasattr(scheduler, "sigmas"):
         fail("scheduler", "must be a flow-matching scheduler for flowedit", s.scheduler, "Use default or flow_euler.")
-    model.set_timesteps(scheduler, s, device)
-    timesteps, sigmas = scheduler.timesteps, scheduler.sigmas.float()
-    steps = len(timesteps)
-    start = steps - max(1, round(steps * s.denoise))
+    model.set_timesteps(scheduler, s, model.device)
+    sigmas, steps = scheduler.sigmas.float(), len(scheduler.timesteps)
+    start = steps - max(1, round(steps * s.denoise))          # FlowEdit's n_max: the last strength x steps
     generator = torch.Generator("cpu").manual_seed(s.seed)
+    run = sampling.Run(scheduler, generator, scheduler.timesteps[start:], x_src, x_src.clone())
     guided = s.guidance_scale > 1.0 and negative is not None
     src_guided = settings.source_guidance_scale > 1.0 and negative is not None
-    batch_tar = model.prepare_for(positive, negative if guided else None, s, generator)
-    batch_src = model.prepare_for(source_prompt, negative if src_guided else None, s, generator)
-    m = None if mask is None else mask.to(device, torch.float32)
-    z = x_src.clone()
-    with torch.no_grad():
-        for k, i in enumerate(range(start, steps)):
-            t, s_i, s_next = timesteps[i], sigmas[i].item(), sigmas[i + 1].item()
-            n = model.initial_noise(s, tuple(z.shape), generator, device)
-            z_src = (1 - s_i) * x_src + s_i * n                                   # (1, C, f, h, w)
-            z_tar = z + z_src - x_src
-            v_tar = _guided(model, None, z_tar, t, batch_tar, guided, s.guidance_scale)
-            v_src = _guided(model, None, z_src, t, batch_src, src_guided, settings.source_guidance_scale)
-            dv = v_tar - v_src
-            if m is not None:
-                dv = dv * m
-            z = z + (s_next - s_i) * dv
-            if on_step is not None:
-                on_step(k + 1, steps - start, z)
-    return model.finish(z, batch_tar)
+    batch_tar = model.prepare(positive, negative if guided else None, s, generator)
+    batch_src = model.prepare(source_prompt, negative if src_guided else None, s, generator)
+    m = None if mask is None else mask.to(model.device, torch.float32)
+
+    def euler_update(i: int, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """This step's move: (s_{i+1} - s_i) * (v(z_tar, target) - v(z_src, source)), masked."""
+        s_i, s_next = sigmas[start + i].item(), sigmas[start + i + 1].item()
+        n = model.initial_noise(s, tuple(z.shape), generator, model.device)       # fresh seeded noise each step
+        z_src = (1 - s_i) * x_src + s_i * n                                        # (1, C, f, h, w)
+        z_tar = z + z_src - x_src
+        v_tar = sampling.guided_predict(model, sampling.model_input(z_tar, t, guided), t, batch_tar,
+                                        s.guidance_scale, guided)
+        v_src = sampling.guided_predict(model, sampling.model_input(z_src, t, src_guided), t, batch_src,
+                                        settings.source_guidance_scale, src_guided)
+        dv = v_tar - v_src
+        return (s_next - s_i) * (dv if m is None else dv * m)
+
+    latents = sampling.denoise(run, euler_update, on_step, step=lambda update, t, z: z + update)
+    return model.finish(latents, batch_tar)
 
 
 # ---- whole clips: encode, edit, decode, paste back -------------------------------------------------------------
@@ -235,7 +206,7 @@ def _check_video(model: VideoFamily, frames: torch.Tensor, arg: str = "video") -
              "Connect Load Video (or any IMAGE output).")
     n, h, w, _ = frames.shape
     try:
-        model.check_size(n, h, w)
+        model.check_settings(SamplerSettings(num_frames=n, height=h, width=w))
     except ValueError as exc:
         fail(arg, f"does not fit this {model.name} model ({exc})", f"{n} frames at {w}x{h}",
              "Set Load Video's frame_count / width / height to a size the model makes.")
@@ -244,14 +215,16 @@ def _check_video(model: VideoFamily, frames: torch.Tensor, arg: str = "video") -
 
 def encode_video(model: VideoFamily, frames: torch.Tensor, tiling=None) -> torch.Tensor:
     """IMAGE (F, H, W, C) -> latents (1, C, f, h, w) through the model's VAE (tiled when the family tiles)."""
-    x = frames[..., :3].float()
-    return model.encode(x) if tiling is None else model.encode(x, tiling)
+    if not model.capabilities.encode:
+        fail("model", f"cannot encode frames ({model.name} has no encoder)", model.name,
+             "Use a model with a VAE (Wan, AnimateDiff, Kinema-Tiny).")
+    return model.encode(frames[..., :3].float(), tiling)
 
 
 def decode_video(model: VideoFamily, latents: torch.Tensor, tiling=None) -> torch.Tensor:
     """latents (1, C, f, h, w) -> IMAGE (F, H, W, 3) 0..1, decoded chunk by chunk within the memory budget."""
-    from . import tae
-    return torch.cat(list(tae.stream_decode(model, latents.float(), tiling)))
+    from . import vae_tiling
+    return torch.cat(list(vae_tiling.stream_decode(model, latents.float(), tiling)))
 
 
 def edit_video(model: VideoFamily, frames: torch.Tensor, positive: Conditioning, negative: Conditioning | None,
@@ -304,8 +277,7 @@ def reference_condition(model: VideoFamily, positive: Conditioning, image: torch
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (3, 4):
         fail("image", "must be an IMAGE (1, H, W, 3)", tuple(getattr(image, "shape", ())),
              "Connect Load Image (Kinema).")
-    takes_reference = hasattr(model, "with_reference")                          # Wan VACE
-    takes_image = model.name == "kinema_tiny" or bool(getattr(model, "image_to_video", False))
+    takes_reference, takes_image = model.capabilities.references, model.capabilities.image_condition
     if not (takes_image or takes_reference):
         fail("model", f"has no image conditioning to carry a reference ({model.name})", model.name,
              "Load a Wan VACE model (reference images) or an image-to-video model (Wan I2V, kinema-tiny-video); "
@@ -319,10 +291,7 @@ def reference_condition(model: VideoFamily, positive: Conditioning, image: torch
         return model.with_reference(positive, image, strength)
     ref = image[:1, ..., :3].float().cpu()                                       # (1, H, W, 3)
     mean = ref.mean(dim=(1, 2), keepdim=True)
-    ref = (mean + strength * (ref - mean)).clamp(0, 1)
-    cond = positive.with_image(ref)
-    cond.extras["reference_strength"] = float(strength)
-    return cond
+    return positive.with_image((mean + strength * (ref - mean)).clamp(0, 1))
 
 
 # ---- upscaling -------------------------------------------------------------------------------------------------
@@ -420,8 +389,8 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
         return big
     if positive is None:
         fail("positive", "is required to refine with a model", None, "Connect a Text Encode of the clip's prompt.")
-    if model.name == "kinema_tiny":
-        fail("model", "cannot refine at a larger size: Kinema-Tiny makes 32x32 only", model.name,
+    if not model.capabilities.any_size:
+        fail("model", f"cannot refine at a larger size: {model.name} makes its trained size only", model.name,
              "Disconnect `model` (resize only) or use a Wan / AnimateDiff model.")
     _check_video(model, big, "images")
     latents = encode_video(model, big, tiling)

@@ -76,11 +76,18 @@ def check_images(arg: str, images) -> tuple[int, int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def check_fps(arg: str, fps: float) -> Fraction:
-    """fps must be a finite number > 0. Returns it as an exact fraction (29.97 -> 2997/100)."""
-    if not isinstance(fps, (int, float, Fraction)) or not math.isfinite(float(fps)) or fps <= 0:
+def check_fps(arg: str, fps: float | Fraction) -> Fraction:
+    """fps must be a finite number > 0. Returns it as an exact fraction (29.97 -> 2997/100): the one type fps has
+    from the node to the file (the samplers, the audio families and the writers all take this fraction)."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not math.isfinite(float(fps)) \
+            or fps <= 0:
         fail(arg, "must be a number of frames per second above 0", fps, "Use e.g. 16 (Wan), 8 (AnimateDiff) or 24.")
     return Fraction(fps).limit_denominator(1001)
+
+
+def samples_for_frames(num_frames: int, fps: float | Fraction, sample_rate: int) -> int:
+    """Samples of audio that last exactly num_frames / fps seconds (fps as check_fps reads it: 29.97 = 2997/100)."""
+    return round(Fraction(num_frames) * sample_rate / check_fps("fps", fps))
 
 
 def check_mask(arg: str, mask, frames: int, height: int, width: int) -> torch.Tensor:
@@ -95,21 +102,33 @@ def check_mask(arg: str, mask, frames: int, height: int, width: int) -> torch.Te
     return mask
 
 
+MAX_RATE = 384_000            # Hz: the highest audio sample rate accepted
+
+
 def check_audio(arg: str, audio) -> tuple[torch.Tensor, int]:
-    """AUDIO {"waveform": (1, C, T), "sample_rate": int}, C 1 or 2. Returns (waveform (C, T) float32, rate)."""
+    """AUDIO {"waveform": (B, C, T), "sample_rate": int}. Returns (waveform (B, C, T) float32 on the CPU, rate)."""
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         fail(arg, 'must be an AUDIO dict {"waveform", "sample_rate"}', type(audio).__name__, "Connect an AUDIO output.")
     wav, rate = torch.as_tensor(audio["waveform"]), audio["sample_rate"]
-    if wav.ndim == 3 and wav.shape[0] != 1:
+    if wav.ndim != 3 or 0 in wav.shape[:2]:
+        fail(arg, "waveform must be (batch, channels, samples)", tuple(wav.shape),
+             "Connect an AUDIO output (ComfyUI's layout: a batch of clips).")
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not 0 < rate <= MAX_RATE:
+        fail(arg, f"sample_rate must be an integer in 1..{MAX_RATE} Hz", rate, "Use the rate the audio was made at.")
+    return wav.detach().float().cpu(), int(rate)
+
+
+def check_track(arg: str, audio) -> tuple[torch.Tensor, int]:
+    """AUDIO for one sound track (a video's, a latents file's): one clip of 1 or 2 channels. Returns
+    (waveform (C, T) float32 on the CPU, rate)."""
+    wav, rate = check_audio(arg, audio)
+    if wav.shape[0] != 1:
         fail(arg, "must hold one clip (batch size 1) to be muxed into one video", tuple(wav.shape),
              "Pick one clip of the batch before saving.")
-    wav = wav[0] if wav.ndim == 3 else wav
-    if wav.ndim != 2 or wav.shape[0] not in (1, 2):
+    if wav.shape[1] not in (1, 2):
         fail(arg, "waveform must be (1, channels, samples) with 1 or 2 channels", tuple(wav.shape),
              "Mix the audio down to mono or stereo first.")
-    if not isinstance(rate, int) or rate <= 0:
-        fail(arg, "sample_rate must be a positive integer (Hz)", rate, "Use the sample rate the audio was made at.")
-    return wav.detach().float().cpu(), rate
+    return wav[0], rate
 
 
 def check_color(arg: str, rgb) -> tuple[float, float, float]:
@@ -295,7 +314,7 @@ class VideoWriter:
         if audio is not None and self.fmt not in (VideoFormat.MP4, VideoFormat.WEBM):
             fail("audio", f"cannot be stored in {self.fmt.value}", "an AUDIO input",
                  "Pick mp4 or webm, or disconnect it.")
-        self.audio = check_audio("audio", audio) if audio is not None else None   # (waveform (C, T), rate)
+        self.audio = check_track("audio", audio) if audio is not None else None   # (waveform (C, T), rate)
         self.options = dict(loop=loop, crf=crf, quality=quality, lossless=lossless, webp_method=webp_method,
                             odd_size=odd_size, metadata=metadata)
         self.frames = 0

@@ -65,15 +65,6 @@ class ContextOptions:
         check_range("inject_start", self.inject_start, 0.0, 1.0)
         check_range("inject_end", self.inject_end, self.inject_start, 1.0)
 
-    @property
-    def stride(self) -> int:
-        return self.context_length - self.context_overlap
-
-
-def latent_window(frames: int, temporal_ratio: int) -> int:
-    """Video frames -> latent frames for a causal VAE (4k+1 -> k+1) or a per-frame one."""
-    return (frames - 1) // temporal_ratio + 1 if temporal_ratio > 1 else frames
-
 
 def windows(num_frames: int, length: int, stride: int) -> list[tuple[int, int]]:
     """Sliding windows [start, end) over num_frames, `length` long, `stride` apart; the last one is aligned to

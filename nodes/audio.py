@@ -162,9 +162,8 @@ class KinemaLoadAudioModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..models.families import detect_audio_family
-        names = [n for n in env.list_models("diffusers")
-                 if detect_audio_family(env.find_model("diffusers", n)) is not None]
+        from ..models.families import AUDIO
+        names = [n for n in env.list_models("diffusers") if AUDIO.detect(env.find_model("diffusers", n)) is not None]
         return {"required": {
             "model": (names or ["(no audio models found: run `kinema fixtures` or add one)"], {"tooltip":
                       "A diffusers-format folder (holding model_index.json) under models/diffusers: Stable Audio "

@@ -67,11 +67,9 @@ class KinemaPromptSchedule:
         }}
 
     def encode(self, model, schedule):
-        from ..models.families.base import Conditioning
         from ..models.windows import parse_schedule
-        entries = [(frame, model.encode_prompt(text)) for frame, text in parse_schedule(schedule)]
-        first = entries[0][1]
-        return (Conditioning(first.family, schedule, first.embeds, extras={"schedule": entries}),)
+        entries = tuple((frame, model.encode_prompt(text)) for frame, text in parse_schedule(schedule))
+        return (entries[0][1].replace(prompt=schedule, schedule=entries),)
 
 
 NODE_CLASS_MAPPINGS = {"KinemaTextEncode": KinemaTextEncode, "KinemaImageToVideo": KinemaImageToVideo,

@@ -12,8 +12,8 @@ _OUTPUT_TAG = " [output]"
 
 
 def _latent_samples(model, latent):
-    from ..models import tae
-    tae.check_latents(model, latent["samples"])
+    from ..models import vae_tiling
+    vae_tiling.check_latents(model, latent["samples"])
     family = latent.get("kinema_family")
     if family is not None and family != model.name:
         from ..models.checks import fail
@@ -52,7 +52,7 @@ class KinemaTileOptions:
         }}
 
     def options(self, memory_mb, tile_size, tile_overlap, chunk_frames):
-        from ..models.tae import TileSettings
+        from ..models.vae_tiling import TileSettings
         settings = TileSettings(memory_mb=memory_mb, tile_px=tile_size, overlap_px=tile_overlap,
                                 chunk_frames=chunk_frames)
         settings.check()
@@ -78,9 +78,9 @@ class KinemaVideoDecode:
 
     def decode(self, model, latent, tiling=None):
         import torch
-        from ..models import tae
+        from ..models import vae_tiling
         samples = _latent_samples(model, latent)
-        return (torch.cat(list(tae.stream_decode(model, samples, tiling))),)
+        return (torch.cat(list(vae_tiling.stream_decode(model, samples, tiling))),)
 
 
 class KinemaVideoEncode:
@@ -105,14 +105,13 @@ class KinemaVideoEncode:
 
     def encode(self, model, images, length, tiling=None):
         from ..models.checks import fail
+        from ..models.edit import encode_video
         if images.shape[0] == 1:
             images = images.expand(length, *images.shape[1:])
         elif images.shape[0] != length:
             fail("images", f"must have 1 or `length` ({length}) frames", images.shape[0],
                  "Set length to the clip's frame count.")
-        frames = images[..., :3].float()
-        latents = model.encode(frames) if tiling is None else model.encode(frames, tiling)
-        return ({"samples": latents.cpu(), "kinema_frames": length},)
+        return ({"samples": encode_video(model, images, tiling).cpu(), "kinema_frames": length},)
 
 
 class KinemaDecodeAndSave:
@@ -158,7 +157,7 @@ class KinemaDecodeAndSave:
     def save(self, model, latent, fps, format, filename_prefix, audio=None, tiling=None, keep_latents=False,
              prompt=None, extra_pnginfo=None):
         import json
-        from ..models import media, tae
+        from ..models import media, vae_tiling
         from .media import _saved, _ui
         samples = _latent_samples(model, latent)
         fmt = media.video_format(format)
@@ -166,15 +165,15 @@ class KinemaDecodeAndSave:
         path = media.next_output_path(root, filename_prefix, fmt.value)
         tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
         tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
-        progress = env.Progress(tae.frames_for(model, samples.shape[2]))
-        tae.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling, metadata=tags or None,
+        progress = env.Progress(model.pixel_frames(samples.shape[2]))
+        vae_tiling.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling, metadata=tags or None,
                             keep_latents=keep_latents, on_frames=lambda done, total: progress(done))
         return {"ui": _ui(_saved(path, root, "output"), fmt), "result": ()}
 
 
 def _latent_files() -> list[str]:
     """Latents files for the dropdown: the input folders' own, then the output folder's tagged " [output]"."""
-    from ..models.tae import LATENTS_SUFFIX
+    from ..models.vae_tiling import LATENTS_SUFFIX
     found: list[str] = []
     for folder in env.input_search_dirs():
         if folder.is_dir():
@@ -225,8 +224,8 @@ class KinemaLoadLatent:
         return env.file_problem(_latent_path, latents)
 
     def load(self, latents):
-        from ..models import tae
-        samples, info, _audio = tae.load_latents(_latent_path(latents))
+        from ..models import vae_tiling
+        samples, info, _audio = vae_tiling.load_latents(_latent_path(latents))
         return ({"samples": samples, "kinema_frames": info.frames, "kinema_family": info.family},
                 float(info.fps or 0.0))
 

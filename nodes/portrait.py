@@ -10,12 +10,12 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 def _portrait_models() -> list[str]:
     """Folders a portrait family accepts (Kinema-Tiny Portrait, LTX-2), by their model_index.json."""
     import json
-    from ..models.portrait import portrait_family_for
+    from ..models.families import PORTRAIT
     names = []
     for name in env.list_models("diffusers"):
         index = env.find_model("diffusers", name) / "model_index.json"
         try:
-            if portrait_family_for(json.loads(index.read_text())):
+            if PORTRAIT.match(json.loads(index.read_text())):
                 names.append(name)
         except (OSError, ValueError):
             continue
@@ -49,7 +49,7 @@ class KinemaLoadPortraitModel:
 
     def load(self, model, device, dtype):
         from ..models.devices import pick_device, pick_dtype
-        from ..models.portrait import load_portrait_model
+        from ..models.families import load_portrait_model
         dev = pick_device(device)
         return (load_portrait_model(env.find_model("diffusers", model), dev, pick_dtype(dtype, dev)),)
 

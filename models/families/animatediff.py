@@ -11,23 +11,22 @@ from typing import Any
 
 import torch
 
-from .. import tae
+from .. import vae_tiling
 from ..checks import fail
-from .base import Conditioning, VideoFamily, quiet_diffusers
+from .base import Capabilities, Conditioning, VideoFamily, load_pipeline
 
 ANIMATEDIFF_PIPELINES = {"AnimateDiffPipeline", "AnimateDiffVideoToVideoPipeline"}
 
 
 class AnimateDiffFamily(VideoFamily):
     name = "animatediff"
+    title = "AnimateDiff (SD 1.5 + motion adapter)"
+    capabilities = Capabilities(attention_windows=True, per_frame_text=True, tiled_vae=True)
     flow = False
     temporal_ratio = 1
     spatial_ratio = 8
     spatial_multiple = 8
     default_frames = 16
-    decode_chunk = 16   # frames per VAE decode call (the VAE is per frame)
-    per_frame_text = True       # prompt rows are repeated per frame: (B*F, 77, D)
-    attention_windows = True    # FreeNoise fuses windows inside the motion modules' temporal attention
     denoiser_attr = "motion_adapter"   # a single .safetensors file replaces the motion module (mm_sd_v15 etc.)
 
     def __init__(self, path, device, dtype, pipe):
@@ -49,15 +48,11 @@ class AnimateDiffFamily(VideoFamily):
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype,
              motion_adapter: Path | None = None) -> "AnimateDiffFamily":
         from diffusers import AnimateDiffPipeline, MotionAdapter
-        quiet_diffusers()
         kwargs = {}
         if motion_adapter is not None:
             kwargs["motion_adapter"] = MotionAdapter.from_pretrained(str(motion_adapter), dtype=dtype,
-                                                                     local_files_only=True)
-        pipe = AnimateDiffPipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True, **kwargs)
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        return cls(path, device, dtype, pipe)
+                                                                     local_files_only=True, use_safetensors=True)
+        return cls(path, device, dtype, load_pipeline(AnimateDiffPipeline, path, device, dtype, fp32=(), **kwargs))
 
     def _set_denoiser(self, adapter) -> None:
         self.pipe.motion_adapter = adapter
@@ -69,13 +64,13 @@ class AnimateDiffFamily(VideoFamily):
             embeds, _ = self.pipe.encode_prompt(text, self.device, 1, False, None)    # (1, 77, D)
         return Conditioning(self.name, text, embeds.to(self.unet.dtype))
 
-    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
         if positive.image is not None:
             fail("positive", "carries a start image, which AnimateDiff cannot take as conditioning", "an image",
                  "Encode the image with Video Encode and connect it to the sampler's `latent` with denoise < 1.")
         conds = [negative, positive] if negative is not None else [positive]
         embeds = torch.cat([c.embeds for c in conds])                                   # (B, 77, D)
-        return {"encoder_hidden_states": embeds.repeat_interleave(num_frames, dim=0)}   # (B*F, 77, D)
+        return {"encoder_hidden_states": embeds.repeat_interleave(settings.num_frames, dim=0)}   # (B*F, 77, D)
 
     def set_attention_windows(self, length, stride=1, weights="pyramid") -> None:
         """FreeNoise inside the motion modules (diffusers' FreeNoiseTransformerBlock): the whole clip goes through
@@ -93,15 +88,11 @@ class AnimateDiffFamily(VideoFamily):
         return self.unet(latents.to(self.unet.dtype), t, encoder_hidden_states=batch["encoder_hidden_states"]).sample
 
     # ---- VAE (per frame) -----------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
-        """latents (1, 4, F, h, w) -> IMAGE (F, H, W, 3) float32 0..1 on the CPU: frames in chunks and, for large
-        frames, blended tiles within the memory budget (models/tae.py)."""
-        return torch.cat(list(self.decode_chunks(latents, tiling)))
+    def decode_chunks(self, latents: torch.Tensor, tiling: "vae_tiling.TileSettings | None" = None):
+        """latents (1, 4, F, h, w) -> IMAGE chunks (n, H, W, 3) float32 0..1 on the CPU: frames in chunks and, for
+        large frames, blended tiles within the memory budget (models/vae_tiling.py)."""
+        return vae_tiling.decode_chunks(self.vae, latents / self.scaling, tiling)             # (1, 4, F, h, w)
 
-    def decode_chunks(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None):
-        """As decode, one chunk of frames (n, H, W, 3) at a time: for streaming into a video file."""
-        return tae.decode_chunks(self.vae, latents / self.scaling, tiling)             # (1, 4, F, h, w)
-
-    def encode(self, frames: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, tiling: "vae_tiling.TileSettings | None" = None) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1 -> latents (1, 4, F, h, w) in the sampler's space, tiled like decode."""
-        return tae.encode(self.vae, frames, tiling) * self.scaling
+        return vae_tiling.encode(self.vae, frames, tiling) * self.scaling

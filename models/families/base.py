@@ -1,21 +1,28 @@
-"""The family protocol: what differs between video models, and nothing else.
+"""The family protocol: what differs between models, and nothing else.
 
-Kinema owns the denoising loop (models/sampling.py). A family supplies: loading, prompt encoding, the latent
-grid for a clip, conditioning prepared once per run, ONE denoiser call on a batch of latents, and the VAE/TAE
-encode/decode. The loop drives any family with diffusers' schedulers, so windows, previews, progress, interrupt
-and editing work for every family at once.
+Kinema owns the denoising loop (models/sampling.py). A family supplies only what differs between models:
+  loading         accepts(model_index), load(path, device, dtype), load_weights_file(file)
+  sizes           check_settings(settings), latent_shape(settings), latent_frames(n), pixel_frames(f)
+  conditioning    encode_prompt(text), prepare(positive, negative, settings, generator), prefix_frames(positive)
+  the denoiser    predict(latents, t, batch) -- ONE call on a batch of latents; finish(latents, batch)
+  windows         window_batch(batch, start, end, frames), set_attention_windows(length, stride, weights)
+  schedulers      make_scheduler(choice, shift), set_timesteps(scheduler, settings, device), initial_noise(...)
+  VAE / TAE       decode(latents, tiling), decode_chunks(latents, tiling), encode(frames, tiling), preview(latents)
+and declares what it can do once, as data (`capabilities`), which generic code asks instead of probing for
+attributes. Conditioning (KINEMA_COND) carries typed fields, one per kind of conditioning a node can attach.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
 
-from ..checks import check_multiple, check_range, fail
+from ..checks import check_frames, check_multiple, check_range, fail
 
 
 class SchedulerChoice(str, Enum):
@@ -28,37 +35,113 @@ class SchedulerChoice(str, Enum):
     LCM = "lcm"                  # LCMScheduler (AnimateDiff-Lightning / LCM motion modules)
 
 
-@dataclass
+# ---- what a family can do -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Capabilities:
+    """Declared once per family (a loaded model may narrow it, e.g. a Wan text-to-video folder has no image
+    condition). Generic code (sampling, edit, audio, portrait, nodes) asks this record, never hasattr."""
+    windows: bool = True              # long clips in context windows (FreeNoise)
+    attention_windows: bool = False   # windows fused inside temporal attention (AnimateDiff's motion modules)
+    per_frame_text: bool = False      # text rows are per frame (B*F, L, D), not per sample (B, L, D)
+    image_condition: bool = False     # a start image (Image to Video, Reference Image): Wan I2V, Kinema-Tiny
+    references: bool = False          # reference images prepended in latent time (Wan VACE)
+    encode: bool = True               # frames -> latents (Video Encode, Video Edit, upscale refine)
+    any_size: bool = True             # samples at sizes other than one trained size (refine after upscaling)
+    tiled_vae: bool = False           # decode/encode honour TileSettings (chunks and tiles within a budget)
+    text_to_audio: bool = False       # sound from a prompt alone (Stable Audio)
+    video_to_audio: bool = False      # sound for a clip (LTX-2's audio branch, Kinema-Tiny Audio)
+    portrait: bool = False            # audio-driven portrait windows (models/portrait.py)
+
+
+# ---- conditioning (KINEMA_COND) -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class References:
+    """Reference images of a subject kept across the clip (Wan VACE). images: IMAGE (H, W, 3) 0..1 on the CPU,
+    one per reference, in the order attached; strength: VACE's conditioning_scale (0..1)."""
+    images: tuple[torch.Tensor, ...]
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
+class PortraitWindow:
+    """What one window of an audio-driven portrait is conditioned on (models/portrait.py builds it per window).
+
+    audio: the window's sound, per family: Kinema-Tiny Portrait (1, F, A) per-frame loudness features; LTX-2 raw
+        audio VAE latents (1, C, L, M) of the window's own time span (held clean).
+    known: frames held clean: Kinema-Tiny Portrait (1, 4, F, H, W) pixels -1..1 + mask; LTX-2 (1, C, k, h, w)
+        latent frames placed after the portrait frame; None when there are none (the first window).
+    portrait: LTX-2's portrait latent (1, C, 1, h, w) (Kinema-Tiny Portrait takes Conditioning.image).
+    identity_strength: 1 = as trained; > 1 extrapolates away from a pass without the portrait.
+    """
+    audio: torch.Tensor
+    known: torch.Tensor | None = None
+    portrait: torch.Tensor | None = None
+    identity_strength: float = 1.0
+
+
+@dataclass(frozen=True)
 class Conditioning:
-    """KINEMA_COND: one encoded prompt, plus what conditioning nodes attached to it.
+    """KINEMA_COND: one encoded prompt, plus what conditioning nodes attached to it (each in its own field).
 
     embeds: text encoder hidden states, (1, L, D) on the model's device and dtype.
-    image:  optional first frame for image-to-video, IMAGE (1, H, W, 3) float 0..1 on the CPU.
+    mask:   the embeds' attention mask (1, L) for families that need it (LTX-2's Gemma), else None.
+    image:  start frame for image-to-video, IMAGE (1, H, W, 3) float 0..1 on the CPU (Image to Video
+            Conditioning, or Reference Image on an image-conditioned family).
+    schedule: ((frame, Conditioning), ...) keyframes of a Prompt Schedule (first at frame 0); () for one prompt.
+    references: Wan VACE reference images (Reference Image node), or None.
+    video:  video-to-audio: the clip (F, H, W, 3) 0..1 on the CPU the sound is for (Video to Audio), or None.
+    unconditional: the model's own all-zero "no prompt" input (Stable Audio without a negative prompt).
+    portrait: one audio-driven portrait window's inputs (models/portrait.py), or None.
     """
     family: str
     prompt: str
     embeds: torch.Tensor
+    mask: torch.Tensor | None = None
     image: torch.Tensor | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    schedule: tuple[tuple[int, "Conditioning"], ...] = ()
+    references: References | None = None
+    video: torch.Tensor | None = None
+    unconditional: bool = False
+    portrait: PortraitWindow | None = None
+
+    def replace(self, **changes) -> "Conditioning":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
 
     def with_image(self, image: torch.Tensor) -> "Conditioning":
-        return Conditioning(self.family, self.prompt, self.embeds, image, dict(self.extras))
+        return self.replace(image=image)
+
+    def keyframes(self) -> tuple[tuple[int, "Conditioning"], ...]:
+        """The prompt schedule as ((frame, Conditioning), ...): what is attached to this conditioning (a start
+        image, reference images) applies to every entry that has none of its own."""
+        entries = self.schedule or ((0, self),)
+        return tuple((f, c.replace(image=c.image if c.image is not None else self.image,
+                                   references=c.references or self.references)) for f, c in entries)
 
 
+# ---- the family --------------------------------------------------------------------------------------------------
 class VideoFamily:
     """Base class for a loaded model of one family (the KINEMA_MODEL value)."""
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""                 # what the family loads, for messages ("Wan T2V/I2V", ...)
+    capabilities: Capabilities = Capabilities()
     flow: ClassVar[bool] = False              # flow matching (velocity) or epsilon/v diffusion
     spatial_ratio: int = 8                    # pixels per latent cell
     temporal_ratio: int = 1                   # frames per latent frame (causal VAEs: 4 -> frames = 4k+1)
     spatial_multiple: int = 8                 # width/height must be multiples of this
     default_frames: int = 16
+    latent_channels: int = 4
+    default_scheduler: Any = None             # the folder's scheduler (make_scheduler copies it per run)
+    denoiser_attr: ClassVar[str] = "transformer"   # the component a single .safetensors file replaces
+    text_keys: ClassVar[tuple[str, ...]] = ("encoder_hidden_states",)   # batch entries a prompt schedule blends
+    frame_keys: ClassVar[dict[str, int]] = {}  # batch entries with a frame axis -> that axis, sliced per window
 
     def __init__(self, path: Path, device: torch.device, dtype: torch.dtype):
         self.path = Path(path)
         self.device = device
         self.dtype = dtype
+        self.pipe = None                      # the diffusers pipeline the family wraps, when it has one
 
     # ---- loading -------------------------------------------------------------------------------------------
     @classmethod
@@ -69,9 +152,6 @@ class VideoFamily:
     @classmethod
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "VideoFamily":
         raise NotImplementedError
-
-    # single-file weights: which component a .safetensors file replaces, and its class
-    denoiser_attr: ClassVar[str] = "transformer"
 
     def load_weights_file(self, file: Path) -> None:
         """Replace the denoiser's weights with a single-file .safetensors checkpoint (diffusers or the model's
@@ -93,43 +173,54 @@ class VideoFamily:
         setattr(self.pipe, self.denoiser_attr, module)
         setattr(self, self.denoiser_attr, module)
 
+    # ---- sizes ---------------------------------------------------------------------------------------------
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for num_frames pixel frames: a causal VAE of ratio r codes r*k+1 frames in k+1."""
+        return (num_frames - 1) // self.temporal_ratio + 1 if self.temporal_ratio > 1 else num_frames
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        """Pixel frames that latent_frames latent frames decode to (the inverse of latent_frames)."""
+        return (latent_frames - 1) * self.temporal_ratio + 1 if self.temporal_ratio > 1 else latent_frames
+
+    def check_size(self, num_frames: int, height: int, width: int) -> None:
+        """Reject (never round) clip sizes this model cannot make (video families; check_settings calls it)."""
+        check_range("length", num_frames, 1, 10_000)
+        check_multiple("height", height, self.spatial_multiple)
+        check_multiple("width", width, self.spatial_multiple)
+        check_frames("length", num_frames, self.temporal_ratio)
+
+    def check_settings(self, settings) -> None:
+        """Reject (never round) settings this model cannot honour. settings: sampling.SamplerSettings."""
+        self.check_size(settings.num_frames, settings.height, settings.width)
+
+    def latent_shape(self, settings) -> tuple[int, ...]:
+        """Latent shape of one sample without the batch axis: (C, f, h, w) for the settings' clip."""
+        return (self.latent_channels, self.latent_frames(settings.num_frames),
+                settings.height // self.spatial_ratio, settings.width // self.spatial_ratio)
+
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
         raise NotImplementedError
 
-    def check_size(self, num_frames: int, height: int, width: int) -> None:
-        """Reject (never round) sizes this model cannot make."""
-        check_range("length", num_frames, 1, 10_000)
-        check_multiple("height", height, self.spatial_multiple)
-        check_multiple("width", width, self.spatial_multiple)
-        if self.temporal_ratio > 1:
-            from ..checks import check_frames
-            check_frames("length", num_frames, self.temporal_ratio)
-
-    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """(C, f, h, w) of the latent clip for num_frames x height x width pixels."""
-        f = (num_frames - 1) // self.temporal_ratio + 1 if self.temporal_ratio > 1 else num_frames
-        return (self.latent_channels, f, height // self.spatial_ratio, width // self.spatial_ratio)
-
-    def prepare(self, positive: Conditioning, negative: Conditioning | None, num_frames: int, height: int,
-                width: int, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Everything the denoiser needs besides the latents, batched as [negative, positive] when negative
-        is given (classifier-free guidance in one batch) or [positive] alone."""
+    def prepare(self, positive: Conditioning, negative: Conditioning | None, settings,
+                generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Everything the denoiser needs besides the latents for one run, batched as [negative, positive] when
+        negative is given (classifier-free guidance in one batch) or [positive] alone."""
         raise NotImplementedError
 
-    # ---- windows (long video) ----------------------------------------------------------------------------
-    text_keys: ClassVar[tuple[str, ...]] = ("encoder_hidden_states",)   # batch entries that a prompt schedule blends
-    per_frame_text: ClassVar[bool] = False      # text rows are per frame (B*F, L, D) rather than per sample (B, L, D)
-    frame_keys: ClassVar[dict[str, int]] = {}   # batch entries with a frame axis -> that axis, sliced per window
-    attention_windows: ClassVar[bool] = False   # can fuse windows inside its temporal attention
+    def prefix_frames(self, positive: Conditioning) -> int:
+        """Latent frames the family prepends to the clip for this conditioning (Wan VACE: one per reference
+        image). The loop draws noise for them too and `finish` drops them. Default: 0."""
+        return 0
 
+    # ---- windows (long video) ----------------------------------------------------------------------------
     def window_batch(self, batch: dict[str, Any], start: int, end: int, num_frames: int) -> dict[str, Any]:
         """The batch for latent frames [start, end) of a clip of num_frames latent frames."""
         out = dict(batch)
         for key, axis in self.frame_keys.items():
             if key in out and out[key] is not None:
                 out[key] = out[key].narrow(axis, start, end - start)
-        if self.per_frame_text:
+        if self.capabilities.per_frame_text:
             for key in self.text_keys:
                 rows = out[key]                                             # (B*F, L, D)
                 rows = rows.view(-1, num_frames, *rows.shape[1:])[:, start:end]  # (B, f, L, D)
@@ -150,24 +241,37 @@ class VideoFamily:
         """Called once after the last step (e.g. to restore a clean conditioning frame). Default: unchanged."""
         return latents
 
-    def reference_frames(self, positive: Conditioning) -> int:
-        """Latent frames the family prepends to the clip for this conditioning (Wan VACE: one per reference
-        image). The loop draws noise for them too, and `finish` drops them. Default: 0."""
-        return 0
+    # ---- schedulers ----------------------------------------------------------------------------------------
+    def make_scheduler(self, choice: str, shift: float):
+        """A fresh scheduler for one run. `default` is the model folder's own; shift > 0 overrides its shift."""
+        from . import schedulers
+        return schedulers.make(self, choice, shift)
+
+    def set_timesteps(self, scheduler, settings, device) -> None:
+        """Set the scheduler's timesteps for settings.num_inference_steps (a family may pass sigmas or a shift)."""
+        scheduler.set_timesteps(settings.num_inference_steps, device=device)
+
+    def initial_noise(self, settings, shape: tuple[int, ...], generator: torch.Generator, device) -> torch.Tensor:
+        """Seeded noise of `shape` (batch axis included), float32, drawn on the CPU generator (a family may draw
+        in the order its diffusers pipeline does, so that a seed gives the pipeline's result)."""
+        from diffusers.utils.torch_utils import randn_tensor
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
     # ---- VAE / TAE -----------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU."""
-        raise NotImplementedError
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
+        """latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU. tiling: a
+        vae_tiling.TileSettings, honoured by families whose capabilities say tiled_vae."""
+        return torch.cat(list(self.decode_chunks(latents, tiling)))
 
     def decode_chunks(self, latents: torch.Tensor, tiling=None) -> Iterator[torch.Tensor]:
-        """As decode, in chunks of frames (n, H, W, 3) for streaming into a file (models/tae.py). Default: one
-        chunk; families with big VAEs decode chunk by chunk within a memory budget (tiling: tae.TileSettings)."""
-        yield self.decode(latents)
+        """As decode, in chunks of frames (n, H, W, 3) for streaming into a file (models/vae_tiling.py). A family
+        overrides decode_chunks (big VAEs: chunk by chunk) or decode (one chunk); the defaults call each other."""
+        yield self.decode(latents, tiling)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, tiling=None) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1 -> latents (1, C, f, h, w) in the space the sampler works in."""
-        raise NotImplementedError
+        fail("model", f"cannot encode frames ({self.name} has no encoder)", self.name,
+             "Use a model with a VAE (Wan, AnimateDiff, Kinema-Tiny).")
 
     def preview(self, latents: torch.Tensor) -> torch.Tensor:
         """Cheap latent -> RGB for live previews: (1, C, f, h, w) -> (f, h, w, 3) 0..1, one pixel per latent cell.
@@ -192,96 +296,79 @@ class VideoFamily:
         each. Computed on first use and cached; None when the family has no encode."""
         if getattr(self, "_preview_fit", None) is not None:
             return self._preview_fit if isinstance(self._preview_fit, torch.Tensor) else None
+        if not self.capabilities.encode:
+            self._preview_fit = False
+            return None
         from torch.nn import functional as F
         g = torch.Generator().manual_seed(0)
         size = 8 * self.spatial_ratio
         xs, ys = [], []
-        try:
-            for _ in range(self.PREVIEW_PROBES):
-                low = torch.rand(1, 3, 3, 3, generator=g)
-                image = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-                z = self.encode(image.permute(0, 2, 3, 1))               # (1, C, 1, 8, 8)
-                xs.append(z[0, :, 0].flatten(1).T.float().cpu())         # (64, C)
-                ys.append(F.avg_pool2d(image, self.spatial_ratio)[0].flatten(1).T)   # (64, 3)
-        except (NotImplementedError, ValueError, RuntimeError):
-            self._preview_fit = False
-            return None
+        for _ in range(self.PREVIEW_PROBES):
+            low = torch.rand(1, 3, 3, 3, generator=g)
+            image = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+            z = self.encode(image.permute(0, 2, 3, 1))               # (1, C, 1, 8, 8)
+            xs.append(z[0, :, 0].flatten(1).T.float().cpu())         # (64, C)
+            ys.append(F.avg_pool2d(image, self.spatial_ratio)[0].flatten(1).T)   # (64, 3)
         a = torch.cat(xs)
         a = torch.cat([a, torch.ones(len(a), 1)], dim=1)                 # (N, C + 1)
         self._preview_fit = torch.linalg.lstsq(a.double(), torch.cat(ys).double()).solution.float()
         return self._preview_fit
 
-    # ---- schedulers ----------------------------------------------------------------------------------------
-    default_scheduler: Any = None
-
-    def make_scheduler(self, choice: str, shift: float):
-        """A fresh scheduler for one run. `default` is the model folder's own; shift > 0 overrides its shift."""
-        from . import schedulers
-        return schedulers.make(self, choice, shift)
-
-    latent_channels: int = 4
-
-    # ---- what the loop asks (models/sampling.py) -----------------------------------------------------------
-    # Video families answer from num_frames / height / width (the methods above); audio families (AudioFamily)
-    # override these, so the one loop drives latents of any shape: (1, C, f, h, w) video, (1, C, T) audio.
-    windows: ClassVar[bool] = True              # accepts long-video context windows
-
-    def check_settings(self, settings) -> None:
-        """Reject (never round) settings this model cannot honour. settings: sampling.SamplerSettings."""
-        self.check_size(settings.num_frames, settings.height, settings.width)
-
-    def latent_shape_for(self, settings) -> tuple[int, ...]:
-        """Latent shape of one sample, without the batch axis: (C, f, h, w) for video."""
-        return self.latent_shape(settings.num_frames, settings.height, settings.width)
-
-    def prepare_for(self, positive: Conditioning, negative: Conditioning | None, settings,
-                    generator: torch.Generator | None = None) -> dict[str, Any]:
-        """The denoiser's batch for one run (see prepare)."""
-        return self.prepare(positive, negative, settings.num_frames, settings.height, settings.width, generator)
-
-    def set_timesteps(self, scheduler, settings, device) -> None:
-        """Set the scheduler's timesteps for settings.num_inference_steps (a family may pass sigmas or a shift)."""
-        scheduler.set_timesteps(settings.num_inference_steps, device=device)
-
-    def initial_noise(self, settings, shape: tuple[int, ...], generator: torch.Generator, device) -> torch.Tensor:
-        """Seeded noise of `shape` (batch axis included), float32, drawn on the CPU generator (a family may draw
-        in the order its diffusers pipeline does, so that a seed gives the pipeline's result)."""
-        from diffusers.utils.torch_utils import randn_tensor
-        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-
 
 class AudioFamily(VideoFamily):
     """Base class for an audio model (the KINEMA_AUDIO_MODEL value), driven by the same loop as video.
 
-    The loop's latents are (1, C, T): channels by latent time steps. An audio family supplies the same
-    protocol as a video family (encode_prompt, prepare, predict, schedulers) and answers the loop's questions
-    (check_settings, latent_shape_for, prepare_for) from settings.audio_length_in_s (text-to-audio) or from
-    settings.num_frames / settings.frame_rate (audio for a video). decode gives a waveform, not frames.
+    The loop's latents are (1, C, T): channels by latent time steps. An audio family supplies the same protocol
+    as a video family and answers the loop's questions (check_settings, latent_shape, prepare) from
+    settings.audio_length_in_s (text-to-audio) or from settings.num_frames / settings.frame_rate (audio for a
+    video). decode gives a waveform, not frames.
     """
 
-    windows = False
+    capabilities = Capabilities(windows=False, encode=False)
     sample_rate: int = 44100                    # Hz of the decoded waveform
     audio_channels: int = 2
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, C, T) -> waveform (1, channels, samples) float32 on the CPU, at self.sample_rate."""
         raise NotImplementedError
 
+    def check_clip(self, settings) -> None:
+        """Video-to-audio settings: a frame count and the clip's frame rate (checked once, here)."""
+        from ..media import check_fps
+        check_range("length", settings.num_frames, 1, 100_000)
+        check_fps("fps", settings.frame_rate)
+
     @staticmethod
-    def video_for(positive: "Conditioning", settings) -> torch.Tensor:
+    def video_for(positive: Conditioning, settings) -> torch.Tensor:
         """Video-to-audio: the frames (F, H, W, C) the Video to Audio node attached, checked against the length."""
-        frames = positive.extras.get("video")
-        if frames is None:
+        if positive.video is None:
             fail("positive", "must carry the video the sound is for", "no video",
                  "Use the Video to Audio node, which attaches the frames.")
-        if frames.shape[0] != settings.num_frames:
-            fail("length", f"must equal the clip's frame count ({frames.shape[0]})", settings.num_frames,
+        if positive.video.shape[0] != settings.num_frames:
+            fail("length", f"must equal the clip's frame count ({positive.video.shape[0]})", settings.num_frames,
                  "Pass the clip's own length: the audio duration is frames / fps.")
-        return frames
+        return positive.video
 
     def num_samples(self, settings) -> int:
         """Waveform samples the run must deliver (exact: the decoded audio is trimmed to this)."""
-        raise NotImplementedError
+        from ..media import samples_for_frames
+        return samples_for_frames(settings.num_frames, settings.frame_rate, self.sample_rate)
+
+
+# ---- helpers every family uses -------------------------------------------------------------------------------------
+def load_pipeline(pipeline, path: Path, device: torch.device, dtype: torch.dtype, fp32: tuple[str, ...] = ("vae",),
+                  **components):
+    """A diffusers pipeline from a local folder, never downloading: `pipeline` is a class or "auto"
+    (DiffusionPipeline picks the folder's class); the components named in fp32 stay float32 (VAEs and vocoders are
+    small and precision-sensitive); extra components (e.g. a motion adapter) are passed through."""
+    if pipeline == "auto":
+        from diffusers import DiffusionPipeline as pipeline
+    quiet_diffusers()
+    pipe = pipeline.from_pretrained(str(path), dtype={"default": dtype, **{k: torch.float32 for k in fp32}},
+                                    local_files_only=True, use_safetensors=True, **components)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def check_weights_file(file) -> Path:
@@ -302,11 +389,6 @@ def read_model_index(path: Path) -> dict:
         raise FileNotFoundError(f"`model` {str(path)!r} has no model_index.json. Fix: pick a diffusers-format "
                                 f"folder (the one that holds model_index.json, unet/ or transformer/, vae/ ...).")
     return json.loads(index.read_text())
-
-
-def check_family(model, family: str, arg: str = "model") -> None:
-    if model.name != family:
-        fail(arg, f"must be a {family} model", model.name, f"Connect a {family} model.")
 
 
 def quiet_diffusers() -> None:

@@ -17,13 +17,15 @@ from typing import Any
 
 import torch
 
-from ..checks import check_range, fail
-from .base import AudioFamily, Conditioning
+from ..checks import fail
+from .base import AudioFamily, Capabilities, Conditioning
 from .ltx2_common import MAX_SEQUENCE_LENGTH, LTX2Folder, gemma_prompt, set_ltx2_timesteps
 
 
 class LTX2AudioFamily(LTX2Folder, AudioFamily):
     name = "ltx2"
+    title = "LTX-2 (video to audio)"
+    capabilities = Capabilities(windows=False, encode=False, video_to_audio=True)
     flow = True
     max_sequence_length = MAX_SEQUENCE_LENGTH     # Gemma tokens per prompt (the pipeline's default)
     condition_max_cells = 16       # the clip is encoded with at most this many latent cells on its long side
@@ -70,24 +72,18 @@ class LTX2AudioFamily(LTX2Folder, AudioFamily):
         mel_frames = -(-mel_samples // self.hop)
         return max(1, -(-(mel_frames - 1) // self.audio_ratio) + 1)
 
-    def num_samples(self, settings) -> int:
-        from ..audio import samples_for_frames
-        return samples_for_frames(settings.num_frames, settings.frame_rate, self.sample_rate)
-
     def _video_grid(self, settings) -> tuple[int, int, int]:
         f = (self.condition_frames(settings.num_frames) - 1) // self.temporal_ratio + 1
         return f, settings.height // self.spatial_ratio, settings.width // self.spatial_ratio
 
     def check_settings(self, settings) -> None:
-        check_range("length", settings.num_frames, 1, 100_000)
-        if not settings.frame_rate > 0:
-            fail("fps", "must be above 0", settings.frame_rate, "Use the frame rate of the video, e.g. 16 or 24.")
+        self.check_clip(settings)
         for arg, value in (("height", settings.height), ("width", settings.width)):
             if value <= 0 or value % self.spatial_multiple:
                 fail(arg, f"must be a positive multiple of {self.spatial_multiple}", value,
                      "Use condition_size() to pick the encoding size.")
 
-    def latent_shape_for(self, settings) -> tuple[int, int]:
+    def latent_shape(self, settings) -> tuple[int, int]:
         return (self.latent_channels, self.audio_latent_steps(self.num_samples(settings)))     # (C*M, L)
 
     def initial_noise(self, settings, shape, generator, device) -> torch.Tensor:
@@ -110,14 +106,9 @@ class LTX2AudioFamily(LTX2Folder, AudioFamily):
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
-        """Gemma hidden states of every layer, stacked: embeds (1, L, D * layers), mask in extras."""
+        """Gemma hidden states of every layer, stacked: embeds (1, L, D * layers) and their mask (1, L)."""
         embeds, mask = gemma_prompt(self.pipe, text, self.device, self.max_sequence_length)
-        return Conditioning(self.name, text, embeds, extras={"mask": mask})
-
-    def with_video(self, positive: Conditioning, frames: torch.Tensor) -> Conditioning:
-        """positive carrying the clip: IMAGE frames (F, H, W, 3) float 0..1 on the CPU."""
-        return Conditioning(positive.family, positive.prompt, positive.embeds, positive.image,
-                            {**positive.extras, "video": frames})
+        return Conditioning(self.name, text, embeds, mask=mask)
 
     def _encode_clip(self, frames: torch.Tensor, settings) -> torch.Tensor:
         """The clip through the video VAE, as LTX2ConditionPipeline encodes a condition: packed (1, N, C)."""
@@ -133,7 +124,7 @@ class LTX2AudioFamily(LTX2Folder, AudioFamily):
         latent = self.pipe._normalize_latents(latent, self.vae.latents_mean, self.vae.latents_std)
         return self.pipe._pack_latents(latent.to(self.device, torch.float32), self.patch, self.patch_t)
 
-    def prepare_for(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
         frames = self.video_for(positive, settings)
         conds = [negative, positive] if negative is not None else [positive]
         b = len(conds)
@@ -142,11 +133,11 @@ class LTX2AudioFamily(LTX2Folder, AudioFamily):
             video = self._encode_clip(frames, settings)                                  # (1, N, C)
             # 2. text through the connectors, one row per prompt: [negative, positive]
             embeds = torch.cat([c.embeds for c in conds])                                # (B, L, D * layers)
-            mask = torch.cat([c.extras["mask"] for c in conds])                          # (B, L)
+            mask = torch.cat([c.mask for c in conds])                                    # (B, L)
             text, audio_text, text_mask = self.connectors(embeds, mask, padding_side=self.pipe.tokenizer_padding_side)
         # 3. positions in seconds on the shared clock
         f, h, w = self._video_grid(settings)
-        steps = self.latent_shape_for(settings)[1]
+        steps = self.latent_shape(settings)[1]
         rope, audio_rope = self.transformer.rope, self.transformer.audio_rope
         video_coords = rope.prepare_video_coords(1, f, h, w, self.device, fps=float(settings.frame_rate))
         audio_coords = audio_rope.prepare_audio_coords(1, steps, self.device)
@@ -178,7 +169,7 @@ class LTX2AudioFamily(LTX2Folder, AudioFamily):
         return audio.transpose(1, 2)                                                      # (B, C*M, L)
 
     # ---- audio VAE + vocoder -------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, C*M, L) -> waveform (1, channels, samples) float32 on the CPU at self.sample_rate."""
         steps = latents.shape[2]
         packed = latents.transpose(1, 2).to(self.device, torch.float32)                   # (1, L, C*M)

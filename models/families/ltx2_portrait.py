@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import check_shape, fail
-from .base import Conditioning, VideoFamily
+from ..checks import check_frames, check_shape, fail
+from ..portrait import Window
+from .base import Capabilities, Conditioning, PortraitWindow, VideoFamily
 from .ltx2_common import LTX2Folder, gemma_prompt, set_ltx2_timesteps
 
 N_FFT = 1024                  # LTX-2's mel STFT size (ltx-core AudioProcessor); not stored in the diffusers folder
@@ -86,9 +87,9 @@ def portrait_array(image: torch.Tensor) -> np.ndarray:
 
 class LTX2PortraitFamily(LTX2Folder, VideoFamily):
     name = "ltx2_portrait"
+    title = "LTX-2"
+    capabilities = Capabilities(windows=False, portrait=True, encode=False)
     flow = True
-    windows = False               # windows are laid over the audio by models/portrait.py, one sample() per window
-    portrait_kind = "ltx2"        # models/portrait.py: clean audio latents + latent overlap (not loudness features)
     default_frames = 121          # pixel frames per window: 8 * 15 + 1, LTX-2's trained ~5 s
     overlap_latents = 1           # latent frames shared by neighbouring windows (8 pixel frames for LTX-2)
     long_side = 768               # output pixels on the long side (the portrait's aspect kept; multiples of 32)
@@ -125,7 +126,7 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
         return round(Fraction(frames) / fps * self.latents_per_second)
 
     def _tokens(self, settings) -> int:
-        _, f, h, w = self.latent_shape_for(settings)
+        _, f, h, w = self.latent_shape(settings)
         return (f // self.patch_t) * (h // self.patch) * (w // self.patch)
 
     # ---- speech -> audio latents (our front end; see the module docstring) ----------------------------------
@@ -165,7 +166,7 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
         embeds, mask = gemma_prompt(self.pipe, text, self.device)
-        return Conditioning(self.name, text, embeds, extras={"mask": mask})
+        return Conditioning(self.name, text, embeds, mask=mask)
 
     def encode_portrait(self, image: torch.Tensor, height: int, width: int, num_frames: int) -> torch.Tensor:
         """IMAGE (1, H, W, C) 0..1 -> its normalised latent (1, C, 1, h, w), as LTX2DFRPipeline encodes a
@@ -192,23 +193,23 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
     def set_timesteps(self, scheduler, settings, device) -> None:
         set_ltx2_timesteps(scheduler, settings.num_inference_steps, self._tokens(settings), device)
 
-    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
-        """positive.extras: "portrait" (1, C, 1, h, w) latent (encode_portrait), "audio_latents" raw (1, C, L, M)
-        for this window (speech_latents), "known" (1, C, k, h, w) latent frames held clean after the portrait (or
-        None), "fps"."""
-        ex = positive.extras
-        if "portrait" not in ex or "audio_latents" not in ex:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+        """positive.portrait: portrait (1, C, 1, h, w) latent (encode_portrait), audio raw (1, C, L, M) speech
+        latents for this window (speech_latents), known (1, C, k, h, w) latent frames held clean after the portrait
+        (or None); settings.frame_rate: the clip's fps (positions in seconds on the shared clock)."""
+        window = positive.portrait
+        if window is None or window.portrait is None:
             fail("positive", "must carry a portrait latent and speech latents", "a plain prompt",
                  "Use the Portrait Animate node.")
-        c, f, h, w = self.latent_shape(num_frames, height, width)
+        c, f, h, w = self.latent_shape(settings)
         conds = [negative, positive] if negative is not None else [positive]
         b, dev = len(conds), self.device
         # 1. clean tokens: the portrait at latent frame 0, then the known frames (the previous window's overlap)
         clean = torch.zeros(1, c, f, h, w, device=dev)                                   # (1, C, f, h, w)
         mask = torch.zeros(1, 1, f, h, w, device=dev)
-        clean[:, :, :1] = ex["portrait"].to(dev)
+        clean[:, :, :1] = window.portrait.to(dev)
         mask[:, :, :1] = 1
-        known = ex.get("known")
+        known = window.known
         if known is not None:
             k = known.shape[2]
             clean[:, :, 1:1 + k] = known.to(dev)
@@ -218,17 +219,17 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
         pack = lambda x: self.pipe._pack_latents(x, self.patch, self.patch_t)             # noqa: E731
         token_mask = pack(mask)[..., :1]                                                  # (1, N, 1)
         # 2. the speech, clean: packed (1, L, C*M) and normalised as the pipelines do
-        audio = self.pipe._pack_audio_latents(ex["audio_latents"].to(dev, torch.float32))
+        audio = self.pipe._pack_audio_latents(window.audio.to(dev, torch.float32))
         audio = self.pipe._normalize_audio_latents(audio, self.audio_vae.latents_mean, self.audio_vae.latents_std)
         steps = audio.shape[1]
         with torch.no_grad():
             # 3. text through the connectors, one row per prompt: [negative, positive]
             embeds = torch.cat([cd.embeds for cd in conds])                              # (B, L, D * layers)
-            text_mask = torch.cat([cd.extras["mask"] for cd in conds])
+            text_mask = torch.cat([cd.mask for cd in conds])
             text, audio_text, text_mask = self.connectors(embeds, text_mask,
                                                           padding_side=self.pipe.tokenizer_padding_side)
         # 4. positions in seconds on the shared clock (window-local: both streams start at 0)
-        fps = float(ex.get("fps", 25.0))
+        fps = float(settings.frame_rate)
         video_coords = self.transformer.rope.prepare_video_coords(b, f // self.patch_t, h // self.patch,
                                                                   w // self.patch, dev, fps=fps)
         audio_coords = self.transformer.audio_rope.prepare_audio_coords(b, steps, dev)
@@ -279,7 +280,7 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
         return latents * (1 - batch["mask"]) + batch["clean"] * batch["mask"]
 
     # ---- VAE -----------------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, C, f, h, w) normalised -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU (as the DFR
         pipeline decodes, decode_timestep 0)."""
         vae = self.vae
@@ -289,3 +290,66 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
         with torch.no_grad():
             video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]          # (1, 3, F, H, W) -1..1
         return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()          # (F, H, W, 3)
+
+    # ---- portrait windows (models/portrait.py) -------------------------------------------------------------
+    def portrait_session(self, image, waveform, sample_rate, fps, num_frames, *, prompt="", overlap=None,
+                         guidance_scale=1.0, identity_strength=1.0) -> "LTX2PortraitSession":
+        """Windows of 8k+1 frames (window_plan), the portrait encoded once, the speech at the audio VAE's rate."""
+        if identity_strength != 1.0:
+            fail("identity_strength", f"must be 1.0 for {self.name} (the portrait is the clean first frame of "
+                 "every window)", identity_strength, "Set identity_strength to 1.0.")
+        r = self.temporal_ratio
+        overlap = r * self.overlap_latents if overlap is None else overlap
+        check_frames("window", self.default_frames, r)
+        if overlap <= 0 or overlap % r or overlap >= self.default_frames - 1:
+            fail("overlap", f"must be a positive multiple of {r} below the window ({self.default_frames} frames) "
+                 f"for {self.name}", overlap, f"Use {r} (one latent frame).")
+        return LTX2PortraitSession(self, image, waveform, sample_rate, fps, num_frames, overlap, prompt,
+                                   guidance_scale)
+
+
+class LTX2PortraitSession:
+    """One clip's windows for LTX-2: each window's speech latents for its own time span, the portrait latent at
+    frame 0, the previous window's last latent frame(s) held clean after it (no VAE round trip)."""
+
+    def __init__(self, model, image, waveform, sample_rate, fps, num_frames, overlap, prompt, guidance_scale):
+        self.model, self.fps, self.overlap_latents = model, fps, overlap // model.temporal_ratio
+        self.windows = window_plan(num_frames, model.temporal_ratio, model.default_frames, overlap)
+        self.height, self.width = model.portrait_size(image.shape[1], image.shape[2])
+        self.ref = model.encode_portrait(image, self.height, self.width, self.windows[0].length)  # (1, C, 1, h, w)
+        self.speech = model.speech_waveform(waveform, sample_rate)                                # (2, T') 16 kHz
+        self.positive = model.encode_prompt(prompt)
+        self.negative = model.encode_prompt("") if guidance_scale > 1 else None
+        self.known = None
+
+    def conditioning(self, window: Window) -> tuple[Conditioning, Conditioning | None]:
+        m = self.model
+        audio = m.speech_latents(self.speech, m.audio_steps(window.base, self.fps),
+                                 m.audio_steps(window.length, self.fps))                        # (1, C, L, M)
+        window_inputs = PortraitWindow(audio=audio, known=self.known, portrait=self.ref)
+        return self.positive.replace(portrait=window_inputs), self.negative
+
+    def frames(self, latents, window: Window) -> torch.Tensor:
+        self.known = latents[:, :, -self.overlap_latents:]      # the next window's known latent frames
+        return self.model.decode(latents)[window.skip:]                                       # (n, h, w, 3)
+
+
+def window_plan(num_frames: int, ratio: int, window: int, overlap: int) -> list[Window]:
+    """Windows for a latent model with a causal VAE of temporal `ratio`: the window's frame count is ratio*k + 1
+    (always valid), base the clip frame that the window's frame 0 (the portrait) stands at, skip the window frames
+    already made (frame 0 and the overlap), so window frame i >= skip is clip frame base + i. Every window but the
+    first starts with `overlap` frames (a multiple of ratio) of the previous one; the last window is as short as
+    it can be and its tail past num_frames is dropped."""
+    k_full, ov = (window - 1) // ratio, overlap // ratio
+    plan, made = [], 0
+    while made < num_frames:
+        if not plan:
+            k = min(k_full, max(1, -(-(num_frames - 1) // ratio)))
+            base, skip = 0, 0
+        else:
+            k = ov + min(k_full - ov, -(-(num_frames - made) // ratio))
+            base, skip = made - overlap - 1, overlap + 1
+        length = ratio * k + 1
+        plan.append(Window(length, base, skip))
+        made = base + length
+    return plan

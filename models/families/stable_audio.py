@@ -14,13 +14,15 @@ from typing import Any
 import torch
 
 from ..checks import fail
-from .base import AudioFamily, Conditioning, quiet_diffusers
+from .base import AudioFamily, Capabilities, Conditioning, load_pipeline
 
 STABLE_AUDIO_PIPELINES = {"StableAudioPipeline"}
 
 
 class StableAudioFamily(AudioFamily):
     name = "stable_audio"
+    title = "Stable Audio Open"
+    capabilities = Capabilities(windows=False, encode=False, text_to_audio=True)
     flow = False
 
     def __init__(self, path, device, dtype, pipe):
@@ -45,14 +47,8 @@ class StableAudioFamily(AudioFamily):
 
     @classmethod
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "StableAudioFamily":
-        from diffusers import DiffusionPipeline
-        quiet_diffusers()
         # the Oobleck VAE stays fp32: it is small, and half precision adds audible noise
-        pipe = DiffusionPipeline.from_pretrained(str(path), dtype={"default": dtype, "vae": torch.float32},
-                                                 local_files_only=True)
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        return cls(path, device, dtype, pipe)
+        return cls(path, device, dtype, load_pipeline("auto", path, device, dtype))
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
@@ -67,7 +63,7 @@ class StableAudioFamily(AudioFamily):
 
     def unconditional(self) -> Conditioning:
         """The 'no negative prompt' conditioning: all zeros (text and timing), as the model was trained to drop."""
-        return Conditioning(self.name, "", torch.zeros(0), extras={"unconditional": True})
+        return Conditioning(self.name, "", torch.zeros(0), unconditional=True)
 
     def check_settings(self, settings) -> None:
         seconds = settings.audio_length_in_s
@@ -75,13 +71,13 @@ class StableAudioFamily(AudioFamily):
             fail("seconds", f"must be above 0 and at most {self.max_seconds:.2f} for this model", seconds,
                  f"Pick a length up to {self.max_seconds:.2f} s (the model's window); join clips for longer sound.")
 
-    def latent_shape_for(self, settings) -> tuple[int, int]:
+    def latent_shape(self, settings) -> tuple[int, int]:
         return (self.latent_channels, self.latent_length)                                 # (C, T)
 
     def num_samples(self, settings) -> int:
         return round(settings.audio_length_in_s * self.sample_rate)
 
-    def prepare_for(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
         # 1. timing: start 0 s, end = the wanted length; each (1, 1, D)
         with torch.no_grad():
             timing = self.projection(start_seconds=torch.tensor([0.0], device=self.device),
@@ -92,7 +88,7 @@ class StableAudioFamily(AudioFamily):
         glob = torch.cat([start, end], dim=2)                                                 # (1, 1, 2D)
         rows, globs = [text], [glob]
         if negative is not None:
-            if negative.extras.get("unconditional"):
+            if negative.unconditional:
                 rows.insert(0, torch.zeros_like(text))
             else:
                 rows.insert(0, torch.cat([negative.embeds, start, end], dim=1))
@@ -115,7 +111,7 @@ class StableAudioFamily(AudioFamily):
                                 rotary_embedding=batch["rotary_embedding"], return_dict=False)[0]
 
     # ---- VAE -----------------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, C, T) -> waveform (1, channels, T * hop) float32 on the CPU (the whole window)."""
         with torch.no_grad():
             audio = self.vae.decode(latents.to(self.device, self.vae.dtype)).sample                 # (1, ch, S)

@@ -17,20 +17,21 @@ import torch
 from torch.nn import functional as F
 
 from ..checks import check_shape, fail
-from .base import Conditioning, VideoFamily, check_weights_file
+from .base import Capabilities, Conditioning, VideoFamily, check_weights_file
 
 TINY_PIPELINES = {"KinemaTinyPipeline"}
 
 
 class KinemaTinyFamily(VideoFamily):
     name = "kinema_tiny"
+    title = "Kinema-Tiny"
+    capabilities = Capabilities(image_condition=True, any_size=False)
     flow = True
     spatial_ratio = 4          # TAE: 32 px -> 8 latent cells
     temporal_ratio = 2         # TAE: 2k+1 frames -> k+1 latent frames
     spatial_multiple = 4
     default_frames = 9
     latent_channels = 8
-    windows = True             # longer clips: context windows of at most the trained length (FreeNoise)
     text_keys = ("text",)      # prompt schedules blend these batch entries
     frame_keys = {"condition": 2}
 
@@ -91,10 +92,11 @@ class KinemaTinyFamily(VideoFamily):
             fail("width", f"must be {self.width} for Kinema-Tiny (its training size)", width,
                  f"Set width to {self.width}; upscale the decoded video if you need it larger.")
 
-    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+        height, width = settings.height, settings.width
         conds = [negative, positive] if negative is not None else [positive]
         text = torch.cat([c.embeds for c in conds]).to(self.device, self.dtype)           # (B, L, D)
-        shape = (1, *self.latent_shape(num_frames, height, width))                          # (1, C, f, h, w)
+        shape = (1, *self.latent_shape(settings))                                          # (1, C, f, h, w)
         image = None
         if positive.image is not None:
             check_shape("image", positive.image, 4, "(1, height, width, 3)", "Connect an IMAGE output.")
@@ -114,11 +116,10 @@ class KinemaTinyFamily(VideoFamily):
     # ---- the one denoiser call -----------------------------------------------------------------------------
     def predict(self, latents, t, batch) -> torch.Tensor:
         b, _, f = latents.shape[:3]
-        trained = (self.default_frames - 1) // self.temporal_ratio + 1
-        if f > trained:      # a whole long clip (no windows) or windows longer than the training clips
+        if f > self.latent_frames(self.default_frames):   # a whole long clip, or windows longer than training's
             fail("context", f"must split clips longer than {self.default_frames} frames into windows of at most "
                             f"{self.default_frames} frames for Kinema-Tiny",
-                 f"{(f - 1) * self.temporal_ratio + 1} frames at once",
+                 f"{self.pixel_frames(f)} frames at once",
                  f"Connect Context Options with context_length {self.default_frames} (overlap 4).")
         cond = batch["condition"][:b, :, :f]
         timestep = torch.as_tensor(t, device=self.device).float().reshape(-1).expand(b)   # (B,) 0..1000
@@ -133,12 +134,14 @@ class KinemaTinyFamily(VideoFamily):
         return latents
 
     # ---- TAE -----------------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_chunks(self, latents: torch.Tensor, tiling=None):
+        """latents (1, C, f, h, w) -> one chunk, the whole clip (F, H, W, 3): the TAE is tiny (tiling unused)."""
         with torch.no_grad():
             video = self.vae.decode_normalised(latents.to(self.device, torch.float32))      # (1, 3, F, H, W)
-        return video[0].permute(1, 2, 3, 0).cpu()                                          # (F, H, W, 3)
+        yield video[0].permute(1, 2, 3, 0).cpu()                                           # (F, H, W, 3)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, tiling=None) -> torch.Tensor:
+        """IMAGE frames (F, H, W, 3) 0..1, F = 2k+1 -> latents (1, C, f, h, w) (tiling unused: the TAE is tiny)."""
         check_shape("frames", frames, 4, "(frames, height, width, channels)", "Connect an IMAGE output.")
         if frames.shape[0] % 2 == 0:
             fail("frames", "must be an odd count (2k+1) for Kinema-Tiny's temporal autoencoder", frames.shape[0],

@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 
-from ..checks import check_range, fail
-from .base import AudioFamily, Conditioning
+from .base import AudioFamily, Capabilities, Conditioning
 
 TINY_AUDIO_PIPELINES = {"KinemaTinyAudioPipeline"}
 
 
 class KinemaTinyAudioFamily(AudioFamily):
     name = "kinema_tiny_audio"
+    title = "Kinema-Tiny Audio"
+    capabilities = Capabilities(windows=False, encode=False, video_to_audio=True)
     flow = True
     audio_channels = 1
 
@@ -53,16 +54,10 @@ class KinemaTinyAudioFamily(AudioFamily):
         """Any frame size is read as is (the encoder pools every frame to 16x16)."""
         return height, width
 
-    def num_samples(self, settings) -> int:
-        from ..audio import samples_for_frames
-        return samples_for_frames(settings.num_frames, settings.frame_rate, self.sample_rate)
-
     def check_settings(self, settings) -> None:
-        check_range("length", settings.num_frames, 1, 100_000)
-        if not settings.frame_rate > 0:
-            fail("fps", "must be above 0", settings.frame_rate, "Use the frame rate of the video, e.g. 8 or 16.")
+        self.check_clip(settings)
 
-    def latent_shape_for(self, settings) -> tuple[int, int]:
+    def latent_shape(self, settings) -> tuple[int, int]:
         return (self.latent_channels, self.mel.frames_for(self.num_samples(settings)))         # (M, T)
 
     # ---- conditioning --------------------------------------------------------------------------------------
@@ -73,11 +68,6 @@ class KinemaTinyAudioFamily(AudioFamily):
                           stacklevel=2)
         return Conditioning(self.name, text, torch.zeros(1, 1, 1))
 
-    def with_video(self, positive: Conditioning, frames: torch.Tensor) -> Conditioning:
-        """positive carrying the clip: IMAGE frames (F, H, W, 3) float 0..1 on the CPU."""
-        return Conditioning(positive.family, positive.prompt, positive.embeds, positive.image,
-                            {**positive.extras, "video": frames})
-
     def features(self, frames: torch.Tensor, fps: float, num_mel_frames: int) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1 -> video features at the mel frames' times, (1, D, T)."""
         from ..tiny.audio_model import resample_features
@@ -86,9 +76,9 @@ class KinemaTinyAudioFamily(AudioFamily):
             feats, _ = self.video_encoder(video.to(self.dtype))                                 # (1, D, F)
         return resample_features(feats.float(), fps, num_mel_frames, self.mel.cfg.hop, self.sample_rate)
 
-    def prepare_for(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
         frames = self.video_for(positive, settings)
-        steps = self.latent_shape_for(settings)[1]
+        steps = self.latent_shape(settings)[1]
         cond = self.features(frames, float(settings.frame_rate), steps)                          # (1, D, T)
         if negative is not None:                                     # [negative, positive]: the negative is silence
             cond = torch.cat([torch.zeros_like(cond), cond])                                     # of no video
@@ -104,7 +94,7 @@ class KinemaTinyAudioFamily(AudioFamily):
                                     batch["features"][:b]).float()
 
     # ---- mel -> waveform -----------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, M, T) -> waveform (1, 1, (T - 1) * hop) float32 on the CPU at 8 kHz."""
         wave = self.mel.decode(latents[:1].float().cpu())                                        # (1, samples)
         return wave[:, None].clamp(-1, 1)                                                       # (1, 1, samples)

@@ -9,28 +9,32 @@ identity_strength extrapolates from a pass without the reference (1 = as trained
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
-from ..checks import check_shape, fail
-from .base import Conditioning, VideoFamily
+from .. import windows as W
+from ..portrait import Window
+from ..checks import check_range, check_shape, fail
+from .base import Capabilities, Conditioning, PortraitWindow, VideoFamily
 
 PORTRAIT_PIPELINES = {"KinemaTinyPortraitPipeline"}
 
 
 class KinemaTinyPortraitFamily(VideoFamily):
     name = "kinema_tiny_portrait"
+    title = "Kinema-Tiny Portrait"
+    capabilities = Capabilities(windows=False, portrait=True, any_size=False)
     flow = True
     spatial_ratio = 1          # pixel space
     temporal_ratio = 1         # any frame count
     spatial_multiple = 1
     default_frames = 9         # frames per window (the training clips)
     latent_channels = 3
-    windows = False            # windows are laid over the audio by models/portrait.py, one sample() per window
-    audio_features = "loudness"
+    default_overlap = 2        # frames shared by neighbouring windows
 
     def __init__(self, path, device, dtype, models):
         from diffusers import FlowMatchEulerDiscreteScheduler
@@ -65,23 +69,24 @@ class KinemaTinyPortraitFamily(VideoFamily):
             fail("size", f"must be {self.width}x{self.height} for Kinema-Tiny Portrait (its training size)",
                  f"{width}x{height}", "The portrait is resized to it; upscale the video afterwards.")
 
-    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
-        """positive.image: the portrait (1, H, W, 3) 0..1; positive.extras: "audio" (1, F, A) features,
-        "known" (1, 4, F, H, W) known frames -1..1 + mask (optional), "identity_strength" (float)."""
-        if positive.image is None or "audio" not in positive.extras:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+        """positive.image: the portrait (1, H, W, 3) 0..1; positive.portrait: audio (1, F, A) loudness features,
+        known (1, 4, F, H, W) known frames -1..1 + mask (or None), identity_strength."""
+        window = positive.portrait
+        if positive.image is None or window is None:
             fail("positive", "must carry a portrait image and audio features", "a plain prompt",
                  "Use the Portrait Animate node.")
         check_shape("portrait", positive.image, 4, "(1, height, width, 3)", "Connect an IMAGE output.")
         ref = positive.image[:1, ..., :3].permute(0, 3, 1, 2).float() * 2 - 1                # (1, 3, H, W)
-        audio = positive.extras["audio"].float()                                             # (1, F, A)
-        known = positive.extras.get("known")
+        audio = window.audio.float()                                                         # (1, F, A)
+        known = window.known
         if known is None:
-            known = torch.zeros(1, 4, num_frames, height, width)
+            known = torch.zeros(1, 4, settings.num_frames, settings.height, settings.width)
         rows = 2 if negative is not None else 1
         batch = {"reference": ref.repeat(rows, 1, 1, 1), "audio": audio.repeat(rows, 1, 1),
                  "known": known.float().repeat(rows, 1, 1, 1, 1),
                  "audio_on": torch.tensor([0.0, 1.0] if rows == 2 else [1.0]),
-                 "ref_on": torch.ones(rows), "identity_strength": float(positive.extras.get("identity_strength", 1.0))}
+                 "ref_on": torch.ones(rows), "identity_strength": float(window.identity_strength)}
         return {k: (v.to(self.device, self.dtype) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     # ---- the one denoiser call -----------------------------------------------------------------------------
@@ -105,10 +110,10 @@ class KinemaTinyPortraitFamily(VideoFamily):
         return latents * (1 - mask) + known[:, :3] * mask
 
     # ---- pixels --------------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         return ((latents[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).cpu()           # (F, H, W, 3)
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, tiling=None) -> torch.Tensor:
         check_shape("frames", frames, 4, "(frames, height, width, channels)", "Connect an IMAGE output.")
         return (frames[..., :3].permute(3, 0, 1, 2).unsqueeze(0).float() * 2 - 1).to(self.device)
 
@@ -125,3 +130,51 @@ class KinemaTinyPortraitFamily(VideoFamily):
             x = F.interpolate(x, size=(self.height, self.width), mode="bilinear", antialias=True,
                               align_corners=False).clamp(0, 1)
         return x.permute(0, 2, 3, 1)                                                           # (1, h, w, 3)
+
+    # ---- portrait windows (models/portrait.py) -------------------------------------------------------------
+    def portrait_session(self, image, waveform, sample_rate, fps, num_frames, *, prompt="", overlap=None,
+                         guidance_scale=1.0, identity_strength=1.0) -> "TinyPortraitSession":
+        """Windows of the trained length (models/windows.windows, the last aligned to the end), the portrait
+        fitted to the model, the loudness of the voice per frame (normalised over the whole clip)."""
+        if prompt.strip():
+            warnings.warn(f"{self.name} has no text encoder: the prompt {prompt!r} is ignored.", stacklevel=3)
+        return TinyPortraitSession(self, image, waveform, sample_rate, fps, num_frames,
+                                   self.default_overlap if overlap is None else overlap, guidance_scale,
+                                   identity_strength)
+
+
+class TinyPortraitSession:
+    """One clip's windows for Kinema-Tiny Portrait: pixel frames; the frames a window shares with those already
+    made are its known frames (held clean); the negative row drops the audio."""
+
+    def __init__(self, model, image, waveform, sample_rate, fps, num_frames, overlap, guidance_scale,
+                 identity_strength):
+        from ..tiny.portrait_data import loudness_features
+        self.model, self.identity_strength = model, identity_strength
+        self.ref = model.fit_portrait(image)                                                  # (1, h, w, 3)
+        self.height, self.width = self.ref.shape[1:3]
+        self.feats = loudness_features(waveform, sample_rate, float(fps), num_frames).unsqueeze(-1)   # (N, 1)
+        check_range("overlap", overlap, 0, model.default_frames - 1, "The overlap must be smaller than the window.")
+        self.length = min(model.default_frames, num_frames)
+        overlap = min(overlap, self.length - 1)                  # a clip shorter than one window is one window
+        spans = W.windows(num_frames, self.length, self.length - overlap)
+        ends = [0] + [e for _, e in spans]                       # frames made before each window
+        self.windows = [Window(e - s, s, max(made - s, 0)) for (s, e), made in zip(spans, ends)]
+        self.negative = Conditioning(model.name, "", torch.zeros(1, 1, 1)) if guidance_scale > 1 else None
+        self.tail = torch.zeros(0, self.height, self.width, 3)  # the last frames made (the next known frames)
+
+    def conditioning(self, window) -> tuple[Conditioning, Conditioning | None]:
+        known = torch.zeros(1, 4, window.length, self.height, self.width)                    # (1, 4, f, h, w)
+        if window.skip > 0:
+            known[0, :3, :window.skip] = self.tail[-window.skip:].permute(3, 0, 1, 2) * 2 - 1
+            known[0, 3, :window.skip] = 1
+        s = window.base
+        audio = self.feats[s:s + window.length].unsqueeze(0)                                 # (1, f, 1)
+        positive = Conditioning(self.model.name, "", torch.zeros(1, 1, 1), image=self.ref,
+                                portrait=PortraitWindow(audio, known, identity_strength=self.identity_strength))
+        return positive, self.negative
+
+    def frames(self, latents, window) -> torch.Tensor:
+        new = self.model.decode(latents)[window.skip:]                                       # (n, h, w, 3)
+        self.tail = torch.cat([self.tail, new])[-self.length:]
+        return new

@@ -6,6 +6,7 @@ folders (transformer_2 + boundary_ratio) and its TI2V variant (expand_timesteps)
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,9 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .. import tae
+from .. import vae_tiling
 from ..checks import fail
-from .base import Conditioning, VideoFamily, quiet_diffusers
+from .base import Capabilities, Conditioning, VideoFamily, load_pipeline
 
 WAN_PIPELINES = {"WanPipeline", "WanImageToVideoPipeline"}
 
@@ -28,6 +29,8 @@ def image_to_pil(image: torch.Tensor) -> PIL.Image.Image:
 
 class WanFamily(VideoFamily):
     name = "wan"
+    title = "Wan T2V/I2V"
+    capabilities = Capabilities(tiled_vae=True)
     flow = True
     temporal_ratio = 4
     spatial_ratio = 8
@@ -47,7 +50,10 @@ class WanFamily(VideoFamily):
         self.temporal_ratio = pipe.vae_scale_factor_temporal
         self.spatial_multiple = self.spatial_ratio * self.transformer.config.patch_size[1]
         self.default_scheduler = pipe.scheduler
-        self.image_to_video = pipe.__class__.__name__ == "WanImageToVideoPipeline"
+        from diffusers import WanImageToVideoPipeline
+        self.image_to_video = isinstance(pipe, WanImageToVideoPipeline)
+        if self.image_to_video:
+            self.capabilities = dataclasses.replace(self.capabilities, image_condition=True)
         self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
         ratio = pipe.config.get("boundary_ratio", None)
         self.boundary = None if ratio is None else ratio * pipe.scheduler.config.num_train_timesteps
@@ -61,14 +67,8 @@ class WanFamily(VideoFamily):
 
     @classmethod
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "WanFamily":
-        from diffusers import DiffusionPipeline
-        quiet_diffusers()
         # Wan's VAE stays fp32: it is small, and half precision bands colours
-        pipe = DiffusionPipeline.from_pretrained(str(path), dtype={"default": dtype, "vae": torch.float32},
-                                                 local_files_only=True)
-        pipe.to(device)
-        pipe.set_progress_bar_config(disable=True)
-        return cls(path, device, dtype, pipe)
+        return cls(path, device, dtype, load_pipeline("auto", path, device, dtype))
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
@@ -77,7 +77,8 @@ class WanFamily(VideoFamily):
                                                 max_sequence_length=self.max_sequence_length, device=self.device)
         return Conditioning(self.name, text, embeds.to(self.transformer.dtype))  # (1, L, D)
 
-    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+        num_frames, height, width = settings.num_frames, settings.height, settings.width
         conds = [negative, positive] if negative is not None else [positive]
         batch: dict[str, Any] = {"encoder_hidden_states": torch.cat([c.embeds for c in conds])}  # (B, L, D)
         image = positive.image
@@ -101,13 +102,13 @@ class WanFamily(VideoFamily):
 
     def _image_condition(self, pixels, num_frames, height, width, n) -> dict[str, Any]:
         """First frame through the VAE, as Wan's image-to-video expects: mask channels + latent condition."""
-        _, f, h, w = self.latent_shape(num_frames, height, width)
+        f, h, w = self.latent_frames(num_frames), height // self.spatial_ratio, width // self.spatial_ratio
         # the pipeline encodes [image, zeros (grey in -1..1)] in one VAE call; the same clip goes through the chunked,
         # tiled encoder (models/tae.py) so 81 frames at 720p stay within the memory budget
         image = (pixels[0].permute(1, 2, 0).float() / 2 + 0.5)[None]                  # (1, H, W, 3) 0..1
         if not self.expand_timesteps:
             image = torch.cat([image, image.new_full((num_frames - 1, height, width, 3), 0.5)])  # (F, H, W, 3)
-        latent = (tae.encode(self.vae, image).float() - self._mean) / self._std       # (1, C, f, h, w)
+        latent = (vae_tiling.encode(self.vae, image).float() - self._mean) / self._std   # (1, C, f, h, w)
         if self.expand_timesteps:
             mask = torch.ones(1, 1, f, h, w, device=self.device)
             mask[:, :, 0] = 0
@@ -133,7 +134,8 @@ class WanFamily(VideoFamily):
             x = torch.cat([x, batch["condition"]], dim=1)                             # (B, 2C+r, f, h, w)
         if self.expand_timesteps:
             m = batch.get("first_frame_mask", torch.ones_like(latents[:1, :1]))
-            timestep = (m[0][0][:, ::2, ::2] * t).flatten().unsqueeze(0).expand(b, -1)  # (B, tokens)
+            ph, pw = self.transformer.config.patch_size[1:]
+            timestep = (m[0][0][:, ::ph, ::pw] * t).flatten().unsqueeze(0).expand(b, -1)  # (B, tokens)
         else:
             timestep = t.expand(b)
         return model(hidden_states=x.to(model.dtype), timestep=timestep,
@@ -149,17 +151,13 @@ class WanFamily(VideoFamily):
         return latents
 
     # ---- VAE -----------------------------------------------------------------------------------------------
-    def decode(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
-        """latents (1, C, f, h, w) -> IMAGE (F, H, W, 3) float32 0..1 on the CPU (F = 4 (f - 1) + 1), decoded in
-        causal chunks and, for large frames, blended tiles within the memory budget (models/tae.py)."""
-        return torch.cat(list(self.decode_chunks(latents, tiling)))
-
-    def decode_chunks(self, latents: torch.Tensor, tiling: "tae.TileSettings | None" = None):
-        """As decode, one chunk of frames (n, H, W, 3) at a time: for streaming into a video file."""
+    def decode_chunks(self, latents: torch.Tensor, tiling: "vae_tiling.TileSettings | None" = None):
+        """latents (1, C, f, h, w) -> IMAGE chunks (n, H, W, 3) float32 0..1 on the CPU (F = 4 (f - 1) + 1 in
+        all), decoded in causal chunks and, for large frames, blended tiles within the memory budget."""
         z = latents.to(self.device, torch.float32) * self._std + self._mean                # (1, C, f, h, w)
-        return tae.decode_chunks(self.vae, z.to(self.vae.dtype), tiling)
+        return vae_tiling.decode_chunks(self.vae, z.to(self.vae.dtype), tiling)
 
-    def encode(self, frames: torch.Tensor, tiling: "tae.TileSettings | None" = None) -> torch.Tensor:
+    def encode(self, frames: torch.Tensor, tiling: "vae_tiling.TileSettings | None" = None) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1, F = 4k+1 -> normalised latents (1, C, f, h, w), tiled like decode."""
-        z = tae.encode(self.vae, frames, tiling)                                         # (1, C, f, h, w)
+        z = vae_tiling.encode(self.vae, frames, tiling)                                  # (1, C, f, h, w)
         return (z.float() - self._mean) / self._std

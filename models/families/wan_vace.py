@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .. import tae
+from .. import vae_tiling
 from ..checks import check_range, fail
-from .base import Conditioning
+from .base import Capabilities, Conditioning, References
 from .wan import WanFamily, image_to_pil
 
 VACE_PIPELINES = {"WanVACEPipeline"}
@@ -29,6 +29,8 @@ VACE_PIPELINES = {"WanVACEPipeline"}
 
 class WanVACEFamily(WanFamily):
     name = "wan_vace"
+    title = "Wan VACE"
+    capabilities = Capabilities(tiled_vae=True, references=True)
     frame_keys = {"control": 2}
 
     def __init__(self, path, device, dtype, pipe):
@@ -42,18 +44,15 @@ class WanVACEFamily(WanFamily):
 
     # ---- reference images ----------------------------------------------------------------------------------
     def with_reference(self, positive: Conditioning, images: torch.Tensor, strength: float) -> Conditioning:
-        """`positive` with reference images attached (extras "reference_images" (N, H, W, 3) 0..1 on the CPU, one
-        per image of the batch, added after any attached before; "reference_strength" the conditioning_scale)."""
+        """`positive` with reference images attached: each image (H, W, 3) of the batch, 0..1 on the CPU, after any
+        attached before; strength is VACE's conditioning_scale (the last one attached wins)."""
         check_range("strength", strength, 0.0, 1.0)
-        refs = images[..., :3].float().cpu()                                       # (N, H, W, 3)
-        before = positive.extras.get("reference_images")
-        if before is not None:
-            refs = [*before, *refs]
-        extras = {**positive.extras, "reference_images": list(refs), "reference_strength": float(strength)}
-        return Conditioning(positive.family, positive.prompt, positive.embeds, positive.image, extras)
+        before = positive.references.images if positive.references is not None else ()
+        refs = (*before, *images[..., :3].float().cpu())                            # (H, W, 3) each
+        return positive.replace(references=References(refs, float(strength)))
 
-    def reference_frames(self, positive: Conditioning) -> int:
-        return len(positive.extras.get("reference_images") or ())
+    def prefix_frames(self, positive: Conditioning) -> int:
+        return len(positive.references.images) if positive.references is not None else 0
 
     def _reference_pixels(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """IMAGE (H', W', 3) 0..1 -> (3, height, width) -1..1: scaled to fit (aspect kept), centred on white, as
@@ -75,12 +74,12 @@ class WanVACEFamily(WanFamily):
         key = (num_frames, height, width)
         if self._grey is None or self._grey[0] != key:
             grey = torch.full((num_frames, height, width, 3), 0.5)                   # (F, H, W, 3)
-            self._grey = key, (tae.encode(self.vae, grey).float() - self._mean) / self._std
+            self._grey = key, (vae_tiling.encode(self.vae, grey).float() - self._mean) / self._std
         return self._grey[1]
 
     def control(self, positive: Conditioning, num_frames: int, height: int, width: int) -> torch.Tensor:
         """VACE control latents (1, 2C + r*r, n + f, h, w): n reference frames, then the clip's f latent frames."""
-        _, f, h, w = self.latent_shape(num_frames, height, width)
+        f, h, w = self.latent_frames(num_frames), height // self.spatial_ratio, width // self.spatial_ratio
         # 1. no control video: inactive and reactive latents of grey frames, mask 1 (generate everything)
         z = self._no_video(num_frames, height, width)
         latents = torch.cat([z, z], dim=1)                                                # (1, 2C, f, h, w)
@@ -88,7 +87,7 @@ class WanVACEFamily(WanFamily):
         # 2. each reference as one VAE frame, prepended (the pipeline prepends in order: the last ends up first),
         #    with zero reactive latents and mask 0
         with torch.no_grad():
-            for image in positive.extras.get("reference_images") or ():
+            for image in (positive.references.images if positive.references is not None else ()):
                 pixels = self._reference_pixels(image, height, width)                    # (3, H, W) -1..1
                 x = pixels[None, :, None].to(self.device, self.vae.dtype)                # (1, 3, 1, H, W)
                 ref = (self.vae.encode(x).latent_dist.mode().float() - self._mean) / self._std  # (1, C, 1, h, w)
@@ -96,14 +95,15 @@ class WanVACEFamily(WanFamily):
                 mask = torch.cat([torch.zeros_like(mask[:, :, :1]), mask], dim=2)
         return torch.cat([latents, mask], dim=1)                                          # (1, 96, n + f, h, w)
 
-    def prepare(self, positive, negative, num_frames, height, width, generator=None) -> dict[str, Any]:
+    def prepare(self, positive, negative, settings, generator=None) -> dict[str, Any]:
+        num_frames, height, width = settings.num_frames, settings.height, settings.width
         if positive.image is not None:
             fail("positive", "carries a start image, which Wan VACE does not take", "an image",
                  "Use the Reference Image node (the subject kept across the clip) instead of Image to Video "
                  "Conditioning, or load a Wan image-to-video model.")
         conds = [negative, positive] if negative is not None else [positive]
-        refs = self.reference_frames(positive)
-        scale = float(positive.extras.get("reference_strength", 1.0)) if refs else 1.0
+        refs = self.prefix_frames(positive)
+        scale = positive.references.strength if refs else 1.0
         control = self.control(positive, num_frames, height, width)
         return {"encoder_hidden_states": torch.cat([c.embeds for c in conds]),            # (B, L, D)
                 "control": control.to(self.transformer.dtype).repeat(len(conds), 1, 1, 1, 1),  # (B, 96, n+f, h, w)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kinema.models import audio as A
+from kinema.models import media
 from kinema.models.families import load_audio_model
 from kinema.models.sampling import SamplerSettings, sample
 
@@ -51,7 +52,7 @@ def test_video_to_audio_matches_ltx2_condition_pipeline(models_dir, ltx2, cfg):
     pipe = LTX2ConditionPipeline.from_pretrained(str(models_dir / "diffusers" / "fixture-ltx2"), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     frames, fps = _clip(), 25.0
-    need = A.samples_for_frames(9, fps, ltx2.sample_rate)
+    need = media.samples_for_frames(9, fps, ltx2.sample_rate)
     steps = ltx2.audio_latent_steps(need)
     _, expected = pipe(conditions=[LTX2VideoCondition(frames=(frames * 255).numpy(), index=0, strength=1.0)],
                        prompt="a drum", negative_prompt="noise", height=32, width=32, num_frames=9, frame_rate=fps,
@@ -69,7 +70,7 @@ def test_video_to_audio_matches_ltx2_condition_pipeline(models_dir, ltx2, cfg):
 @pytest.mark.parametrize("frames,fps,samples", [(17, 16.0, 17000), (81, 16.0, 81000), (10, 29.97, 5339),
                                                 (1, 24.0, 667)])
 def test_samples_for_frames_is_exact(frames, fps, samples):
-    assert A.samples_for_frames(frames, fps, 16000) == samples
+    assert media.samples_for_frames(frames, fps, 16000) == samples
 
 
 def test_audio_latent_steps_are_the_fewest_that_cover_the_clip(ltx2):

@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from kinema.models.families.base import Conditioning
-from kinema.models.portrait import animate_portrait, animate_portrait_windows, load_portrait_model, ltx2_window_plan
+from kinema.models.families import load_portrait_model
+from kinema.models.families.base import PortraitWindow
+from kinema.models.families.ltx2_portrait import window_plan
+from kinema.models.portrait import animate_portrait, animate_portrait_windows
 from kinema.models.sampling import SamplerSettings, sample
 
 
@@ -61,11 +63,9 @@ def test_one_window_equals_ltx2_dfr_pipeline_with_frozen_audio(model):
     assert audio.shape == (1, 2, 9, 2)                                     # (1, C, L, M): 9 frames = 9 steps at 25 fps
     # ours: the loop, one window
     positive = model.encode_prompt(prompt)
-    cond = Conditioning(model.name, prompt, positive.embeds, image,
-                        {**positive.extras, "portrait": model.encode_portrait(image, h, w, 9), "audio_latents": audio,
-                         "known": None, "fps": 25.0})
+    cond = positive.replace(portrait=PortraitWindow(audio=audio, portrait=model.encode_portrait(image, h, w, 9)))
     settings = SamplerSettings(num_frames=9, height=h, width=w, num_inference_steps=steps, guidance_scale=1.0,
-                               seed=seed)
+                               seed=seed, frame_rate=fps)
     latents = sample(model, cond, None, settings)
     frames = model.decode(latents)                                         # (9, h, w, 3)
     # diffusers: the DFR pipeline built from the same components (the folder is an LTX2Pipeline one)
@@ -84,7 +84,7 @@ def test_one_window_equals_ltx2_dfr_pipeline_with_frozen_audio(model):
     frame_diff = (frames - expected[0].permute(0, 2, 3, 1)).abs().max().item()
     print(f"\nmax abs diff vs LTX2DFRPipeline: latents {latent_diff:.2e}, frames {frame_diff:.2e}")
     assert latent_diff < 1e-4 and frame_diff < 1e-4
-    assert torch.equal(latents[:, :, :1], cond.extras["portrait"])          # the portrait frame held clean
+    assert torch.equal(latents[:, :, :1], cond.portrait.portrait)          # the portrait frame held clean
 
 
 def test_speech_conditions_the_frames(model):
@@ -115,9 +115,9 @@ def test_silence_before_and_after_is_the_clock(model):
 @pytest.mark.parametrize("num_frames", [1, 2, 9, 10, 25, 75, 76, 121, 250])
 @pytest.mark.parametrize("ratio, window, overlap", [(2, 9, 2), (8, 121, 8), (8, 25, 16)])
 def test_window_plan_covers_every_frame_once_with_valid_lengths(num_frames, ratio, window, overlap):
-    plan = ltx2_window_plan(num_frames, ratio, window, overlap)
+    plan = window_plan(num_frames, ratio, window, overlap)
     made = 0
-    for k, (length, base, skip) in enumerate(plan):
+    for k, (length, base, skip) in enumerate((w.length, w.base, w.skip) for w in plan):
         assert (length - 1) % ratio == 0 and 1 < length <= window         # valid for the causal VAE
         assert base + skip == made and skip == (0 if k == 0 else overlap + 1)
         made = base + length
@@ -136,7 +136,7 @@ def test_frames_follow_the_audio_exactly(model, seconds, frames, monkeypatch):
         starts.append(start)
         total += len(new)
     assert total == frames == math.ceil(seconds * 25)
-    assert len(starts) == len(decoded) == len(ltx2_window_plan(frames, 2, 9, 2)) > 1   # windows were used
+    assert len(starts) == len(decoded) == len(window_plan(frames, 2, 9, 2)) > 1   # windows were used
     portrait = decoded[0][:, :, :1]
     for prev, cur in zip(decoded, decoded[1:]):
         assert torch.equal(cur[:, :, :1], portrait)                    # the portrait again in every window

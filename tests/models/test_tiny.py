@@ -96,10 +96,10 @@ def test_folder_round_trip(random_folder):
 
 def test_family_protocol_with_random_weights(random_folder):
     fam = KinemaTinyFamily.load(random_folder, torch.device("cpu"), torch.float32)
-    assert fam.latent_shape(9, 32, 32) == (8, 5, 8, 8)
-    for bad in ((8, 32, 32), (9, 64, 32), (9, 32, 48)):
+    assert fam.latent_shape(SamplerSettings(num_frames=9, height=32, width=32)) == (8, 5, 8, 8)
+    for n, h, w in ((8, 32, 32), (9, 64, 32), (9, 32, 48)):
         with pytest.raises(ValueError, match="Kinema-Tiny"):
-            fam.check_size(*bad)
+            fam.check_settings(SamplerSettings(num_frames=n, height=h, width=w))
     pos, neg = fam.encode_prompt("a red star spins"), fam.encode_prompt("")
     image = torch.rand(1, 40, 40, 3)                            # resized to 32x32 by prepare
     settings = SamplerSettings(num_frames=9, height=32, width=32, num_inference_steps=3, guidance_scale=3.0, seed=1)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kinema.models.audio import video_to_audio
-from kinema.models.families import AUDIO_FAMILIES, detect_audio_family, load_audio_model, load_model
+from kinema.models.families import AUDIO, load_audio_model, load_model
 from kinema.models.tiny import audio_data as D
 from kinema.models.tiny import audio_sync as S
 from kinema.models.tiny.audio_model import DEFAULT_WEIGHTS
@@ -30,7 +30,7 @@ def test_bundled_folder_is_small_fp16_and_detected():
     files = list(DEFAULT_WEIGHTS.rglob("*.safetensors"))
     assert len(files) == 2 and sum(f.stat().st_size for f in files) < 2_000_000
     assert all(v.dtype == torch.float16 for f in files for v in load_file(str(f)).values())
-    assert detect_audio_family(DEFAULT_WEIGHTS) == "kinema_tiny_audio" and "kinema_tiny_audio" in AUDIO_FAMILIES
+    assert AUDIO.detect(DEFAULT_WEIGHTS) == "kinema_tiny_audio" and "kinema_tiny_audio" in AUDIO
 
 
 def test_detectors_recover_rendered_impacts_and_synthesized_onsets():

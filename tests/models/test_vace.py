@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from kinema.models import edit as E
-from kinema.models.families import detect_family, load_model
-from kinema.models.families.base import Conditioning
+from kinema.models.families import VIDEO, load_model
 from kinema.models.sampling import SamplerSettings, sample
 from kinema.models.windows import ContextOptions
 
@@ -48,8 +47,8 @@ def _settings(**kw) -> SamplerSettings:
 
 
 def test_detected_and_loaded_by_the_wan_vace_family(path, vace):
-    assert detect_family(path) == "wan_vace" and vace.name == "wan_vace"
-    assert vace.latent_shape(9, 32, 32) == (16, 3, 4, 4)
+    assert VIDEO.detect(path) == "wan_vace" and vace.name == "wan_vace"
+    assert vace.latent_shape(_settings()) == (16, 3, 4, 4)
     with pytest.raises(ValueError, match="`family` does not match the folder.*WanVACEPipeline"):
         load_model(path, family="wan")
 
@@ -92,14 +91,13 @@ def test_strength_zero_is_text_to_video_and_a_reference_changes_the_clip(vace):
     two = E.reference_condition(vace, pos, torch.cat([ref, ref.flip(2)]), 1.0)
     seen = []
     sample(vace, two, neg, _settings(num_inference_steps=1), on_step=lambda i, n, x: seen.append(x.shape))
-    assert vace.reference_frames(two) == 2 and seen == [(1, 16, 3, 4, 4)]
+    assert vace.prefix_frames(two) == 2 and seen == [(1, 16, 3, 4, 4)]
 
 
 def test_references_follow_a_prompt_schedule_and_windows_run_without_them(vace):
     ref = _tensor(_images()[1])
     first, second = vace.encode_prompt("a ball"), vace.encode_prompt("a cube")
-    schedule = Conditioning("wan_vace", "0: a ball | 4: a cube", first.embeds,
-                            extras={"schedule": [(0, first), (4, second)]})
+    schedule = first.replace(prompt="0: a ball | 4: a cube", schedule=((0, first), (4, second)))
     out = sample(vace, E.reference_condition(vace, schedule, ref, 1.0), None, _settings(guidance_scale=1.0))
     assert out.shape == (1, 16, 3, 4, 4) and torch.isfinite(out).all()
     ctx = ContextOptions(context_length=5, context_overlap=4)
@@ -117,7 +115,7 @@ def test_reference_errors_name_the_fix(models_dir, vace):
     with pytest.raises(ValueError, match="`context` cannot be combined with a reference image.*Disconnect"):
         sample(vace, pos, None, _settings(num_frames=17), context=ContextOptions(context_length=5,
                                                                                  context_overlap=4))
-    with pytest.raises(ValueError, match="`denoise` below 1.0 cannot be combined with a reference image"):
+    with pytest.raises(ValueError, match="`positive` carries 1 reference image.*denoise 1.0.*Temporal Sampler"):
         sample(vace, pos, None, _settings(denoise=0.5), init_latents=torch.zeros(1, 16, 3, 4, 4))
     with pytest.raises(ValueError, match="`positive` carries 1 reference image.*Temporal Sampler"):
         E.sdedit(vace, torch.zeros(1, 16, 3, 4, 4), pos, None, E.EditSettings(strength=0.5, num_inference_steps=2))

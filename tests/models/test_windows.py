@@ -6,7 +6,6 @@ import torch
 
 from kinema.models import windows as W
 from kinema.models.families import load_model
-from kinema.models.families.base import Conditioning
 from kinema.models.sampling import SamplerSettings, sample
 
 
@@ -85,7 +84,7 @@ def test_one_window_covering_the_clip_is_the_plain_result(models_dir, name, fram
 def test_wan_windows_on_predictions_with_schedule(models_dir):
     model = load_model(models_dir / "diffusers" / "fixture-wan-t2v")
     a, b = model.encode_prompt("a cat walks"), model.encode_prompt("the cat runs")
-    sched = Conditioning(model.name, "schedule", a.embeds, extras={"schedule": [(0, a), (16, b)]})
+    sched = a.replace(prompt="schedule", schedule=((0, a), (16, b)))
     ctx = W.ContextOptions(context_length=9, context_overlap=4, mode="predictions")   # 3 latent, stride 2
     settings = SamplerSettings(num_frames=33, height=32, width=32, num_inference_steps=3, guidance_scale=3.0)
     seen = []

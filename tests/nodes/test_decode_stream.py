@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kinema.host import cli
-from kinema.models import media, tae
+from kinema.models import media, vae_tiling
 from kinema.nodes.decode import (KinemaDecodeAndSave, KinemaLoadLatent, KinemaTileOptions, KinemaVideoDecode,
                                  KinemaVideoEncode)
 
@@ -65,12 +65,12 @@ def test_failed_decode_keeps_latents_and_resumes(wan, latent, kinema_dirs, monke
     audio = {"waveform": 0.1 * torch.randn(1, 2, 16000), "sample_rate": 16000}
     node = KinemaDecodeAndSave()
     with pytest.raises(RuntimeError, match="simulated"):
-        node.save(wan, latent, 16.0, "mp4", "Kinema/long", audio=audio, tiling=tae.TileSettings(chunk_frames=1),
+        node.save(wan, latent, 16.0, "mp4", "Kinema/long", audio=audio, tiling=vae_tiling.TileSettings(chunk_frames=1),
                   prompt={"7": {"class_type": "X"}})
     monkeypatch.undo()
     out = kinema_dirs["output"]
     assert _files(out) == ["Kinema/long_00001_.latents.safetensors"]          # no video, no temp file
-    saved, info, saved_audio = tae.load_latents(out / "Kinema" / "long_00001_.latents.safetensors")
+    saved, info, saved_audio = vae_tiling.load_latents(out / "Kinema" / "long_00001_.latents.safetensors")
     assert torch.equal(saved, latent["samples"]) and saved_audio is not None
     assert (info.family, info.model, info.frames, info.fps, info.format) == ("wan", "fixture-wan-t2v", FRAMES,
                                                                              16.0, "mp4")

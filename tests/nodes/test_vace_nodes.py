@@ -18,8 +18,8 @@ def test_reference_image_node_on_wan_vace(kinema_dirs):
     pos, neg = model.encode_prompt("a star dances"), model.encode_prompt("")
     ref = torch.rand(2, 24, 40, 4)                                      # a batch: two references, alpha dropped
     (cond,) = N.KinemaReferenceImage().attach(model, pos, ref, 0.8)
-    assert len(cond.extras["reference_images"]) == 2 and cond.extras["reference_strength"] == 0.8
-    assert cond.extras["reference_images"][0].shape == (24, 40, 3) and cond.image is None
+    assert len(cond.references.images) == 2 and cond.references.strength == 0.8
+    assert cond.references.images[0].shape == (24, 40, 3) and cond.image is None
     assert N.KinemaReferenceImage().attach(model, pos, ref, 0.0)[0] is pos
     assert "conditioning_scale" in N.KinemaReferenceImage.INPUT_TYPES()["required"]["strength"][1]["tooltip"]
     (latent,) = KinemaTemporalSampler().sample(model, cond, neg, 5, 32, 32, 2, 5.0, 0, "default", 0.0, 1.0)

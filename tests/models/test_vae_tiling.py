@@ -1,4 +1,4 @@
-"""models/tae.py: chunked decode/encode equal diffusers' own, tiled ones stay within stated bounds of the untiled,
+"""models/vae_tiling.py: chunked decode/encode equal diffusers' own, tiled ones stay within stated bounds of the untiled,
 the planner follows the memory budget, latents files round-trip; and media.VideoWriter streams chunks."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from kinema.models import media, tae
-from kinema.models.tae import TileSettings
+from kinema.models import media, vae_tiling
+from kinema.models.vae_tiling import TileSettings
 
 BIG = TileSettings(memory_mb=1 << 20)          # a budget that never tiles: the untiled reference
 
@@ -45,7 +45,7 @@ def test_wan_chunked_decode_equals_diffusers(wan_vae):
     with torch.no_grad():
         expected = _to_image(wan_vae.decode(z).sample)                                # (17, 32, 48, 3)
     for chunk, sizes in ((1, [1, 4, 4, 4, 4]), (3, [1, 12, 4])):
-        chunks = list(tae.decode_chunks(wan_vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=chunk)))
+        chunks = list(vae_tiling.decode_chunks(wan_vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=chunk)))
         assert [c.shape[0] for c in chunks] == sizes       # causal: latent frame 0 -> 1 frame alone, then 4 each
         got = torch.cat(chunks)
         assert got.shape == expected.shape == (17, 32, 48, 3)
@@ -64,9 +64,9 @@ def test_wan22_style_vae_chunked_equals_diffusers():
         expected = _to_image(vae.decode(z).sample)
         x = torch.rand(5, 32, 48, 3)
         expected_z = vae.encode(x.permute(3, 0, 1, 2)[None] * 2 - 1).latent_dist.mode()
-    got = tae.decode(vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=2))
+    got = vae_tiling.decode(vae, z, TileSettings(memory_mb=1 << 20, chunk_frames=2))
     assert got.shape == expected.shape == (13, 32, 48, 3) and (got - expected).abs().max() < 1e-5
-    got_z = tae.encode(vae, x, TileSettings(memory_mb=1 << 20, chunk_frames=2))
+    got_z = vae_tiling.encode(vae, x, TileSettings(memory_mb=1 << 20, chunk_frames=2))
     assert got_z.shape == expected_z.shape and (got_z - expected_z).abs().max() < 1e-5
 
 
@@ -74,10 +74,10 @@ def test_wan_chunked_encode_equals_diffusers(wan_vae):
     x = torch.rand(13, 32, 32, 3)
     with torch.no_grad():
         expected = wan_vae.encode(x.permute(3, 0, 1, 2)[None] * 2 - 1).latent_dist.mode()  # (1, 16, 4, 4, 4)
-    got = tae.encode(wan_vae, x, TileSettings(memory_mb=1 << 20, chunk_frames=2))
+    got = vae_tiling.encode(wan_vae, x, TileSettings(memory_mb=1 << 20, chunk_frames=2))
     assert got.shape == expected.shape and (got - expected).abs().max() < 1e-5
     with pytest.raises(ValueError, match="`images` must be 4k\\+1"):
-        tae.encode(wan_vae, x[:12])
+        vae_tiling.encode(wan_vae, x[:12])
 
 
 # ---- space: tiles within bounds -------------------------------------------------------------------------------
@@ -91,9 +91,9 @@ def test_wan_tiled_decode_within_bound(wan_vae):
     torch.manual_seed(0)
     z = torch.randn(1, 16, 2, 8, 12)                                                 # 5 frames of 64x96
     settings = TileSettings(memory_mb=1 << 20, tile_px=48, overlap_px=16)
-    plan = tae.plan(wan_vae, tuple(z.shape[1:]), settings)
+    plan = vae_tiling.plan(wan_vae, tuple(z.shape[1:]), settings)
     assert plan.num_tiles(8, 12) == 6 and plan.overlap == 2
-    full, tiled = tae.decode(wan_vae, z, BIG), tae.decode(wan_vae, z, settings)
+    full, tiled = vae_tiling.decode(wan_vae, z, BIG), vae_tiling.decode(wan_vae, z, settings)
     assert full.shape == tiled.shape == (5, 64, 96, 3)
     mean, worst = _errors(tiled, full)
     assert mean < WAN_MEAN and worst < WAN_MAX, (mean, worst)
@@ -103,13 +103,13 @@ def test_animatediff_tiled_decode_within_bound(sd_vae):
     torch.manual_seed(0)
     z = torch.randn(1, 4, 3, 24, 32)                                                 # 3 frames, 2 px per cell
     settings = TileSettings(memory_mb=1 << 20, tile_px=32, chunk_frames=2)
-    assert tae.plan(sd_vae, tuple(z.shape[1:]), settings).num_tiles(24, 32) == 6
-    chunks = list(tae.decode_chunks(sd_vae, z, settings))
+    assert vae_tiling.plan(sd_vae, tuple(z.shape[1:]), settings).num_tiles(24, 32) == 6
+    chunks = list(vae_tiling.decode_chunks(sd_vae, z, settings))
     assert [c.shape[0] for c in chunks] == [2, 1]
     with torch.no_grad():
         frames = sd_vae.decode(z[0].transpose(0, 1)).sample                           # (3, 3, 48, 64)
     full = (frames.permute(0, 2, 3, 1) / 2 + 0.5).clamp(0, 1)
-    assert (tae.decode(sd_vae, z, BIG) - full).abs().max() < 1e-5                     # chunks alone: exact
+    assert (vae_tiling.decode(sd_vae, z, BIG) - full).abs().max() < 1e-5                     # chunks alone: exact
     mean, worst = _errors(torch.cat(chunks), full)
     assert mean < AD_MEAN and worst < AD_MAX, (mean, worst)
 
@@ -119,41 +119,41 @@ def test_tiled_encode_within_bound(which, wan_vae, sd_vae):
     vae, size = (wan_vae, (5, 96, 128)) if which == "wan" else (sd_vae, (3, 48, 64))
     y, x = torch.meshgrid(torch.linspace(0, 1, size[1]), torch.linspace(0, 1, size[2]), indexing="ij")
     frames = torch.stack([torch.stack([y, x, (x + y + t / 10) % 1], -1) for t in range(size[0])])  # smooth colours
-    full = tae.encode(vae, frames, BIG)
+    full = vae_tiling.encode(vae, frames, BIG)
     settings = TileSettings(memory_mb=1 << 20, tile_px=64 if which == "wan" else 32)
-    assert tae.plan(vae, tuple(full.shape[1:]), settings, encode=True).num_tiles(*full.shape[-2:]) > 1
-    tiled = tae.encode(vae, frames, settings)
+    assert vae_tiling.plan(vae, tuple(full.shape[1:]), settings, encode=True).num_tiles(*full.shape[-2:]) > 1
+    tiled = vae_tiling.encode(vae, frames, settings)
     assert tiled.shape == full.shape
     rel = ((tiled - full).abs().mean() / full.abs().mean()).item()
     assert rel < ENC_REL[which], rel
 
 
 def test_ramps_cross_fade_to_one():
-    starts = tae._starts(20, 8, 2)
+    starts = vae_tiling._starts(20, 8, 2)
     assert starts[0] == 0 and starts[-1] == 12 and len(starts) == 3
     total = torch.zeros(20 * 4)
-    for s, w in zip(starts, tae._ramps(starts, 8, 4)):
+    for s, w in zip(starts, vae_tiling._ramps(starts, 8, 4)):
         total[s * 4:(s + 8) * 4] += w
     assert torch.allclose(total, torch.ones_like(total))
-    assert tae._starts(6, 8, 2) == [0]
+    assert vae_tiling._starts(6, 8, 2) == [0]
 
 
 # ---- the memory plan ------------------------------------------------------------------------------------------
 
 def test_plan_follows_the_budget(wan_vae, sd_vae):
     shape = (16, 21, 60, 104)                                                        # Wan 81 frames at 832x480
-    roomy = tae.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20))
+    roomy = vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20))
     assert roomy.num_tiles(60, 104) == 1 and roomy.chunk == 1                     # on the CPU: one latent frame
-    on_gpu = lambda vae, shape: tae.plan(vae, shape, TileSettings(memory_mb=1 << 20), device="cuda").chunk
+    on_gpu = lambda vae, shape: vae_tiling.plan(vae, shape, TileSettings(memory_mb=1 << 20), device="cuda").chunk
     assert on_gpu(wan_vae, shape) == 2 and on_gpu(wan_vae, (16, 21, 8, 8)) == 4   # enough work per call
-    tight = tae.plan(wan_vae, shape, TileSettings(memory_mb=64))
+    tight = vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=64))
     assert tight.num_tiles(60, 104) > 1 and tight.chunk >= 1
-    assert tight.estimate_mb <= 64 or tight.tile_h == tae.MIN_TILE
-    assert tae.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20, tile_px=256)).tile_h == 32
-    assert tae.plan(sd_vae, (4, 64, 64, 64), TileSettings(memory_mb=1 << 20)).num_tiles(64, 64) == 1
+    assert tight.estimate_mb <= 64 or tight.tile_h == vae_tiling.MIN_TILE
+    assert vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20, tile_px=256)).tile_h == 32
+    assert vae_tiling.plan(sd_vae, (4, 64, 64, 64), TileSettings(memory_mb=1 << 20)).num_tiles(64, 64) == 1
     assert on_gpu(sd_vae, (4, 64, 256, 256)) == 8                                     # 8 frames of 512x512
-    assert tae.memory_budget(torch.device("cpu")) <= tae.CPU_BUDGET_MB << 20
-    assert tae.memory_budget(torch.device("cpu"), 100) == 100 << 20
+    assert vae_tiling.memory_budget(torch.device("cpu")) <= vae_tiling.CPU_BUDGET_MB << 20
+    assert vae_tiling.memory_budget(torch.device("cpu"), 100) == 100 << 20
     with pytest.raises(ValueError, match="`memory_mb` must be between"):
         TileSettings(memory_mb=-1).check()
 
@@ -162,21 +162,21 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
 
 def test_latents_file_round_trip(tmp_path):
     latents = torch.randn(1, 16, 3, 4, 4)
-    info = tae.LatentsInfo(family="wan", model="fixture-wan-t2v", frames=9, fps=16.0, format="mp4",
+    info = vae_tiling.LatentsInfo(family="wan", model="fixture-wan-t2v", frames=9, fps=16.0, format="mp4",
                            tags={"prompt": "{}"})
     audio = {"waveform": torch.rand(1, 2, 800), "sample_rate": 8000}
-    path = tae.save_latents(tmp_path / "v_00001_.latents.safetensors", latents, info, audio)
-    got, got_info, got_audio = tae.load_latents(path)
+    path = vae_tiling.save_latents(tmp_path / "v_00001_.latents.safetensors", latents, info, audio)
+    got, got_info, got_audio = vae_tiling.load_latents(path)
     assert torch.equal(got, latents) and got_info == info
     assert torch.equal(got_audio["waveform"], audio["waveform"]) and got_audio["sample_rate"] == 8000
-    assert tae.latents_path_for(tmp_path / "v_00001_.mp4") == path
-    assert tae.video_path_for(path, "webm") == tmp_path / "v_00001_.webm"
+    assert vae_tiling.latents_path_for(tmp_path / "v_00001_.mp4") == path
+    assert vae_tiling.video_path_for(path, "webm") == tmp_path / "v_00001_.webm"
     from safetensors.torch import save_file
     save_file({"x": latents}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="`latents` must be a Kinema latents file"):
-        tae.load_latents(tmp_path / "other.safetensors")
+        vae_tiling.load_latents(tmp_path / "other.safetensors")
     with pytest.raises(FileNotFoundError):
-        tae.load_latents(tmp_path / "missing.latents.safetensors")
+        vae_tiling.load_latents(tmp_path / "missing.latents.safetensors")
 
 
 # ---- the streaming writer -------------------------------------------------------------------------------------

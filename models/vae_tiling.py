@@ -493,12 +493,6 @@ def encode(vae, frames: torch.Tensor, settings: TileSettings | None = None) -> t
 # Families: the model's chunked decode when it has one
 # ---------------------------------------------------------------------------------------------------------------
 
-def frames_for(model, f: int) -> int:
-    """Frames a clip of f latent frames decodes to (Wan: 4 (f - 1) + 1; per-frame VAEs: f)."""
-    r = getattr(model, "temporal_ratio", 1)
-    return (f - 1) * r + 1 if r > 1 else f
-
-
 def check_latents(model, samples) -> torch.Tensor:
     """LATENT samples (1, C, f, h, w) with this model's channel count."""
     if not isinstance(samples, torch.Tensor) or samples.ndim != 5:
@@ -506,7 +500,7 @@ def check_latents(model, samples) -> torch.Tensor:
              tuple(getattr(samples, "shape", ())), "Connect a Kinema Temporal Sampler, Video Encode or Load Latent.")
     if samples.shape[0] != 1:
         fail("latent", "must hold one clip (batch size 1)", tuple(samples.shape), "Pick one clip of the batch.")
-    channels = getattr(model, "latent_channels", samples.shape[1])
+    channels = model.latent_channels
     if samples.shape[1] != channels:
         fail("latent", f"must have the model's {channels} latent channels", samples.shape[1],
              "Decode with the model that made the latents (see the latents file's metadata).")
@@ -553,11 +547,11 @@ def save_latents(path, latents: torch.Tensor, info: LatentsInfo, audio: dict | N
     """Write latents (1, C, f, h, w), their metadata and optionally the video's AUDIO as safetensors, atomically.
     Returns `path`."""
     from safetensors.torch import save_file
-    from .media import atomic_write, check_audio
+    from .media import atomic_write, check_track
     tensors = {"latents": latents.detach().float().cpu().contiguous()}
     meta = asdict(info)
     if audio is not None:
-        wav, rate = check_audio("audio", audio)                                  # (C, T) float32
+        wav, rate = check_track("audio", audio)                                  # (C, T) float32
         tensors["audio"], meta["sample_rate"] = wav.contiguous(), rate
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"kinema": json.dumps(meta)})
@@ -592,8 +586,7 @@ def load_latents(path) -> tuple[torch.Tensor, LatentsInfo, dict | None]:
 def describe(model, latents: torch.Tensor, fps: float | None = None, fmt: str | None = None,
              tags: dict[str, str] | None = None) -> LatentsInfo:
     """The metadata for a model's latents."""
-    return LatentsInfo(family=model.name, model=Path(getattr(model, "path", "")).name,
-                       frames=frames_for(model, latents.shape[2]), fps=None if fps is None else float(fps),
+    return LatentsInfo(family=model.name, model=model.path.name, frames=model.pixel_frames(latents.shape[2]), fps=None if fps is None else float(fps),
                        format=fmt, tags=dict(tags or {}))
 
 
@@ -608,7 +601,7 @@ def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "m
     when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop)."""
     from .media import VideoWriter
     check_latents(model, latents)
-    total = frames_for(model, latents.shape[2])
+    total = model.pixel_frames(latents.shape[2])
     with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
         for chunk in stream_decode(model, latents, settings):
             out.write(chunk)
