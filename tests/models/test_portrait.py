@@ -17,9 +17,9 @@ import soundfile as sf
 import torch
 
 from kinema.models.portrait import animate_portrait, animate_portrait_windows, portrait_num_frames
-from kinema.models.tiny import portrait_checker as C
-from kinema.models.tiny.portrait_data import (loudness_features, random_face, render_faces, sample_portrait,
-                                              synth_voice)
+from kinema.models.tiny.portrait_data import loudness_features
+from training.tiny import portrait_checker as C
+from training.tiny.portrait_data import random_face, render_faces, sample_portrait, synth_voice
 
 ASSETS = Path(__file__).resolve().parents[2] / "workflows" / "assets"
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kinema.host import cli
-from kinema.models.tiny import checker
 from kinema.nodes import edit as N
 from kinema.nodes import media as M
+from training.tiny import checker
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "workflows" / "assets"

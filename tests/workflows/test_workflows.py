@@ -126,7 +126,7 @@ def _frames_at(file: Path, size: int = 32):
 def test_bundled_model_workflows_show_the_prompt(name, prompt, tmp_path, capsys):
     """The README's main job: the shipped Kinema-Tiny workflows, run out of the box with an empty models folder,
     write a clip the pixel checker reads as the prompt (colour, shape, motion), judged from the file itself."""
-    from kinema.models.tiny import checker
+    from training.tiny import checker
     rc = cli.main(["run", str(REPO / "workflows" / f"{name}.json"), "--models-dir", str(tmp_path / "none"),
                    "--output-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr()
