@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    """A models folder holding diffusers/fixture-wan-t2v, fixture-wan-i2v, fixture-animatediff."""
+    """A models folder holding diffusers/<name> for every name in models/fixtures.FIXTURES (Wan T2V, I2V and VACE,
+    AnimateDiff, Stable Audio, LTX-2), built once per session; tests read it and never change it."""
     from kinema.models.fixtures import write_fixtures
     root = tmp_path_factory.mktemp("models")
     write_fixtures(root)

@@ -27,9 +27,8 @@ from kinema.models.sampling import SamplerSettings, sample
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from kinema.models.fixtures import write_fixtures
-    return write_fixtures(tmp_path_factory.mktemp("ltx2p"), ["fixture-ltx2"])[0]
+def folder(models_dir):
+    return models_dir / "diffusers" / "fixture-ltx2"
 
 
 @pytest.fixture(scope="module")
