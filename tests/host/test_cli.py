@@ -24,10 +24,7 @@ def _api(tmp_path, prompt):
 
 
 def _t2v_prompt(**sampler):
-    sys_path = str(REPO / "workflows")
-    import sys
-    sys.path.insert(0, sys_path)
-    import make_workflows
+    from tools import make_workflows
     prompt = json.loads(json.dumps(make_workflows.WORKFLOWS["text_to_video_wan"][0]))
     prompt["4"]["inputs"].update(length=5, width=32, height=32, steps=2, **sampler)
     return prompt
