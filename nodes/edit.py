@@ -4,8 +4,11 @@ from __future__ import annotations
 from ..models.edit import EditMethod, UpscaleFactor
 from . import widgets
 
-_STEPS_TIP = ("Steps of the full schedule; only strength x steps of them run (strength 0.6 with 20 steps runs 12). "
-              "At least one must run, else an error names the fix.")
+
+def _steps() -> tuple:
+    return ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip":
+                    "Steps of the full schedule; only strength x steps of them run (strength 0.6 with 20 steps runs "
+                    "12). At least one must run, else an error names the fix."})
 
 
 class KinemaVideoEdit:
@@ -36,7 +39,7 @@ class KinemaVideoEdit:
             "strength": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "How far the edit may move away from the source: 0 returns the source (after "
                                    "the VAE round trip), 1 redraws everything (sdedit: plain text-to-video)."}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": _STEPS_TIP}),
+            "steps": _steps(),
             "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
                               "Guidance of the edit prompt; 1 or less turns guidance off (negative ignored)."}),
             "source_cfg": ("FLOAT", {"default": 1.5, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
@@ -113,7 +116,7 @@ class KinemaVideoUpscale:
             "strength": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                                    "Refine strength (with a model): 0.2-0.4 adds detail and keeps the content; 0 "
                                    "resizes only; high values redraw the clip."}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": _STEPS_TIP}),
+            "steps": _steps(),
             "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
                               "Guidance of the refine prompt; 1 or less turns guidance off."}),
             "seed": widgets.seed(),
