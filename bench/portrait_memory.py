@@ -12,13 +12,16 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, re, sys, time, torch
 from pathlib import Path
 from kinema.models.families.tiny_portrait import KinemaTinyPortraitFamily
 from kinema.models.tiny.portrait_pipeline import DEFAULT_WEIGHTS
-from kinema.models.tiny.portrait_data import sample_portrait, synth_voice
+from training.tiny.portrait_data import sample_portrait, synth_voice
 from kinema.models.portrait import animate_portrait, animate_portrait_windows
 seconds, mode, steps, fps = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 model = KinemaTinyPortraitFamily.load(DEFAULT_WEIGHTS, torch.device("cpu"), torch.float32)
@@ -49,7 +52,7 @@ def main() -> None:
     for mode in ("stream", "image"):
         for seconds in (10, 60):
             out = subprocess.run([sys.executable, "-c", CHILD, str(seconds), mode, str(args.steps), str(args.fps)],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True, check=True, cwd=REPO)   # REPO: training/
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{mode:6s} {seconds:3d} s: {r['frames']:5d} frames, peak RSS {r['peak_mib']:.1f} MiB "

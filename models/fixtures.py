@@ -6,6 +6,7 @@ the videos they make are noise, but every code path (loading, sampling, decoding
 """
 from __future__ import annotations
 
+import functools
 import string
 from pathlib import Path
 
@@ -14,6 +15,22 @@ import torch
 FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-wan-vace", "fixture-animatediff", "fixture-stable-audio",
             "fixture-ltx2")
 _CHARS = string.ascii_letters + string.digits + string.punctuation
+
+
+def _private_rng(build):
+    """A builder run with the CPU random generator saved before and restored after: its weights come from seed 0
+    whatever the caller's RNG state, and the caller's RNG is left exactly as it was (e.g. in `kinema fixtures`)."""
+    @functools.wraps(build)
+    def run(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            return build(*args, **kwargs)
+    return run
+
+
+def _seed() -> None:
+    """Seed 0 for the next module's initial weights, on the CPU generator only (torch.manual_seed would also reseed
+    every GPU's generator, which fork_rng(devices=[]) does not restore). Call only inside a _private_rng builder."""
+    torch.random.default_generator.manual_seed(0)
 
 
 def t5_tokenizer(model_max_length: int = 512):
@@ -48,7 +65,7 @@ def gemma_tokenizer(model_max_length: int = 1024):
 
 def _umt5(tok):
     from transformers import UMT5Config, UMT5EncoderModel
-    torch.manual_seed(0)
+    _seed()
     cfg = UMT5Config(vocab_size=len(tok), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
                      relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     return UMT5EncoderModel(cfg).eval()
@@ -56,12 +73,12 @@ def _umt5(tok):
 
 def _wan_parts(in_channels: int, image_dim: int | None = None) -> dict:
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-    torch.manual_seed(0)
+    _seed()
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
     tok = t5_tokenizer()
     te = _umt5(tok)
-    torch.manual_seed(0)
+    _seed()
     transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
                                         in_channels=in_channels, out_channels=16, text_dim=32, freq_dim=256,
                                         ffn_dim=32, num_layers=2, cross_attn_norm=True,
@@ -70,16 +87,18 @@ def _wan_parts(in_channels: int, image_dim: int | None = None) -> dict:
                 transformer=transformer)
 
 
+@_private_rng
 def build_wan_t2v():
     from diffusers import WanPipeline
     return WanPipeline(**_wan_parts(16), transformer_2=None)
 
 
+@_private_rng
 def build_wan_i2v():
     from diffusers import WanImageToVideoPipeline
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
     parts = _wan_parts(16 + 4 + 16, image_dim=4)                    # latents + mask channels + image latents
-    torch.manual_seed(0)
+    _seed()
     enc = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
         intermediate_size=16, patch_size=1)).eval()
@@ -87,12 +106,13 @@ def build_wan_i2v():
                                    transformer_2=None)
 
 
+@_private_rng
 def build_wan_vace():
     """Wan VACE (WanVACEPipeline): the Wan text-to-video parts with a VACE transformer, control blocks on both
     layers (96 control channels: inactive + reactive latents 2 x 16, plus an 8 x 8 pixel mask per latent cell)."""
     from diffusers import WanVACEPipeline, WanVACETransformer3DModel
     parts = _wan_parts(16)
-    torch.manual_seed(0)
+    _seed()
     parts["transformer"] = WanVACETransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
         text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
@@ -100,38 +120,40 @@ def build_wan_vace():
     return WanVACEPipeline(**parts, transformer_2=None)
 
 
+@_private_rng
 def build_animatediff():
     from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
     cad, boc = 8, (8, 8)
-    torch.manual_seed(0)
+    _seed()
     unet = UNet2DConditionModel(block_out_channels=boc, layers_per_block=1, sample_size=8, in_channels=4,
                                 out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cad,
                                 norm_num_groups=2)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False)
-    torch.manual_seed(0)
+    _seed()
     vae = AutoencoderKL(block_out_channels=boc, in_channels=3, out_channels=3,
                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
                         latent_channels=4, norm_num_groups=2)
     tok = clip_tokenizer()
-    torch.manual_seed(0)
+    _seed()
     te = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(tok),
                                       hidden_size=cad, intermediate_size=37, num_attention_heads=2,
                                       num_hidden_layers=2, max_position_embeddings=77, projection_dim=cad)).eval()
-    torch.manual_seed(0)
+    _seed()
     adapter = MotionAdapter(block_out_channels=boc, motion_layers_per_block=1, motion_norm_num_groups=2,
                             motion_num_attention_heads=4)
     return AnimateDiffPipeline(unet=unet, scheduler=scheduler, vae=vae, motion_adapter=adapter, text_encoder=te,
                                tokenizer=tok, feature_extractor=None, image_encoder=None)
 
 
+@_private_rng
 def build_stable_audio():
     """Stable Audio Open in miniature: 8 kHz stereo, hop 8, a 1024-step latent window (1.024 s)."""
     from diffusers import (AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel,
                            StableAudioPipeline, StableAudioProjectionModel)
     from transformers import T5Config, T5EncoderModel
-    torch.manual_seed(0)
+    _seed()
     transformer = StableAudioDiTModel(sample_size=1024, in_channels=3, num_layers=2, attention_head_dim=4,
                                       num_attention_heads=4, num_key_value_attention_heads=2, out_channels=3,
                                       cross_attention_dim=4, time_proj_dim=8, global_states_input_dim=8,
@@ -139,15 +161,15 @@ def build_stable_audio():
     # the scheduler StableAudioPipeline declares (its diffusers test scheduler needs torchsde)
     scheduler = EDMDPMSolverMultistepScheduler(solver_order=2, prediction_type="v_prediction", sigma_data=1.0,
                                                sigma_schedule="exponential")
-    torch.manual_seed(0)
+    _seed()
     vae = AutoencoderOobleck(encoder_hidden_size=6, downsampling_ratios=[2, 4], decoder_channels=3,
                              decoder_input_channels=3, audio_channels=2, channel_multiples=[2, 4], sampling_rate=8000)
     tok = t5_tokenizer(model_max_length=32)
-    torch.manual_seed(0)
+    _seed()
     te = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
                                  relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
                                  decoder_start_token_id=0)).eval()
-    torch.manual_seed(0)
+    _seed()
     proj = StableAudioProjectionModel(text_encoder_dim=32, conditioning_dim=4, min_value=0, max_value=32)
     return StableAudioPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=te,
                                tokenizer=tok, projection_model=proj)
@@ -155,7 +177,7 @@ def build_stable_audio():
 
 def _gemma3(tok):
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
-    torch.manual_seed(0)
+    _seed()
     cfg = Gemma3Config(
         text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
@@ -168,6 +190,7 @@ def _gemma3(tok):
     return Gemma3ForConditionalGeneration(cfg).eval()
 
 
+@_private_rng
 def build_ltx2():
     """LTX-2 (joint video + audio) in miniature: video VAE 2x in space and time, 16 kHz stereo audio through a
     mel VAE (8 bins) and a vocoder whose upsampling (10 x 16) equals the mel hop (160)."""
@@ -178,13 +201,13 @@ def build_ltx2():
     tok = gemma_tokenizer()
     te = _gemma3(tok)
     hidden, layers = te.config.text_config.hidden_size, te.config.text_config.num_hidden_layers
-    torch.manual_seed(0)
+    _seed()
     transformer = LTX2VideoTransformer3DModel(
         in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
         cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
         audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads",
         caption_channels=hidden, rope_double_precision=False, rope_type="split")
-    torch.manual_seed(0)
+    _seed()
     connectors = LTX2TextConnectors(   # heads x head dim must equal the text encoder's hidden size
         caption_channels=hidden, text_proj_in_factor=layers + 1, video_connector_num_attention_heads=2,
         video_connector_attention_head_dim=8, video_connector_num_layers=1,
@@ -192,21 +215,21 @@ def build_ltx2():
         audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
         audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
         rope_double_precision=False, causal_temporal_positioning=False, rope_type="split")
-    torch.manual_seed(0)
+    _seed()
     vae = AutoencoderKLLTX2Video(   # spatiotemporal downsampling: multi-frame conditions need a time axis
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
         layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
         decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False),
         downsample_type=("spatiotemporal",), upsample_residual=(False,), upsample_factor=(1,),
         timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
-    torch.manual_seed(0)
+    _seed()
     audio_vae = AutoencoderKLLTX2Audio(
         # 4x in time and mel as LTX-2's (the pipelines assume it), 2 causal res blocks a level: speech encodes to
         # the transformer's audio width (the audio-driven portrait encodes it)
         base_channels=4, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=None,
         in_channels=2, resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
         mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True, mel_bins=8)
-    torch.manual_seed(0)
+    _seed()
     vocoder = LTX2Vocoder(in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[20, 32],
                           upsample_factors=[10, 16], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
                           leaky_relu_negative_slope=0.1, output_sampling_rate=16000)

@@ -248,11 +248,6 @@ def _frame_start(i: int, fps: Fraction, unit_ms: int) -> int:
     return round(Fraction(i * 1000, unit_ms) / fps) * unit_ms
 
 
-def _frame_starts(n: int, fps: Fraction, unit_ms: int) -> list[int]:
-    """Start time of frames 0..n (n+1 values) in ms, rounded to `unit_ms`: delays never drift from n / fps."""
-    return [_frame_start(i, fps, unit_ms) for i in range(n + 1)]
-
-
 def save_video(frames: torch.Tensor, path, fps: float, fmt: VideoFormat | str = VideoFormat.MP4,
                alpha: torch.Tensor | None = None, *, audio: dict | None = None, loop: int = 0,
                crf: int | None = None, quality: int = 90, lossless: bool = False, webp_method: int = 4,
@@ -655,31 +650,6 @@ def _audio_info(path: Path, index: int) -> AudioInfo:
             duration = sum(frame.samples for frame in c.decode(s)) / rate
         return AudioInfo(codec=s.codec_context.name, sample_rate=rate, channels=s.codec_context.channels,
                          duration=duration, start_time=start)
-
-
-def load_video(path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode every frame: (frames (F, H, W, 3) float32 0..1, opacity (F, H, W) float32 or None without alpha).
-
-    webm alpha is decoded with libvpx (FFmpeg's own VP9 decoder drops it).
-    """
-    path = Path(path)
-    info = read_video_info(path)
-    rgba: list[np.ndarray] = []
-    if info.codec in ("webp", "gif"):
-        with Image.open(path) as im:
-            for i in range(info.frames):
-                im.seek(i)
-                rgba.append(np.asarray(im.convert("RGBA")))
-    else:
-        with av.open(str(path)) as c:
-            vs = c.streams.video[0]
-            if info.has_alpha and vs.codec_context.name == "vp9":
-                dec = av.codec.CodecContext.create("libvpx-vp9", "r")
-                rgba = [f.to_ndarray(format="rgba") for p in c.demux(vs) for f in dec.decode(p)]
-            else:
-                rgba = [f.to_ndarray(format="rgba") for f in c.decode(vs)]
-    arr = torch.from_numpy(np.stack(rgba)).float() / 255.0  # (F, H, W, 4)
-    return arr[..., :3].contiguous(), (arr[..., 3].contiguous() if info.has_alpha else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------

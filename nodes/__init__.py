@@ -1,4 +1,9 @@
-"""Kinema's ComfyUI nodes, one module per capability group. Importing defines classes only."""
+"""Kinema's ComfyUI nodes, one module per node category (importing defines classes only):
+
+loaders.py Kinema/loaders · conditioning.py Kinema/conditioning · sampling.py Kinema/sampling · decode.py
+Kinema/decode and Kinema/latent · media.py Kinema/io · audio.py Kinema/audio · portrait.py Kinema/portrait ·
+edit.py Kinema/edit. widgets.py holds what several of them share; env.py where they find folders and report
+progress."""
 from . import audio, conditioning, decode, edit, loaders, media, portrait, sampling
 
 _MODULES = [loaders, conditioning, sampling, decode, media, audio, portrait, edit]

@@ -1,4 +1,4 @@
-"""Audio nodes: load / save / preview sound, load an audio model, text to audio, audio for a video.
+"""Audio nodes: load / save / preview sound, text to audio, audio for a video (Load Audio Model is in loaders.py).
 
 What the editor shows (frontend 1.58.1, src/extensions/core/uploadAudio.ts): an output {"audio": [{filename,
 subfolder, type}]} is played by an `audioUI` widget (an <audio> element). The frontend adds that widget only to
@@ -9,43 +9,11 @@ input_order places it before the upload button that `audio_upload` adds, which n
 """
 from __future__ import annotations
 
-import random
-import string
-from pathlib import Path
-
 from ..models import audio as audio_io   # `audio` is the ComfyUI input name
-from ..models.devices import DeviceChoice, DtypeChoice
-from ..models.families import AudioFamilyChoice
-from . import env
+from . import env, widgets
 
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 _AUDIO_UI = ("AUDIO_UI", {"tooltip": "The editor's audio player (drawn by the frontend; nothing to connect)."})
-
-
-def _input_audio_path(name: str) -> Path:
-    """A Load Audio value: "x.wav" or "sub/x.wav" in the input folders, or "x.wav [output]" / "x.wav [temp]"."""
-    for tag, folder in ((" [output]", env.output_dir), (" [temp]", env.temp_dir)):
-        if name.endswith(tag):
-            root = folder()
-            path = root / name[:-len(tag)]
-            if path.is_file() and path.resolve().is_relative_to(root.resolve()):
-                return path
-            raise FileNotFoundError(f"audio {name!r} not found in {root}. Fix: pick another file.")
-    return env.find_input(name.removesuffix(" [input]"))
-
-
-def _saved(path: Path, root: Path, kind: str) -> dict:
-    sub = path.parent.relative_to(root).as_posix()
-    return {"filename": path.name, "subfolder": "" if sub == "." else sub, "type": kind}
-
-
-def _progress(steps: int):
-    progress = env.Progress(steps)
-
-    def on_step(i, total, latents):
-        progress.total = total
-        progress(i)
-    return on_step
+_audio_path = widgets.input_resolver("audio")
 
 
 class KinemaLoadAudio:
@@ -59,9 +27,7 @@ class KinemaLoadAudio:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = sorted({p.name for folder in env.input_search_dirs() if folder.is_dir()
-                        for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and p.suffix.lower() in audio_io.AUDIO_EXTENSIONS})
+        files = widgets.input_files(audio_io.AUDIO_EXTENSIONS)
         return {"required": {
             "audio": (files, {"audio_upload": True, "tooltip": "A sound file in the input folder (wav, flac, ogg, "
                               "mp3, m4a, mp4/webm sound tracks). A missing file is an error before the run."}),
@@ -75,14 +41,14 @@ class KinemaLoadAudio:
 
     @classmethod
     def IS_CHANGED(cls, audio, **kwargs):
-        return env.file_signature(_input_audio_path, audio)
+        return env.file_signature(_audio_path, audio)
 
     @classmethod
     def VALIDATE_INPUTS(cls, audio):
-        return env.file_problem(_input_audio_path, audio)
+        return env.file_problem(_audio_path, audio)
 
     def load(self, audio, sample_rate, channels, audioUI=None):
-        return (audio_io.load_audio(_input_audio_path(audio), sample_rate, channels),)
+        return (audio_io.load_audio(_audio_path(audio), sample_rate, channels),)
 
 
 class KinemaSaveAudio:
@@ -103,24 +69,20 @@ class KinemaSaveAudio:
                 "format": ([f.value for f in audio_io.AudioFormat], {"default": "flac", "tooltip":
                            "flac: lossless, about half the size of wav, keeps the workflow (drag it onto the "
                            "editor). wav: 16-bit PCM, no workflow."}),
-                "filename_prefix": ("STRING", {"default": "Kinema/audio", "tooltip":
-                                    "File name start inside the output folder; '/' makes sub-folders. Files are "
-                                    "numbered prefix_00001_.ext and never overwritten; '..' is rejected."}),
+                "filename_prefix": widgets.filename_prefix("Kinema/audio"),
             },
             "optional": {"audioUI": _AUDIO_UI},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def save(self, audio, format, filename_prefix, audioUI=None, prompt=None, extra_pnginfo=None):
-        import json
         from ..models.media import next_output_path
         waveform, rate = audio_io.check_audio("audio", audio)
-        tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
-        tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
+        tags = widgets.save_tags(prompt, extra_pnginfo)
         root, entries = env.output_dir(), []
         for clip in waveform:                                                   # (C, T) each
             path = next_output_path(root, filename_prefix, format)
-            entries.append(_saved(audio_io.save_audio(clip, rate, path, format, tags), root, "output"))
+            entries.append(widgets.saved_entry(audio_io.save_audio(clip, rate, path, format, tags), root, "output"))
         return {"ui": {"audio": entries}, "result": ()}
 
 
@@ -142,47 +104,11 @@ class KinemaPreviewAudio:
     def preview(self, audio, audioUI=None):
         from ..models.media import next_output_path
         waveform, rate = audio_io.check_audio("audio", audio)
-        root = env.temp_dir()
-        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        entries = []
+        root, prefix, entries = env.temp_dir(), widgets.preview_prefix(), []
         for clip in waveform:                                                   # (C, T) each
-            path = next_output_path(root, f"KinemaPreview_{suffix}", "flac")
-            entries.append(_saved(audio_io.save_audio(clip, rate, path, "flac"), root, "temp"))
+            path = next_output_path(root, prefix, "flac")
+            entries.append(widgets.saved_entry(audio_io.save_audio(clip, rate, path, "flac"), root, "temp"))
         return {"ui": {"audio": entries}, "result": ()}
-
-
-class KinemaLoadAudioModel:
-    DESCRIPTION = ("Loads a local audio model (diffusers-format folder in models/diffusers): Stable Audio Open "
-                   "for Text to Audio, LTX-2 for Video to Audio (its audio branch, the clip as a condition).")
-    CATEGORY = "Kinema/loaders"
-    RETURN_TYPES = ("KINEMA_AUDIO_MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded audio model: connect it to Text to Audio or Video to Audio.",)
-    FUNCTION = "load"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        from ..models.families import AUDIO
-        names = [n for n in env.list_models("diffusers") if AUDIO.detect(env.find_model("diffusers", n)) is not None]
-        return {"required": {
-            "model": (names or ["(no audio models found: run `kinema fixtures` or add one)"], {"tooltip":
-                      "A diffusers-format folder (holding model_index.json) under models/diffusers: Stable Audio "
-                      "Open (StableAudioPipeline) or LTX-2 (LTX2Pipeline). Only audio-capable folders are listed."}),
-            "family": ([c.value for c in AudioFamilyChoice], {"default": "auto", "tooltip":
-                       "auto reads the folder's model_index.json; set it only to insist on a family (a mismatch "
-                       "is an error, not a conversion)."}),
-            "device": ([c.value for c in DeviceChoice], {"default": "auto", "tooltip":
-                       "auto: CUDA, then Apple MPS, then CPU. A device that is not available is an error."}),
-            "dtype": ([c.value for c in DtypeChoice], {"default": "auto", "tooltip":
-                      "Weights precision. auto: bf16 on CUDA (fp16 on old GPUs), fp16 on MPS, fp32 on CPU. The "
-                      "audio VAEs and vocoder always stay fp32."}),
-        }}
-
-    def load(self, model, family, device, dtype):
-        from ..models.devices import pick_device, pick_dtype
-        from ..models.families import load_audio_model
-        dev = pick_device(device)
-        return (load_audio_model(env.find_model("diffusers", model), family, dev, pick_dtype(dtype, dev)),)
 
 
 _STEPS = ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip":
@@ -191,8 +117,6 @@ _STEPS = ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip":
 _CFG = ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
                   "Classifier-free guidance. 1.0 or less turns it off (one model call a step, negative ignored); "
                   "Stable Audio ~7, LTX-2 ~4, Kinema-Tiny Audio 8 (weaker leaves some knocks too soft)."})
-_SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
-                 "Noise seed. The same seed, settings and model give the same sound on any device."})
 
 
 class KinemaTextToAudio:
@@ -220,12 +144,12 @@ class KinemaTextToAudio:
                         "window (47.55 s for Stable Audio Open): longer is an error."}),
             "steps": ("INT", {**_STEPS[1], "default": 100}),
             "cfg": _CFG,
-            "seed": _SEED,
+            "seed": widgets.seed(),
         }}
 
     def generate(self, model, prompt, negative_prompt, seconds, steps, cfg, seed):
         return (audio_io.text_to_audio(model, prompt, negative_prompt, seconds, steps, cfg, seed,
-                                       on_step=_progress(steps)),)
+                                       on_step=widgets.step_progress(steps)),)
 
 
 class KinemaVideoToAudio:
@@ -245,12 +169,11 @@ class KinemaVideoToAudio:
                                                        "Load Audio Model."}),
             "images": ("IMAGE", {"tooltip": "The video frames (F, H, W, C) 0..1. Resized (aspect kept) to what the "
                                             "model encodes; any frame count (padded inside to the VAE's grid)."}),
-            "fps": ("FLOAT", {"default": 16.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip":
-                              "Frames per second of the video: the audio lasts frames / fps seconds. Use the "
-                              "same value in Save Video, or sound and picture drift apart."}),
+            "fps": widgets.fps("Frames per second of the video: the audio lasts frames / fps seconds. Use the "
+                               "same value in Save Video, or sound and picture drift apart."),
             "steps": ("INT", {**_STEPS[1], "default": 30}),
             "cfg": ("FLOAT", {**_CFG[1], "default": 4.0}),
-            "seed": _SEED,
+            "seed": widgets.seed(),
         }, "optional": {
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                        "Optional words about the sound ('rain on a tin roof'); empty lets the picture decide."}),
@@ -260,14 +183,13 @@ class KinemaVideoToAudio:
 
     def generate(self, model, images, fps, steps, cfg, seed, prompt="", negative_prompt=""):
         return (audio_io.video_to_audio(model, images, fps, prompt, negative_prompt, steps, cfg, seed,
-                                        on_step=_progress(steps)),)
+                                        on_step=widgets.step_progress(steps)),)
 
 
 NODE_CLASS_MAPPINGS = {
     "KinemaLoadAudio": KinemaLoadAudio,
     "KinemaSaveAudio": KinemaSaveAudio,
     "KinemaPreviewAudio": KinemaPreviewAudio,
-    "KinemaLoadAudioModel": KinemaLoadAudioModel,
     "KinemaTextToAudio": KinemaTextToAudio,
     "KinemaVideoToAudio": KinemaVideoToAudio,
 }
@@ -275,7 +197,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaLoadAudio": "Load Audio (Kinema)",
     "KinemaSaveAudio": "Save Audio (Kinema)",
     "KinemaPreviewAudio": "Preview Audio (Kinema)",
-    "KinemaLoadAudioModel": "Load Audio Model",
     "KinemaTextToAudio": "Text to Audio",
     "KinemaVideoToAudio": "Video to Audio",
 }

@@ -2,13 +2,11 @@
 streamed straight into a video file, with the latents saved first so a failed decode can be resumed."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from . import env
+from . import env, widgets
 
 _TILING = ("KINEMA_TILING", {"tooltip": "Optional memory budget and tile sizes from a Tiled VAE Options node. "
                                         "Unconnected: automatic (free GPU memory, or half the free RAM on CPU)."})
-_OUTPUT_TAG = " [output]"
+_latents_path = widgets.input_resolver("latents file")
 
 
 def _latent_samples(model, latent):
@@ -128,47 +126,42 @@ class KinemaDecodeAndSave:
     @classmethod
     def INPUT_TYPES(cls):
         from ..models import media
-        from .media import _FPS
         return {
             "required": {
                 "model": ("KINEMA_MODEL", {"tooltip": "The model whose VAE decodes (the one that sampled)."}),
                 "latent": ("LATENT", {"tooltip": "Video latents from the Temporal Sampler or Load Latent, "
                                                  "(1, C, f, h, w)."}),
-                "fps": _FPS,
+                "fps": widgets.video_fps(),
                 "format": ([f.value for f in media.VideoFormat], {"default": "mp4", "tooltip":
                            "mp4: H.264 + AAC. webm: VP9 + Opus. webp: looping, no audio. gif: looping, 256 "
                            "colours, no audio. All are written frame by frame as the decode goes."}),
-                "filename_prefix": ("STRING", {"default": "Kinema/video", "tooltip":
-                                    "File name start inside the output folder; '/' makes sub-folders. Files are "
-                                    "numbered prefix_00001_.ext and never overwritten; '..' is rejected."}),
+                "filename_prefix": widgets.filename_prefix("Kinema/video"),
             },
             "optional": {
                 "audio": ("AUDIO", {"tooltip": "Sound for mp4/webm, trimmed or padded with silence to exactly "
                                                "frames / fps seconds; both streams start at 0."}),
                 "tiling": _TILING,
                 "keep_latents": ("BOOLEAN", {"default": False, "tooltip":
-                                             "Keep prefix_00001_.latents.safetensors after a successful decode (to "
-                                             "decode again later). Off: it is deleted once the video is complete; "
-                                             "after a failure it always stays."}),
+                                             "Keep prefix_00001_.latents.safetensors beside the video after a "
+                                             "successful decode (off: deleted once the video is complete; after a "
+                                             "failure it always stays). Resume or redo the decode with `kinema "
+                                             "decode FILE.latents.safetensors`, or Load Latent into this node."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def save(self, model, latent, fps, format, filename_prefix, audio=None, tiling=None, keep_latents=False,
              prompt=None, extra_pnginfo=None):
-        import json
         from ..models import media, vae_tiling
-        from .media import _saved, _ui
         samples = _latent_samples(model, latent)
         fmt = media.video_format(format)
         root = env.output_dir()
         path = media.next_output_path(root, filename_prefix, fmt.value)
-        tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
-        tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
         progress = env.Progress(model.pixel_frames(samples.shape[2]))
-        vae_tiling.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling, metadata=tags or None,
-                            keep_latents=keep_latents, on_frames=lambda done, total: progress(done))
-        return {"ui": _ui(_saved(path, root, "output"), fmt), "result": ()}
+        vae_tiling.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling,
+                                   keep_latents=keep_latents, metadata=widgets.save_tags(prompt, extra_pnginfo),
+                                   on_frames=lambda done, total: progress(done))
+        return {"ui": widgets.video_ui(widgets.saved_entry(path, root, "output"), fmt), "result": ()}
 
 
 def _latent_files() -> list[str]:
@@ -181,19 +174,9 @@ def _latent_files() -> list[str]:
                             if not p.name.startswith("."))
     out = env.output_dir()
     if out.is_dir():
-        found += sorted(p.relative_to(out).as_posix() + _OUTPUT_TAG for p in out.rglob(f"*{LATENTS_SUFFIX}")
+        found += sorted(p.relative_to(out).as_posix() + widgets.OUTPUT_TAG for p in out.rglob(f"*{LATENTS_SUFFIX}")
                         if not p.name.startswith("."))
     return found
-
-
-def _latent_path(name: str) -> Path:
-    if name.endswith(_OUTPUT_TAG):
-        root = env.output_dir()
-        path = root / name[:-len(_OUTPUT_TAG)]
-        if path.is_file() and path.resolve().is_relative_to(root.resolve()):
-            return path
-        raise FileNotFoundError(f"latents file {name!r} not found in {root}. Fix: pick another file.")
-    return env.find_input(name.removesuffix(" [input]"))
 
 
 class KinemaLoadLatent:
@@ -217,15 +200,15 @@ class KinemaLoadLatent:
 
     @classmethod
     def IS_CHANGED(cls, latents):
-        return env.file_signature(_latent_path, latents)
+        return env.file_signature(_latents_path, latents)
 
     @classmethod
     def VALIDATE_INPUTS(cls, latents):
-        return env.file_problem(_latent_path, latents)
+        return env.file_problem(_latents_path, latents)
 
     def load(self, latents):
         from ..models import vae_tiling
-        samples, info, _audio = vae_tiling.load_latents(_latent_path(latents))
+        samples, info, _audio = vae_tiling.load_latents(_latents_path(latents))
         return ({"samples": samples, "kinema_frames": info.frames, "kinema_family": info.family},
                 float(info.fps or 0.0))
 

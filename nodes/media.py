@@ -1,4 +1,4 @@
-"""Media nodes: load an image, save / preview a video, chroma key, flat-colour compositing and resizing.
+"""Media nodes: load an image or a video, save / preview a video, chroma key, flat-colour compositing and resizing.
 
 What the editor shows is decided by the `ui` dict an output node returns. Checked against ComfyUI core and the
 frontend (1.58): core SaveVideo / SaveAnimatedWEBP return {"images": [{filename, subfolder, type}],
@@ -13,41 +13,13 @@ widget, so it is not used here.
 """
 from __future__ import annotations
 
-import random
-import string
-from pathlib import Path
-
 from ..models import media
-from . import env
+from ..models.video_io import VIDEO_EXTENSIONS
+from . import env, widgets
 
-_FPS = ("FLOAT", {"default": 16.0, "min": 0.01, "max": 240.0, "step": 0.01, "tooltip":
-                  "Frames per second, kept exactly (16 for Wan, 8 for AnimateDiff). webp allows at most 90 and "
-                  "gif at most 50: browsers slow down shorter frame delays. The frame count is never changed."})
 _COLOR_TIP = "Hex colour #rrggbb (or #rgb): #00ff00 green, #0000ff blue, #ff00ff magenta."
-
-
-def _saved(path: Path, root: Path, kind: str) -> dict:
-    """The {filename, subfolder, type} entry that /view serves."""
-    sub = path.parent.relative_to(root).as_posix()
-    return {"filename": path.name, "subfolder": "" if sub == "." else sub, "type": kind}
-
-
-def _ui(entry: dict, fmt: media.VideoFormat) -> dict:
-    # see the module docstring: gif must not be flagged animated, or the frontend puts it in a <video>
-    return {"images": [entry], "animated": [fmt != media.VideoFormat.GIF]}
-
-
-def _input_path(name: str) -> Path:
-    """A Load Image value: "x.png" or "sub/x.png" in the input folders, or annotated as the editor writes after
-    the mask editor or a copy from an output: "x.png [input]", "x.png [output]", "x.png [temp]"."""
-    for tag, folder in ((" [output]", env.output_dir), (" [temp]", env.temp_dir)):
-        if name.endswith(tag):
-            root = folder()
-            path = root / name[:-len(tag)]
-            if path.is_file() and path.resolve().is_relative_to(root.resolve()):
-                return path
-            raise FileNotFoundError(f"image {name!r} not found in {root}. Fix: pick another file.")
-    return env.find_input(name.removesuffix(" [input]"))
+_image_path = widgets.input_resolver("image")
+_video_path = widgets.input_resolver("video")
 
 
 def _alpha(images, mask):
@@ -69,23 +41,67 @@ class KinemaLoadImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = sorted({p.name for folder in env.input_search_dirs() if folder.is_dir()
-                        for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and p.suffix.lower() in media.IMAGE_EXTENSIONS})
+        files = widgets.input_files(media.IMAGE_EXTENSIONS)
         return {"required": {"image": (files, {"image_upload": True, "tooltip":
                                                "An image file in the input folder (png, jpg, webp, gif, bmp, tiff). "
                                                "A missing file is an error before the run starts."})}}
 
     @classmethod
     def IS_CHANGED(cls, image):
-        return env.file_signature(_input_path, image)
+        return env.file_signature(_image_path, image)
 
     @classmethod
     def VALIDATE_INPUTS(cls, image):
-        return env.file_problem(_input_path, image)
+        return env.file_problem(_image_path, image)
 
     def load(self, image):
-        return media.load_image(_input_path(image))
+        return media.load_image(_image_path(image))
+
+
+class KinemaLoadVideo:
+    DESCRIPTION = ("Loads a video from the input folder (mp4, webm, mov, mkv, animated gif or webp): a frame range, "
+                   "optionally resized, streamed so frames outside the range are never kept. Gives frames and fps.")
+    CATEGORY = "Kinema/io"
+    RETURN_TYPES = ("IMAGE", "FLOAT", "INT")
+    RETURN_NAMES = ("images", "fps", "frame_count")
+    OUTPUT_TOOLTIPS = ("Frames (F, H, W, 3) float 0..1 (alpha is dropped).",
+                       "The file's frames per second: connect to Save Video to keep the timing.",
+                       "How many frames were loaded (F).")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = widgets.input_files(VIDEO_EXTENSIONS)
+        return {"required": {
+            "start_frame": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip":
+                                    "First frame to load (0 = the first). Past the end is an error."}),
+            "frame_count": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip":
+                                    "Frames to load from start_frame; 0 loads to the end. More than the file has is "
+                                    "an error (never padded). Wan needs 4k+1 (17, 81), Kinema-Tiny 9."}),
+            "width": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 8, "tooltip":
+                              "Resize to this width in pixels; 0 keeps it (or follows the aspect ratio when height "
+                              "is set, rounded to 8). The frame is centre-cropped to the new aspect, never "
+                              "stretched."}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 8, "tooltip":
+                               "Resize to this height in pixels; 0 keeps it (or follows the aspect ratio when width "
+                               "is set, rounded to 8)."}),
+            "video": (files, {"video_upload": True, "tooltip":
+                              "A video in the input folder (mp4, webm, mov, mkv, gif, webp). A missing file is an "
+                              "error before the run starts."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, video, **_):
+        return env.file_signature(_video_path, video)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, video):
+        return env.file_problem(_video_path, video)
+
+    def load(self, video, start_frame, frame_count, width, height):
+        from ..models.video_io import read_video
+        frames, fps = read_video(_video_path(video), start_frame, frame_count, height, width)
+        return frames, float(fps), int(frames.shape[0])
 
 
 class KinemaSaveVideo:
@@ -104,14 +120,12 @@ class KinemaSaveVideo:
             "required": {
                 "images": ("IMAGE", {"tooltip": "Frames (F, H, W, 3 or 4) 0..1; a 4th channel is alpha. Odd "
                                                 "sizes are padded by one edge pixel for mp4 only."}),
-                "fps": _FPS,
+                "fps": widgets.video_fps(),
                 "format": ([f.value for f in media.VideoFormat], {"default": "mp4", "tooltip":
                            "mp4: H.264 + AAC, no transparency (a transparent mask is an error). webm: VP9 + Opus, "
                            "with alpha. webp: looping, 8-bit alpha, no audio. gif: looping, 256 colours, 1-bit "
                            "alpha, no audio."}),
-                "filename_prefix": ("STRING", {"default": "Kinema/video", "tooltip":
-                                    "File name start inside the output folder; '/' makes sub-folders. Files are "
-                                    "numbered prefix_00001_.ext and never overwritten; '..' is rejected."}),
+                "filename_prefix": widgets.filename_prefix("Kinema/video"),
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Transparency, 1 = transparent (ComfyUI's convention): (F, H, W) or "
@@ -123,14 +137,12 @@ class KinemaSaveVideo:
         }
 
     def save(self, images, fps, format, filename_prefix, mask=None, audio=None, prompt=None, extra_pnginfo=None):
-        import json
         fmt = media.video_format(format)
         root = env.output_dir()
         path = media.next_output_path(root, filename_prefix, fmt.value)
-        tags = {"prompt": json.dumps(prompt)} if prompt is not None else {}
-        tags.update({k: json.dumps(v) for k, v in (extra_pnginfo or {}).items()})
-        media.save_video(images, path, fps, fmt, alpha=_alpha(images, mask), audio=audio, metadata=tags or None)
-        return {"ui": _ui(_saved(path, root, "output"), fmt), "result": ()}
+        media.save_video(images, path, fps, fmt, alpha=_alpha(images, mask), audio=audio,
+                         metadata=widgets.save_tags(prompt, extra_pnginfo))
+        return {"ui": widgets.video_ui(widgets.saved_entry(path, root, "output"), fmt), "result": ()}
 
 
 class KinemaPreviewVideo:
@@ -146,18 +158,18 @@ class KinemaPreviewVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {"images": ("IMAGE", {"tooltip": "Frames (F, H, W, 3 or 4) 0..1; a 4th channel is alpha."}),
-                         "fps": _FPS},
+                         "fps": widgets.video_fps()},
             "optional": {"mask": ("MASK", {"tooltip": "Transparency, 1 = transparent: (F, H, W) or one (1, H, W) "
                                                       "for all frames."})},
         }
 
     def preview(self, images, fps, mask=None):
         root = env.temp_dir()
-        suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(5))
-        path = media.next_output_path(root, f"KinemaPreview_{suffix}", "webp")
+        path = media.next_output_path(root, widgets.preview_prefix(), "webp")
         media.save_video(images, path, fps, media.VideoFormat.WEBP, alpha=_alpha(images, mask),
                          quality=80, webp_method=2)
-        return {"ui": _ui(_saved(path, root, "temp"), media.VideoFormat.WEBP), "result": ()}
+        entry = widgets.saved_entry(path, root, "temp")
+        return {"ui": widgets.video_ui(entry, media.VideoFormat.WEBP), "result": ()}
 
 
 class KinemaChromaKey:
@@ -248,6 +260,7 @@ class KinemaResizeVideo:
 
 NODE_CLASS_MAPPINGS = {
     "KinemaLoadImage": KinemaLoadImage,
+    "KinemaLoadVideo": KinemaLoadVideo,
     "KinemaSaveVideo": KinemaSaveVideo,
     "KinemaPreviewVideo": KinemaPreviewVideo,
     "KinemaChromaKey": KinemaChromaKey,
@@ -256,6 +269,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaLoadImage": "Load Image (Kinema)",
+    "KinemaLoadVideo": "Load Video (Kinema)",
     "KinemaSaveVideo": "Save Video (Kinema)",
     "KinemaPreviewVideo": "Preview Video (Kinema)",
     "KinemaChromaKey": "Chroma Key",

@@ -3,27 +3,7 @@ from __future__ import annotations
 
 from ..models.families.base import SchedulerChoice
 from ..models.windows import Anchor, FuseMode, FuseWeights, NoiseType
-from . import env
-
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
-
-
-def _to_pil(frame):
-    import numpy as np
-    import PIL.Image
-    return PIL.Image.fromarray((frame.clamp(0, 1).numpy() * 255).astype(np.uint8))
-
-
-def step_progress(model, steps: int):
-    """The loop's on_step for a sampling node: progress per step, and a live preview (the family's cheap
-    latent -> RGB) only when the host shows previews."""
-    progress = env.Progress(steps)
-
-    def on_step(i, total, latents):
-        progress.total = total
-        progress(i, _to_pil(model.preview(latents)[0]) if progress.wants_preview else None)
-
-    return on_step
+from . import widgets
 
 
 class KinemaTemporalSampler:
@@ -53,9 +33,7 @@ class KinemaTemporalSampler:
             "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
                               "Classifier-free guidance scale. 1.0 or less turns guidance off (one model call a "
                               "step, negative ignored); Wan ~5, AnimateDiff ~7.5."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
-                             "Noise seed. The same seed, settings and model give the same video on any device "
-                             "(noise is drawn on the CPU)."}),
+            "seed": widgets.seed(),
             "scheduler": ([c.value for c in SchedulerChoice], {"default": "default", "tooltip":
                           "default: the model folder's own scheduler. flow_euler/flow_unipc for flow models (Wan); "
                           "ddim/euler/lcm for AnimateDiff. A scheduler of the other kind is an error."}),
@@ -78,8 +56,8 @@ class KinemaTemporalSampler:
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
         init = latent["samples"] if latent is not None else None
-        samples = sample(model, positive, negative, settings, init_latents=init, on_step=step_progress(model, steps),
-                         context=context)
+        samples = sample(model, positive, negative, settings, init_latents=init, context=context,
+                         on_step=widgets.step_progress(steps, model))
         return ({"samples": samples.cpu(), "kinema_frames": length},)
 
 

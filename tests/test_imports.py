@@ -27,6 +27,21 @@ def test_models_source_has_no_host_imports():
                 assert not m.startswith(("kinema.host", "kinema.nodes")), f"{path}: imports {m}"
 
 
+def test_runtime_never_imports_training_code():
+    """training/ (Kinema-Tiny's data generators, checkers, training and evaluation) is not installed: nothing the
+    pack runs may import it."""
+    files = [REPO / "__init__.py", *(p for d in ("models", "nodes", "host") for p in (REPO / d).rglob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mods = [node.module or ""] + ([a.name for a in node.names] if node.level else [])
+            else:
+                continue
+            assert not any(m.split(".")[0] == "training" or ".training" in m for m in mods), f"{path}: {mods}"
+
+
 def test_models_import_with_comfyui_blocked():
     code = textwrap.dedent(f"""
         import sys, importlib, pkgutil

@@ -61,7 +61,7 @@ class KinemaTinyFamily(VideoFamily):
 
     def load_weights_file(self, file: Path) -> None:
         """Replace the transformer's weights with a .safetensors state dict of the same config (e.g. a checkpoint
-        from `python -m kinema.models.tiny.train`, keys as in transformer/diffusion_pytorch_model.safetensors)."""
+        from `python -m training.tiny.train`, keys as in transformer/diffusion_pytorch_model.safetensors)."""
         from safetensors.torch import load_file
         file = check_weights_file(file)
         state = {k.removeprefix("model."): v for k, v in load_file(str(file)).items() if not k.startswith("text.")}

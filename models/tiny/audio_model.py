@@ -300,7 +300,8 @@ def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dty
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"Kinema-Tiny Audio folder {str(path)!r} is incomplete: missing {', '.join(missing)}. "
-                                f"Fix: re-copy the folder, or retrain it with `python -m kinema.models.tiny.audio_train`.")
+                                f"Fix: re-copy the folder, or retrain it from a source checkout: "
+                                f"`python -m training.tiny.audio_train`.")
     modules = {}
     for name, (cfg_cls, cls) in {"video_encoder": (VideoEncoderConfig, VideoEncoder),
                                  "transformer": (FlowNetConfig, FlowNet)}.items():

@@ -76,7 +76,8 @@ def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dty
     missing = [str(path / n / WEIGHTS[n]) for n in WEIGHTS if not (path / n / WEIGHTS[n]).is_file()]
     if missing:
         raise FileNotFoundError(f"Kinema-Tiny folder {str(path)!r} is incomplete: missing {', '.join(missing)}. "
-                                f"Fix: re-copy the folder, or retrain it with `python -m kinema.models.tiny.train`.")
+                                f"Fix: re-copy the folder, or retrain it from a source checkout: "
+                                f"`python -m training.tiny.train`.")
     builders = {"text_encoder": (TextEncoderConfig, TinyTextEncoder), "transformer": (TransformerConfig,
                 TinyVideoTransformer), "vae": (TAEConfig, TemporalAutoencoder)}
     built = {}

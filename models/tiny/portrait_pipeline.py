@@ -51,7 +51,8 @@ def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dty
     file = path / "unet" / WEIGHTS
     if not file.is_file():
         raise FileNotFoundError(f"Kinema-Tiny Portrait folder {str(path)!r} is incomplete: missing {file}. Fix: "
-                                f"re-copy the folder, or retrain it with `python -m kinema.models.tiny.portrait_train`.")
+                                f"re-copy the folder, or retrain it from a source checkout: "
+                                f"`python -m training.tiny.portrait_train`.")
     index = json.loads((path / "model_index.json").read_text())
     raw = json.loads((path / "unet" / "config.json").read_text())
     names = {f.name for f in fields(PortraitUNetConfig)}

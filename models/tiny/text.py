@@ -13,8 +13,17 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .data import COLOURS, SHAPES
-
+# the world Kinema-Tiny was trained on (training/tiny/data.py draws it): its shapes, and its colours with the RGB
+# they are drawn in
+SHAPES = ("circle", "square", "triangle", "star")
+COLOURS = {                       # name -> RGB 0..1 (bright, far apart in RGB; a checker picks the nearest)
+    "red": (0.92, 0.16, 0.14),
+    "green": (0.16, 0.86, 0.22),
+    "blue": (0.18, 0.38, 1.00),
+    "yellow": (0.96, 0.90, 0.14),
+    "white": (0.96, 0.96, 0.96),
+    "purple": (0.68, 0.22, 0.94),
+}
 SPECIALS = ("<pad>", "<bos>")
 WORDS = ("a", "an", "the", *COLOURS, *SHAPES, "moves", "left", "right", "up", "down", "bounces", "spins", "grows",
          "shrinks", "stays", "still")

@@ -268,18 +268,16 @@ def _context_parallel_rank(rank: int, world: int, port: int, models: str, out: s
 
 
 @pytest.mark.gpu
-def test_context_parallel_over_two_gpus_matches_one(tmp_path):
+def test_context_parallel_over_two_gpus_matches_one(models_dir, tmp_path):
     import socket
     import torch
     if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
         pytest.skip("needs two or more CUDA GPUs")
-    from kinema.models.fixtures import write_fixtures
-    write_fixtures(tmp_path / "models", names=["fixture-wan-t2v"])
     world = min(torch.cuda.device_count(), 2)     # the fixture has 2 attention heads: Ulysses splits at most 2 ways
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    torch.multiprocessing.spawn(_context_parallel_rank, args=(world, port, str(tmp_path / "models"), str(tmp_path)),
+    torch.multiprocessing.spawn(_context_parallel_rank, args=(world, port, str(models_dir), str(tmp_path)),
                                 nprocs=world, join=True)
     for rank in range(world):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())

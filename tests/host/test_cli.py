@@ -24,10 +24,7 @@ def _api(tmp_path, prompt):
 
 
 def _t2v_prompt(**sampler):
-    sys_path = str(REPO / "workflows")
-    import sys
-    sys.path.insert(0, sys_path)
-    import make_workflows
+    from tools import make_workflows
     prompt = json.loads(json.dumps(make_workflows.WORKFLOWS["text_to_video_wan"][0]))
     prompt["4"]["inputs"].update(length=5, width=32, height=32, steps=2, **sampler)
     return prompt
@@ -66,9 +63,8 @@ def test_bad_input_names_node_input_and_fix(kinema_dirs, tmp_path, capsys, mutat
 def test_missing_model_folder_lists_folders_searched(kinema_dirs, tmp_path, capsys):
     # the dropdown value exists at validation but the folder vanished: FileNotFoundError listing folders
     import shutil
-    from kinema.models.fixtures import write_fixtures
     models = tmp_path / "m"
-    write_fixtures(models, names=["fixture-wan-t2v"])
+    shutil.copytree(kinema_dirs["models"] / "diffusers" / "fixture-wan-t2v", models / "diffusers" / "fixture-wan-t2v")
     (models / "diffusers" / "fixture-wan-t2v" / "model_index.json").unlink()
     dirs = {**kinema_dirs, "models": models}
     rc = _run([str(_api(tmp_path, _t2v_prompt()))], dirs)

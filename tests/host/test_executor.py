@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 import kinema
 from kinema.host.executor import Executor, NodeError
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _prompt():
-    sys.path.insert(0, str(REPO / "workflows"))
-    import make_workflows
+    from tools import make_workflows
     prompt = json.loads(json.dumps(make_workflows.WORKFLOWS["text_to_video_wan"][0]))
     prompt["4"]["inputs"].update(length=5, width=32, height=32, steps=2)
     return prompt

@@ -1,7 +1,7 @@
 """Video editing (SDEdit, FlowEdit, masks), reference conditioning, upscaling and the streaming video reader.
 
 Real content: the source is a rendered Kinema-Tiny clip ("a red circle moves right" on stripes) and the bundled
-model edits it; the pixel checker (models/tiny/checker.py) judges colour, shape and motion."""
+model edits it; the pixel checker (training/tiny/checker.py) judges colour, shape and motion."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +16,7 @@ from kinema.models import edit as E
 from kinema.models import media, video_io
 from kinema.models.families import load_model
 from kinema.models.sampling import SamplerSettings, sample
-from kinema.models.tiny import checker, data
+from training.tiny import checker, data
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny" / "weights" / "kinema-tiny-video"
 

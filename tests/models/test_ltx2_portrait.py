@@ -29,9 +29,8 @@ from kinema.models.sampling import SamplerSettings, sample
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    from kinema.models.fixtures import write_fixtures
-    return write_fixtures(tmp_path_factory.mktemp("ltx2p"), ["fixture-ltx2"])[0]
+def folder(models_dir):
+    return models_dir / "diffusers" / "fixture-ltx2"
 
 
 @pytest.fixture(scope="module")
@@ -173,12 +172,12 @@ def test_unsupported_folder_and_bad_requests(model, tmp_path):
 
 
 def test_nodes_list_load_and_animate_an_ltx2_folder(folder, model):
-    from kinema.nodes import env
+    from kinema.nodes import env, loaders
     from kinema.nodes import portrait as nodes
     with env.using(env.Folders.of(models=folder.parent.parent)):
-        names = nodes.KinemaLoadPortraitModel.INPUT_TYPES()["required"]["model"][0]
+        names = loaders.KinemaLoadPortraitModel.INPUT_TYPES()["required"]["model"][0]
         assert "fixture-ltx2" in names and "kinema-tiny-portrait" in names
-        loaded, = nodes.KinemaLoadPortraitModel().load("fixture-ltx2", "cpu", "fp32")
+        loaded, = loaders.KinemaLoadPortraitModel().load("fixture-ltx2", "cpu", "fp32")
         assert loaded.name == "ltx2_portrait" and loaded.temporal_ratio == 2
     audio = {"waveform": _speech(0.5).view(1, 1, -1), "sample_rate": 16000}
     images, = nodes.KinemaPortraitAnimate().animate(model, _portrait(), audio, 25.0, 0, 1, 1.0, 1.0, "a smile")

@@ -86,7 +86,7 @@ def test_failure_mid_encode_leaves_nothing(tmp_path, monkeypatch, fmt):
 
 # ---- writers: real decode -------------------------------------------------------------------------------------
 
-def test_mp4_exact_frames_fps_size_colours(tmp_path):
+def test_mp4_exact_frames_fps_size_colours(tmp_path, decode_video):
     frames, _ = clip()
     path = media.save_video(frames, tmp_path / "v.mp4", 16, "mp4")
     info = media.read_video_info(path)
@@ -96,20 +96,20 @@ def test_mp4_exact_frames_fps_size_colours(tmp_path):
         decoded = [f for f in c.decode(video=0)]
         assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
     assert len(decoded) == F and [f.pts for f in decoded] == sorted(f.pts for f in decoded)
-    got, _ = media.load_video(path)
+    got, _ = decode_video(path)
     for i in range(F):
         y, x = square_center(i)
         assert torch.allclose(got[i, y, x], torch.tensor(SQUARE), atol=0.06)
         assert torch.allclose(got[i, 4, 60], torch.tensor(BACK), atol=0.06)
 
 
-def test_mp4_fractional_fps_and_odd_size(tmp_path):
+def test_mp4_fractional_fps_and_odd_size(tmp_path, decode_video):
     frames, _ = clip(7, 31, 45)
     path = media.save_video(frames, tmp_path / "v.mp4", 30000 / 1001, "mp4")
     info = media.read_video_info(path)
     assert info.frames == 7 and (info.width, info.height) == (46, 32)  # padded by one edge pixel, not resized
     assert info.fps == pytest.approx(30000 / 1001, rel=1e-6)
-    got, _ = media.load_video(path)
+    got, _ = decode_video(path)
     assert torch.allclose(got[:, 5, 45], got[:, 5, 44], atol=0.05)  # the pad repeats the last column
     with pytest.raises(ValueError, match="even width and height"):
         media.save_video(frames, tmp_path / "w.mp4", 16, "mp4", odd_size="error")
@@ -123,12 +123,12 @@ def test_mp4_refuses_transparency(tmp_path):
     media.save_video(frames, tmp_path / "v.mp4", 16, "mp4", alpha=torch.ones(1, H, W))  # opaque is fine
 
 
-def test_webm_alpha(tmp_path):
+def test_webm_alpha(tmp_path, decode_video):
     frames, alpha = clip()
     path = media.save_video(frames, tmp_path / "v.webm", 16, "webm", alpha=alpha)
     info = media.read_video_info(path)
     assert (info.codec, info.frames, info.fps, info.width, info.height, info.has_alpha) == ("vp9", F, 16.0, W, H, True)
-    got, opacity = media.load_video(path)
+    got, opacity = decode_video(path)
     assert got.shape == (F, H, W, 3) and opacity.shape == (F, H, W)
     assert (opacity - alpha).abs().amax() < 0.1
     y, x = square_center(5)
@@ -137,7 +137,7 @@ def test_webm_alpha(tmp_path):
     assert not media.read_video_info(tmp_path / "o.webm").has_alpha
 
 
-def test_webp_alpha_loop_durations_and_identical_frames(tmp_path):
+def test_webp_alpha_loop_durations_and_identical_frames(tmp_path, decode_video):
     frames, alpha = clip()
     frames[6:9] = frames[5]  # a hold: identical consecutive frames must survive (libwebp's writer merges them)
     alpha[6:9] = alpha[5]
@@ -145,17 +145,17 @@ def test_webp_alpha_loop_durations_and_identical_frames(tmp_path):
     info = media.read_video_info(path)
     assert (info.frames, info.width, info.height, info.has_alpha, info.loop) == (F, W, H, True, 0)
     assert set(info.frame_durations_ms) == {62, 63} and sum(info.frame_durations_ms) == round(F * 1000 / 16)
-    got, opacity = media.load_video(path)
+    got, opacity = decode_video(path)
     assert (opacity - alpha).abs().amax() < 0.02
     for i in range(F):
         y, x = square_center(i if i < 6 or i > 8 else 5)
         assert torch.allclose(got[i, y, x], torch.tensor(SQUARE), atol=0.08)
     once = media.save_video(frames, tmp_path / "once.webp", 16, "webp", loop=1, lossless=True)
     assert media.read_video_info(once).loop == 1 and not media.read_video_info(once).has_alpha
-    assert torch.equal(media.load_video(once)[0], (frames * 255).round() / 255)  # lossless is exact
+    assert torch.equal(decode_video(once)[0], (frames * 255).round() / 255)  # lossless is exact
 
 
-def test_gif_transparency_loop_and_identical_frames(tmp_path):
+def test_gif_transparency_loop_and_identical_frames(tmp_path, decode_video):
     frames, alpha = clip()
     frames[3:6] = frames[2]
     alpha[3:6] = alpha[2]
@@ -163,7 +163,7 @@ def test_gif_transparency_loop_and_identical_frames(tmp_path):
     info = media.read_video_info(path)
     assert (info.frames, info.width, info.height, info.has_alpha, info.loop) == (F, W, H, True, 0)
     assert info.frame_durations_ms == (80,) * F and info.fps == pytest.approx(12.5)
-    got, opacity = media.load_video(path)
+    got, opacity = decode_video(path)
     assert torch.equal(opacity, alpha)  # 1-bit alpha, exact for a 0/1 mask
     for i in range(F):
         y, x = square_center(i if i < 3 or i > 5 else 2)

@@ -38,8 +38,9 @@ def _sample(model, size=32):
     return out["samples"]
 
 
-def _gone(pid: int, within: float = 5.0) -> bool:
-    """The process has exited (reaped, or a zombie its parent has yet to reap)."""
+def _gone(pid: int, within: float = 60.0) -> bool:
+    """The process has exited (reaped, or a zombie its parent has yet to reap). Polls: returns as soon as it has,
+    so the generous limit costs nothing when it passes and no machine load reaches it."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:

@@ -6,8 +6,8 @@ from torch.nn import functional as F
 
 from kinema.models.families import load_model
 from kinema.models.families.base import VideoFamily
-from kinema.models.tiny.data import random_spec, render
 from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS
+from training.tiny.data import random_spec, render
 
 
 def _channel_preview(z):

@@ -11,13 +11,13 @@ import torch
 from kinema.models.families.base import Conditioning
 from kinema.models.families.tiny import KinemaTinyFamily
 from kinema.models.sampling import SamplerSettings, sample
-from kinema.models.tiny import checker
-from kinema.models.tiny.data import BG_MAX, COLOURS, MOTIONS, SHAPES, make_clips, parse_prompt, random_spec, render
 from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS, load_folder, save_folder
 from kinema.models.tiny.tae import TAEConfig, TemporalAutoencoder
 from kinema.models.tiny.text import TextEncoderConfig, TinyTextEncoder, tokenize
-from kinema.models.tiny.train import SCHEDULER
 from kinema.models.tiny.transformer import TinyVideoTransformer, TransformerConfig
+from training.tiny import checker
+from training.tiny.data import BG_MAX, COLOURS, MOTIONS, SHAPES, make_clips, parse_prompt, random_spec, render
+from training.tiny.train import SCHEDULER
 
 
 # ---- data and checker ----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Kinema-Tiny Audio: the bundled video-to-audio model, its data, its detectors and the measured sync.
 
-Sync floors sit a little under what docs/kinema_tiny_audio.md reports (`python -m kinema.models.tiny.audio_sync`);
+Sync floors sit a little under what docs/kinema_tiny_audio.md reports (`python -m training.tiny.audio_sync`);
 here on fewer clips, to keep the file quick.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 
 from kinema.models.audio import video_to_audio
 from kinema.models.families import AUDIO, load_audio_model, load_model
-from kinema.models.tiny import audio_data as D
-from kinema.models.tiny import audio_sync as S
 from kinema.models.tiny.audio_model import DEFAULT_WEIGHTS
 from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS as VIDEO_WEIGHTS
+from training.tiny import audio_data as D
+from training.tiny import audio_sync as S
 
 FPS, STEPS, CFG = 8.0, 20, 8.0        # the bundled workflow's settings
 

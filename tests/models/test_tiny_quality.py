@@ -1,4 +1,4 @@
-"""Kinema-Tiny's quality, measured from pixels by the checker (models/tiny/checker.py) on the fixed eval set.
+"""Kinema-Tiny's quality, measured from pixels by the checker (training/tiny/checker.py) on the fixed eval set.
 
 The floors sit a little under what MODEL_CARD.md reports for the same settings (the measured numbers are
 reproducible: fixed prompts, fixed seeds, deterministic sampling).
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from kinema.models.tiny import checker
-from kinema.models.tiny.evaluate import evaluate
 from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS, load_folder
+from training.tiny import checker
+from training.tiny.evaluate import evaluate
 
 STEPS, CFG = 10, 4.0           # the default workflow's settings
 FLOORS = {                     # measured on this machine (see MODEL_CARD.md), minus a margin

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from kinema.models import media
-from kinema.nodes import env
+from kinema.nodes import env, loaders
 from kinema.nodes import audio as nodes
 
 RATE = 44100
@@ -139,11 +139,11 @@ def test_audio_player_widget_is_declared_for_the_frontend():
 
 
 def test_generation_nodes_on_the_fixtures(kinema_dirs):
-    names = nodes.KinemaLoadAudioModel.INPUT_TYPES()["required"]["model"][0]
+    names = loaders.KinemaLoadAudioModel.INPUT_TYPES()["required"]["model"][0]
     assert set(names) == {"fixture-stable-audio", "fixture-ltx2", "kinema-tiny-audio"}   # not video-only folders
-    (sa,) = nodes.KinemaLoadAudioModel().load("fixture-stable-audio", "auto", "cpu", "fp32")
+    (sa,) = loaders.KinemaLoadAudioModel().load("fixture-stable-audio", "auto", "cpu", "fp32")
     (sound,) = nodes.KinemaTextToAudio().generate(sa, "a bell", "", 0.3, 2, 7.0, 1)
     assert sound["waveform"].shape == (1, 2, 2400) and sound["sample_rate"] == 8000
-    (ltx,) = nodes.KinemaLoadAudioModel().load("fixture-ltx2", "auto", "cpu", "fp32")
+    (ltx,) = loaders.KinemaLoadAudioModel().load("fixture-ltx2", "auto", "cpu", "fp32")
     (sound,) = nodes.KinemaVideoToAudio().generate(ltx, torch.rand(5, 24, 40, 3), 8.0, 1, 1.0, 0, prompt="rain")
     assert sound["waveform"].shape == (1, 2, 10000) and sound["sample_rate"] == 16000   # 5 frames / 8 fps

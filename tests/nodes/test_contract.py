@@ -1,12 +1,15 @@
 """Contract tests over every node: ids, categories, tooltips, types, function signatures, display names."""
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+from pathlib import Path
 
 import pytest
 
 import kinema
+from kinema.nodes import widgets
 
 NODES = sorted(kinema.NODE_CLASS_MAPPINGS.items())
 CATEGORIES = {f"Kinema/{c}" for c in
@@ -16,6 +19,12 @@ FILE_COMBOS = {"model", "image", "audio", "video", "file", "motion_adapter", "la
 # The frontend's audio player: 1.58.1 draws it for custom nodes only when they declare this exact input (by name:
 # uploadAudio.ts looks the widget up as "audioUI"), optional because it is never serialised.
 FRONTEND_WIDGETS = {"audioUI": "AUDIO_UI"}
+# each category's nodes live in one file (DESIGN.md's nodes/ layout)
+CATEGORY_FILES = {"Kinema/loaders": "loaders", "Kinema/conditioning": "conditioning", "Kinema/sampling": "sampling",
+                  "Kinema/latent": "decode", "Kinema/decode": "decode", "Kinema/io": "media", "Kinema/audio": "audio",
+                  "Kinema/portrait": "portrait", "Kinema/edit": "edit"}
+MAX_TEXT = 300          # characters of a DESCRIPTION or a tooltip: longer ones go unread in the editor
+NODES_DIR = Path(kinema.__file__).resolve().parent / "nodes"
 
 
 def _inputs(cls):
@@ -75,3 +84,32 @@ def test_display_names_unique_title_case_no_emoji():
         assert n.isascii(), n
         words = re.sub(r"\(.*?\)", "", n).split()
         assert all(w[0].isupper() or w in {"to", "on", "of", "and", "a"} for w in words), n
+
+
+@pytest.mark.parametrize("node_id,cls", NODES)
+def test_node_lives_in_the_file_of_its_category(node_id, cls):
+    assert cls.__module__ == f"kinema.nodes.{CATEGORY_FILES[cls.CATEGORY]}", (node_id, cls.CATEGORY, cls.__module__)
+
+
+@pytest.mark.parametrize("node_id,cls", NODES)
+def test_descriptions_and_tooltips_stay_short(node_id, cls):
+    texts = {"DESCRIPTION": cls.DESCRIPTION, **{f"output {i}": t for i, t in enumerate(cls.OUTPUT_TOOLTIPS)}}
+    texts.update({name: spec[1]["tooltip"] for name, spec in _inputs(cls).items()})
+    long = {k: len(v) for k, v in texts.items() if len(v) > MAX_TEXT}
+    assert not long, (node_id, long)
+
+
+def test_shared_widgets_are_defined_once():
+    """Every seed widget is widgets.seed(); no node file defines its own MAX_SEED or imports a private name
+    from another node file (what several nodes share lives in widgets.py)."""
+    seeds = [spec for _, cls in NODES for name, spec in _inputs(cls).items() if name == "seed"]
+    assert len(seeds) >= 5 and all(spec == widgets.seed() for spec in seeds)
+    for path in sorted(NODES_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                assert "MAX_SEED" not in {getattr(t, "id", None) for t in node.targets} or path.name == \
+                    "widgets.py", path
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__future__"]
+                assert not private, f"{path.name} imports {private} from .{node.module}"

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from kinema.host import cli
-from kinema.models.tiny import checker
 from kinema.nodes import edit as N
+from kinema.nodes import media as M
+from training.tiny import checker
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "workflows" / "assets"
@@ -21,20 +22,26 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_load_video_range_resize_and_fps(kinema_dirs):
     shutil.copy(ASSETS / "red_circle.mp4", kinema_dirs["input"])
-    assert "red_circle.mp4" in N.KinemaLoadVideo.INPUT_TYPES()["required"]["video"][0]
-    images, fps, count = N.KinemaLoadVideo().load("red_circle.mp4", 2, 5, 16, 0)
+    assert "red_circle.mp4" in M.KinemaLoadVideo.INPUT_TYPES()["required"]["video"][0]
+    images, fps, count = M.KinemaLoadVideo().load("red_circle.mp4", 2, 5, 16, 0)
     assert images.shape == (5, 16, 16, 3) and fps == 8.0 and count == 5
-    full, _, n = N.KinemaLoadVideo().load("red_circle.mp4", 0, 0, 32, 32)
+    full, _, n = M.KinemaLoadVideo().load("red_circle.mp4", 0, 0, 32, 32)
     assert n == 9 and checker.analyse(full.numpy()).motion == "moves right"
-    assert "not found" in N.KinemaLoadVideo.VALIDATE_INPUTS("missing.mp4")
-    assert N.KinemaLoadVideo.IS_CHANGED("red_circle.mp4") == N.KinemaLoadVideo.IS_CHANGED(video="red_circle.mp4")
+    assert "not found" in M.KinemaLoadVideo.VALIDATE_INPUTS("missing.mp4")
+    assert M.KinemaLoadVideo.IS_CHANGED("red_circle.mp4") == M.KinemaLoadVideo.IS_CHANGED(video="red_circle.mp4")
+    # values the editor annotates with their folder, as for Load Image; a tagged path stays inside its folder
+    shutil.copy(ASSETS / "red_circle.mp4", kinema_dirs["temp"] / "again.mp4")
+    assert M.KinemaLoadVideo().load("again.mp4 [temp]", 0, 3, 0, 0)[2] == 3
+    assert M.KinemaLoadVideo().load("red_circle.mp4 [input]", 0, 3, 0, 0)[2] == 3
+    assert "video '../input/red_circle.mp4 [output]' not found" in \
+        M.KinemaLoadVideo.VALIDATE_INPUTS("../input/red_circle.mp4 [output]")
 
 
 def test_edit_and_upscale_nodes(kinema_dirs):
     from kinema.nodes.loaders import KinemaLoadVideoModel
     shutil.copy(ASSETS / "red_circle.mp4", kinema_dirs["input"])
     (model,) = KinemaLoadVideoModel().load("kinema-tiny-video", "auto", "auto", "auto", "none")
-    images, _, _ = N.KinemaLoadVideo().load("red_circle.mp4", 0, 9, 32, 32)
+    images, _, _ = M.KinemaLoadVideo().load("red_circle.mp4", 0, 9, 32, 32)
     pos, neg = model.encode_prompt("a blue circle moves right"), model.encode_prompt("")
     (out,) = N.KinemaVideoEdit().edit(model, images, pos, neg, "sdedit", 0.7, 8, 6.0, 1.5, 0)
     got = checker.analyse(out.numpy())

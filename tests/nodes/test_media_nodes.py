@@ -64,7 +64,7 @@ def test_save_video_ui_and_file(dirs, fmt, animated):
     assert sorted(p.name for p in (dirs["output"] / "Kinema").iterdir()) == [f"video_0000{i}_.{fmt}" for i in (1, 2)]
 
 
-def test_save_video_mask_audio_and_errors(dirs):
+def test_save_video_mask_audio_and_errors(dirs, decode_video):
     node = nodes.KinemaSaveVideo()
     mask = torch.zeros(1, 32, 40)
     mask[:, :, :10] = 1.0  # left quarter transparent in every frame
@@ -74,7 +74,7 @@ def test_save_video_mask_audio_and_errors(dirs):
     path = dirs["output"] / "clip_00001_.webm"
     info = media.read_video_info(path)
     assert info.has_alpha and info.audio is not None and abs(info.audio.duration - 6 / 8) < 1 / 8
-    _, opacity = media.load_video(path)
+    _, opacity = decode_video(path)
     assert opacity[:, :, :10].max() < 0.1 and opacity[:, :, 12:].min() > 0.9
     with pytest.raises(ValueError, match="`mask` must be"):
         node.save(frames(), 8.0, "webp", "clip", mask=torch.zeros(1, 64, 64))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kinema.models.media import read_video_info
-from kinema.nodes import env
+from kinema.nodes import env, loaders
 from kinema.nodes import media as media_nodes
 from kinema.nodes import portrait as nodes
 
@@ -23,19 +23,19 @@ def dirs(tmp_path):
 
 
 def test_bundled_model_is_listed_and_loads(dirs):
-    names = nodes.KinemaLoadPortraitModel.INPUT_TYPES()["required"]["model"][0]
+    names = loaders.KinemaLoadPortraitModel.INPUT_TYPES()["required"]["model"][0]
     assert names == ["kinema-tiny-portrait"]          # only portrait folders are offered
-    model, = nodes.KinemaLoadPortraitModel().load("kinema-tiny-portrait", "cpu", "fp32")
+    model, = loaders.KinemaLoadPortraitModel().load("kinema-tiny-portrait", "cpu", "fp32")
     assert model.name == "kinema_tiny_portrait" and model.default_frames == 9
 
 
 def test_loader_rejects_a_video_model(dirs):
     with pytest.raises(ValueError, match="`model` must be a portrait model folder"):
-        nodes.KinemaLoadPortraitModel().load("kinema-tiny-video", "cpu", "fp32")
+        loaders.KinemaLoadPortraitModel().load("kinema-tiny-video", "cpu", "fp32")
 
 
 def test_animate_then_save_with_the_audio(dirs):
-    model, = nodes.KinemaLoadPortraitModel().load("kinema-tiny-portrait", "cpu", "fp32")
+    model, = loaders.KinemaLoadPortraitModel().load("kinema-tiny-portrait", "cpu", "fp32")
     rate, samples = 16000, 16000 + 3000                                   # 1.1875 s -> ceil(29.6875) = 30 frames
     t = torch.arange(samples) / rate
     wav = (0.4 * torch.sin(2 * math.pi * 180 * t) * (torch.sin(2 * math.pi * 3 * t) > 0)).view(1, 1, -1)

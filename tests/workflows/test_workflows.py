@@ -1,13 +1,15 @@
 """Every file in workflows/ runs headless through `kinema run` against the tiny fixture models, and produces
-what its sidecar <name>.expect.json says.
+what tests/workflows/expect/<name>.json says (kept here, not beside the workflows: ComfyUI serves a pack's
+workflows/ folder as templates, so it holds only workflows and their assets).
 
-Sidecar entries: a video output {format, frames, fps, width, height, alpha, loop?, audio?: {codec, sample_rate,
-channels}} (a muxed sound track must last frames / fps within one video frame and start at 0, read back with
-PyAV), or an audio file {"kind": "audio", format, seconds, sample_rate, channels} (exact sample count)."""
+Expectations: a video output {format, frames, fps, width, height, alpha, loop?, audio?: {codec, sample_rate,
+channels}, latents?} (a muxed sound track must last frames / fps within one video frame and start at 0, read back
+with PyAV; latents: true when Decode And Save Video keeps the latents beside the video, and `kinema decode` must
+redo the video from them), or an audio file {"kind": "audio", format, seconds, sample_rate, channels} (exact
+sample count)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import av
@@ -17,7 +19,8 @@ from kinema.host import cli, graph
 from kinema.models.media import read_video_info
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = sorted(p for p in (REPO / "workflows").glob("*.json") if not p.name.endswith(".expect.json"))
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+EXPECT = Path(__file__).resolve().parent / "expect"
 
 
 def _object_info():
@@ -41,17 +44,18 @@ def _decoded_audio(file: Path) -> tuple[int, int, int, float]:
 def test_there_are_workflows_and_each_has_expectations():
     assert {p.stem for p in WORKFLOWS} >= {"text_to_video_wan", "image_to_video_wan", "animated_sticker",
                                            "text_to_audio", "video_with_sound"}
-    for p in WORKFLOWS:
-        assert p.with_suffix(".expect.json").is_file(), p
+    assert {p.stem for p in EXPECT.glob("*.json")} == {p.stem for p in WORKFLOWS}     # one each, no strays
+    # workflows/ is served as templates: workflows and their assets only
+    assert {p.name for p in (REPO / "workflows").iterdir() if p.suffix != ".json"} == {"assets"}
 
 
 def test_shipped_workflows_are_current():
-    """workflows/*.json equal what workflows/make_workflows.py writes (run it after changing node inputs)."""
-    sys.path.insert(0, str(REPO / "workflows"))
-    import make_workflows
+    """workflows/*.json equal what tools/make_workflows.py writes (run it after changing node inputs)."""
+    from tools import make_workflows
     rendered = make_workflows.render()
+    assert set(rendered) == {p.stem for p in WORKFLOWS}
     for name, text in rendered.items():
-        assert (REPO / "workflows" / f"{name}.json").read_text() == text, f"re-run workflows/make_workflows.py"
+        assert (REPO / "workflows" / f"{name}.json").read_text() == text, "re-run tools/make_workflows.py"
         ui = json.loads(text)
         assert not graph.is_api_format(ui)
         prompt = graph.ui_to_api(ui, _object_info())
@@ -67,7 +71,7 @@ def test_workflow_runs_headless(path, kinema_dirs, capsys):
     out = capsys.readouterr()
     assert rc == 0, out.err
     outputs = json.loads(out.out.strip().splitlines()[-1])
-    expect = json.loads(path.with_suffix(".expect.json").read_text())["outputs"]
+    expect = json.loads((EXPECT / path.name).read_text())["outputs"]
     assert set(outputs) == set(expect)
     for nid, want in expect.items():
         entry = outputs[nid]["audio" if want.get("kind") == "audio" else "images"][0]
@@ -97,6 +101,15 @@ def test_workflow_runs_headless(path, kinema_dirs, capsys):
             assert abs(samples / rate - seconds) < frame and first_pts <= 0
         else:
             assert info.audio is None
+        latents = file.with_name(file.stem + ".latents.safetensors")
+        assert latents.is_file() == want.get("latents", False)
+        if latents.is_file():   # the resume the workflow's note describes: `kinema decode` redoes the video
+            redo = kinema_dirs["output"] / "redo.mp4"
+            assert cli.main(["decode", str(latents), "--output", str(redo), "--models-dir", str(kinema_dirs["models"]),
+                             "--quiet"]) == 0, capsys.readouterr().err
+            again = read_video_info(redo)
+            assert (again.frames, again.width, again.height) == (info.frames, info.width, info.height)
+            assert abs(again.fps - info.fps) < 1e-6
     # nothing half-written: no temp files left in the output folder
     assert not [p for p in kinema_dirs["output"].rglob("*") if p.name.startswith(".")]
 
@@ -126,7 +139,7 @@ def _frames_at(file: Path, size: int = 32):
 def test_bundled_model_workflows_show_the_prompt(name, prompt, tmp_path, capsys):
     """The README's main job: the shipped Kinema-Tiny workflows, run out of the box with an empty models folder,
     write a clip the pixel checker reads as the prompt (colour, shape, motion), judged from the file itself."""
-    from kinema.models.tiny import checker
+    from training.tiny import checker
     rc = cli.main(["run", str(REPO / "workflows" / f"{name}.json"), "--models-dir", str(tmp_path / "none"),
                    "--output-dir", str(tmp_path), "--quiet"])
     out = capsys.readouterr()

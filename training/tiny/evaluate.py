@@ -1,6 +1,6 @@
 """Score a Kinema-Tiny folder with the pixel checker on the fixed eval set (text-to-video and image-to-video).
 
-    python -m kinema.models.tiny.evaluate [--model DIR] [--steps 10] [--cfg 4] [--count 72]
+    python -m training.tiny.evaluate [--model DIR] [--steps 10] [--cfg 4] [--count 72]
 """
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
+from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS, TinyModels, generate, load_folder
+
 from . import checker
 from .data import parse_prompt, random_spec, render
-from .pipeline import DEFAULT_WEIGHTS, TinyModels, generate, load_folder
 
 
 def start_images(prompts: list[str], num_frames: int = 9, size: int = 32, seed: int = 12345) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Train Kinema-Tiny from procedurally generated clips, reproducibly from a seed. CPU is enough.
 
-    OMP_WAIT_POLICY=PASSIVE nice -n 10 python -m kinema.models.tiny.train --work /tmp/kinema-tiny \
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python -m training.tiny.train --work /tmp/kinema-tiny \
         --out models/tiny/weights/kinema-tiny-video --seed 0 > train.log 2>&1
 
 Stages (each one's result is kept in --work, so a rerun skips what is done; --force STAGE redoes one):
@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from kinema.models.tiny.pipeline import TinyModels, save_folder
+from kinema.models.tiny.tae import TAEConfig, TemporalAutoencoder
+from kinema.models.tiny.text import TextEncoderConfig, TinyTextEncoder, tokenize
+from kinema.models.tiny.transformer import TinyVideoTransformer, TransformerConfig
+
 from . import checker
 from .data import COLOURS, MOTIONS, SHAPES, random_spec, render
-from .pipeline import TinyModels, save_folder
-from .tae import TAEConfig, TemporalAutoencoder
-from .text import TextEncoderConfig, TinyTextEncoder, tokenize
-from .transformer import TinyVideoTransformer, TransformerConfig
 
 SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.42.1",
              "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}

@@ -11,7 +11,7 @@ Both sides are measured, never taken from metadata:
 An impact is matched when an onset lies within `tolerance` video frames of it; an onset is false when no contact
 (inner or allowed) lies within `tolerance` frames.
 
-`python -m kinema.models.tiny.audio_sync` prints the figures on rendered clips and on clips the bundled
+`python -m training.tiny.audio_sync` prints the figures on rendered clips and on clips the bundled
 Kinema-Tiny video model generates (a few minutes on a CPU).
 """
 from __future__ import annotations
@@ -147,8 +147,8 @@ def rendered_clips(seed: int, count: int, kind: str | None, num_frames: int):
 
 def generated_clips(video_model, prompts: list[str], num_frames: int, seed: int = 0):
     """IMAGE clips from the Kinema-Tiny video model (10 steps, cfg 4; context windows 9 / overlap 4 when longer)."""
-    from .. import windows as W
-    from ..sampling import SamplerSettings, sample
+    from kinema.models import windows as W
+    from kinema.models.sampling import SamplerSettings, sample
     neg = video_model.encode_prompt("")
     ctx = W.ContextOptions(context_length=9, context_overlap=4) if num_frames > 9 else None
     for i, prompt in enumerate(prompts):
@@ -159,7 +159,7 @@ def generated_clips(video_model, prompts: list[str], num_frames: int, seed: int 
 
 
 def measure(audio_model, clips, fps: float, steps: int = 10, cfg: float = 4.0, seed: int = 0) -> dict:
-    from ..audio import video_to_audio
+    from kinema.models.audio import video_to_audio
     counts = SyncCounts()
     for i, frames in enumerate(clips):
         audio = video_to_audio(audio_model, frames, fps, "", "", steps, cfg, seed + i)
@@ -175,9 +175,9 @@ def bounce_prompts(count: int) -> list[str]:
 
 
 def main(argv=None) -> None:
-    from ..families import load_audio_model, load_model
-    from .audio_model import DEFAULT_WEIGHTS
-    from .pipeline import DEFAULT_WEIGHTS as VIDEO_WEIGHTS
+    from kinema.models.families import load_audio_model, load_model
+    from kinema.models.tiny.audio_model import DEFAULT_WEIGHTS
+    from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS as VIDEO_WEIGHTS
     p = argparse.ArgumentParser(description="Sync of Kinema-Tiny Audio onsets with visible impacts.")
     p.add_argument("--model", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--count", type=int, default=24)

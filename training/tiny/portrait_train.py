@@ -1,6 +1,6 @@
 """Train Kinema-Tiny Portrait from procedurally drawn faces and synthetic voices, reproducibly from a seed.
 
-    OMP_WAIT_POLICY=PASSIVE nice -n 10 python -m kinema.models.tiny.portrait_train --work /tmp/kinema-portrait \
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python -m training.tiny.portrait_train --work /tmp/kinema-portrait \
         --out models/tiny/weights/kinema-tiny-portrait --seed 0 > portrait_train.log 2>&1
 
 Stages (each one's result is kept in --work, so a rerun skips what is done; the flow stage resumes from its
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import torch
 
+from kinema.models.tiny.portrait_data import loudness_features
+from kinema.models.tiny.portrait_model import PortraitUNet, PortraitUNetConfig
+
 from . import portrait_checker as C
-from .portrait_data import loudness_features, random_face, render_faces, synth_voice
-from .portrait_model import PortraitUNet, PortraitUNetConfig
+from .portrait_data import random_face, render_faces, synth_voice
 
 SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.42.1",
              "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
@@ -177,7 +179,7 @@ def stage_flow(work: Path, data: dict, args) -> PortraitUNet:
 
 # ---- 3. export ----------------------------------------------------------------------------------------------
 def export(model: PortraitUNet, out: Path, args) -> None:
-    from .portrait_pipeline import save_folder
+    from kinema.models.tiny.portrait_pipeline import save_folder
     save_folder(out, model, SCHEDULER, {"num_frames": FRAMES, "height": SIZE, "width": SIZE, "fps": FPS,
                                         "training": {"seed": args.seed, "clips": args.clips, "steps": args.steps,
                                                      "batch": args.batch, "lr": args.lr}})

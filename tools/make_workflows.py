@@ -1,6 +1,8 @@
 """Writes workflows/*.json (UI format, what the editor opens) from the compact API prompts below, and the
-sample assets in workflows/assets/. Run it after changing a node's inputs: `python workflows/make_workflows.py`.
-The tests check that the shipped files equal what this script writes."""
+sample assets in workflows/assets/. Run it after changing a node's inputs: `python tools/make_workflows.py`.
+The tests check that the shipped files equal what this script writes; what each workflow must produce is in
+tests/workflows/expect/<name>.json (workflows/ holds only workflows and their assets: ComfyUI serves it as
+templates)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 
 
 def _link(node: int, slot: int = 0) -> list:
@@ -35,6 +37,16 @@ def _loader(name):
                        "parallel": "none", "gpus": 0}}
 
 
+def _decode_and_save(fps: float, prefix: str, model=1, latent=4) -> dict:
+    """Decode And Save Video keeping the latents: a long render is never lost to a failed decode."""
+    return {"class_type": "KinemaDecodeAndSave", "inputs": {
+        "model": _link(model), "latent": _link(latent), "fps": fps, "format": "mp4", "filename_prefix": prefix,
+        "keep_latents": True}}
+
+
+RESUME = ("Decode And Save Video writes the latents first (prefix_00001_.latents.safetensors beside the video, "
+          "kept here by keep_latents): if the decode fails, or to decode again, run `kinema decode "
+          "output/Kinema/<file>.latents.safetensors`, or pick the file in Load Latent and connect it here.")
 NEG = "blurry, flicker, distorted, low quality"
 TINY = "kinema-tiny-video"          # bundled with the pack (models/tiny/weights)
 BACKDROP = "#141e46"               # dark blue: a Kinema-Tiny background colour, far from every object colour
@@ -127,14 +139,11 @@ WORKFLOWS = {
             "mode": "auto", "anchor": "first", "anchor_strength": 0.5}},
         "4": {"class_type": "KinemaTemporalSampler", "inputs": {
             **_sampler(length=37, size=32, steps=10, cfg=4.0)["inputs"], "context": _link(7)}},
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
-        "8": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
-                                                            "method": "bicubic"}},
-        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(8), "fps": 8.0, "format": "mp4",
-                                                          "filename_prefix": "Kinema/long_video"}},
+        "6": _decode_and_save(fps=8.0, prefix="Kinema/long_video"),
     }, ["Long video with Kinema-Tiny (bundled), FreeNoise: 37 frames, over 4x the 9 it was trained on, in 7 "
-        "overlapping windows of 9; a prompt schedule switches the motion at frame 20 (bounces, then stays still); drift anchored to the first "
-        "window keeps the colours steady. Any longer odd length works the same way."]),
+        "overlapping windows of 9; a prompt schedule switches the motion at frame 20 (bounces, then stays still); "
+        "drift anchored to the first window keeps the colours steady. Any longer odd length works the same way.",
+        RESUME]),
     "video_with_sound_tiny": ({
         "1": _loader(TINY),
         "2": _text(1, "a red circle bounces", "Positive Prompt"),
@@ -255,12 +264,10 @@ WORKFLOWS = {
             "mode": "auto", "anchor": "first", "anchor_strength": 0.5}},
         "4": {"class_type": "KinemaTemporalSampler", "inputs": {
             **_sampler(length=33, size=64, steps=6, cfg=5.0)["inputs"], "context": _link(7)}},
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
-        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
-                                                          "filename_prefix": "Kinema/long_video_wan"}},
+        "6": _decode_and_save(fps=16.0, prefix="Kinema/long_video_wan"),
     }, ["Long video with Wan (FreeNoise): 33 frames in 4 overlapping windows of 9, a prompt schedule with two "
         "prompts, drift anchored to the first window. Bundled: `fixture-wan-t2v` (tiny, RANDOM weights). With a "
-        "real Wan model use windows of 81 frames, overlap 16, and as many frames as you like."]),
+        "real Wan model use windows of 81 frames, overlap 16, and as many frames as you like.", RESUME]),
     "text_to_audio": ({
         "1": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "fixture-stable-audio", "family": "auto",
                                                                "device": "auto", "dtype": "auto"}},
@@ -305,13 +312,13 @@ def write_assets() -> None:
     d.polygon(pts, fill=(255, 200, 40, 255), outline=(60, 30, 10, 255), width=3)
     d.ellipse((24, 26, 28, 30), fill=(60, 30, 10, 255))
     d.ellipse((36, 26, 40, 30), fill=(60, 30, 10, 255))
-    img.save(HERE / "assets" / "sticker.png")
+    img.save(WORKFLOWS_DIR / "assets" / "sticker.png")
     y = np.linspace(0, 1, size)[:, None, None]
     sky = (1 - y) * np.array([120, 180, 255]) + y * np.array([200, 230, 255])
     scene = np.where(np.arange(size)[:, None, None] > 40, np.array([60, 150, 60]), sky).repeat(size, 1)
     yy, xx = np.mgrid[:size, :size]
     scene[(yy - 36) ** 2 + (xx - 18) ** 2 < 64] = (220, 40, 40)
-    Image.fromarray(scene.astype(np.uint8)).save(HERE / "assets" / "scene.png")
+    Image.fromarray(scene.astype(np.uint8)).save(WORKFLOWS_DIR / "assets" / "scene.png")
     write_sprite()
 
 
@@ -333,12 +340,12 @@ def write_sprite(size: int = 32, ss: int = 8) -> None:
     rgba = np.zeros((size, size, 4), np.uint8)
     rgba[..., :3] = (245, 230, 36)
     rgba[..., 3] = np.round(alpha * 255).astype(np.uint8)
-    Image.fromarray(rgba, "RGBA").save(HERE / "assets" / "sprite.png")
+    Image.fromarray(rgba, "RGBA").save(WORKFLOWS_DIR / "assets" / "sprite.png")
 
 
 def render() -> dict[str, str]:
     """name -> JSON text of each UI-format workflow."""
-    sys.path.insert(0, str(HERE.parent.parent))
+    sys.path.insert(0, str(WORKFLOWS_DIR.parent.parent))
     from kinema import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     from kinema.host.builder import api_to_ui
     from kinema.host.graph import object_info
@@ -348,8 +355,8 @@ def render() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    (HERE / "assets").mkdir(exist_ok=True)
+    (WORKFLOWS_DIR / "assets").mkdir(exist_ok=True)
     write_assets()
     for name, text in render().items():
-        (HERE / f"{name}.json").write_text(text)
-        print(HERE / f"{name}.json")
+        (WORKFLOWS_DIR / f"{name}.json").write_text(text)
+        print(WORKFLOWS_DIR / f"{name}.json")

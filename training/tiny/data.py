@@ -14,15 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-SHAPES = ("circle", "square", "triangle", "star")
-COLOURS = {                       # name -> RGB 0..1 (bright, far apart in RGB; a checker picks the nearest)
-    "red": (0.92, 0.16, 0.14),
-    "green": (0.16, 0.86, 0.22),
-    "blue": (0.18, 0.38, 1.00),
-    "yellow": (0.96, 0.90, 0.14),
-    "white": (0.96, 0.96, 0.96),
-    "purple": (0.68, 0.22, 0.94),
-}
+from kinema.models.tiny.text import COLOURS, SHAPES  # the shapes and colours the model has words for
+
 MOTIONS = ("moves left", "moves right", "moves up", "moves down", "bounces", "spins", "grows", "shrinks",
            "stays still")
 TRANSLATIONS = {"moves left": (-1, 0), "moves right": (1, 0), "moves up": (0, -1), "moves down": (0, 1)}

@@ -1,4 +1,4 @@
-"""Train Kinema-Tiny Audio from code: `python -m kinema.models.tiny.audio_train --out DIR --seed 0`.
+"""Train Kinema-Tiny Audio from code: `python -m training.tiny.audio_train --out DIR --seed 0`.
 
 1. Dataset: `--clips` procedural clips of 33 frames (audio_data.random_clip: floor bounces, wall bounces, impact-free
    motions), rendered at 32x32 and pooled to the encoder's 16x16; impacts and loudness kept per clip.
@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from kinema.models.tiny.audio_model import (FlowNet, FlowNetConfig, Mel, MelConfig, VideoEncoder,
+                                            VideoEncoderConfig, load_folder, resample_features, save_folder)
+
 from . import audio_data as D
-from .audio_model import (FlowNet, FlowNetConfig, Mel, MelConfig, VideoEncoder, VideoEncoderConfig,
-                          load_folder, resample_features, save_folder)
 
 CLIP_FRAMES = 33
 GEN_SEED_BASE = 100_000          # sampler seeds of generated training clips (audio_sync measures on seeds < 100)
@@ -55,10 +56,10 @@ def build_dataset(seed: int, count: int, size: int = 32, pooled: int = 16):
 def build_generated(seed: int, count: int, pooled: int = 16):
     """(frames (N, F, 3, pooled, pooled) float16, clips) for `count` clips of the bundled Kinema-Tiny video model,
     impacts from audio_sync's pixel detector (inner + boundary contacts), knocks at GEN_STRENGTH."""
-    from ..families import load_model
+    from kinema.models.families import load_model
     from . import audio_sync as S
     from .data import COLOURS, SHAPES
-    from .pipeline import DEFAULT_WEIGHTS as VIDEO_WEIGHTS
+    from kinema.models.tiny.pipeline import DEFAULT_WEIGHTS as VIDEO_WEIGHTS
     g = torch.Generator().manual_seed(seed + 7)
     video = load_model(VIDEO_WEIGHTS)
     prompts, specs = [], []
