@@ -73,7 +73,7 @@ class LTX2AudioFamily(LTX2Folder, AudioFamily):
         return max(1, -(-(mel_frames - 1) // self.audio_ratio) + 1)
 
     def _video_grid(self, settings) -> tuple[int, int, int]:
-        f = (self.condition_frames(settings.num_frames) - 1) // self.temporal_ratio + 1
+        f = self.latent_frames(self.condition_frames(settings.num_frames))
         return f, settings.height // self.spatial_ratio, settings.width // self.spatial_ratio
 
     def check_settings(self, settings) -> None:

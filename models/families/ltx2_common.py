@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import quiet_diffusers
+from .base import load_pipeline
 
 LTX2_PIPELINES = {"LTX2Pipeline", "LTX2ConditionPipeline", "LTX2ImageToVideoPipeline"}
 MAX_SEQUENCE_LENGTH = 1024     # Gemma tokens per prompt (the pipelines' default)
@@ -40,13 +40,7 @@ def load_ltx2_pipeline(path: Path, device: torch.device, dtype: torch.dtype):
     """An LTX-2 folder as diffusers' LTX2ConditionPipeline (it holds every component both families use), never
     downloading. The VAEs and the vocoder stay fp32: they are small and precision-sensitive."""
     from diffusers import LTX2ConditionPipeline
-    quiet_diffusers()
-    pipe = LTX2ConditionPipeline.from_pretrained(
-        str(path), dtype={"default": dtype, "vae": torch.float32, "audio_vae": torch.float32,
-                          "vocoder": torch.float32}, local_files_only=True)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(LTX2ConditionPipeline, path, device, dtype, fp32=("vae", "audio_vae", "vocoder"))
 
 
 def set_ltx2_timesteps(scheduler, num_inference_steps: int, video_tokens: int, device) -> None:

@@ -64,8 +64,9 @@ class Registry:
         if family == AUTO:
             name = self.match(index)
             if name is None:
-                fail("model", f"must be a supported {self.kind} model folder ({self.describe()})",
-                     index.get("_class_name"), f"Pick a folder of a supported family in {self.loader}.")
+                fail("model", f"must be a {self.kind} model folder of a supported family ({self.describe()})",
+                     index.get("_class_name"), f"Pick such a folder in {self.loader} (video, audio and portrait "
+                     "models each have their own loader).")
         elif family not in self.families:
             fail("family", f"must be one of {self.choices()}", family, "Pick a listed family.")
         else:
