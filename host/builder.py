@@ -1,20 +1,18 @@
 """API prompt -> UI-format workflow (what the editor saves and opens), laid out left to right.
 
-Used to write workflows/*.json from compact API prompts, and by `kinema ui` for users who have only an API
-prompt. The inverse of graph.ui_to_api for graphs without subgraphs, primitives, reroutes or muted nodes.
+Used to write workflows/*.json from compact API prompts (workflows/make_workflows.py). The inverse of
+ui_to_api.ui_to_api for graphs without subgraphs, primitives, reroutes or muted nodes.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
+from .prompt import is_link, link_source
+
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_KEYS = ("image_upload", "video_upload", "audio_upload")
 # inputs that only the frontend fills (the audio player a node declares as "audioUI"): it draws them itself
 FRONTEND_ONLY_TYPES = {"AUDIO_UI"}
-
-
-def _is_link(v) -> bool:
-    return isinstance(v, list) and len(v) == 2 and isinstance(v[1], int)
 
 
 def is_widget(spec) -> bool:
@@ -28,8 +26,8 @@ def _depths(prompt: dict) -> dict[str, int]:
     def visit(nid: str) -> int:
         if nid not in depth:
             depth[nid] = 0
-            ups = [v[0] for v in prompt[nid]["inputs"].values() if _is_link(v)]
-            depth[nid] = 1 + max((visit(str(u)) for u in ups), default=-1)
+            ups = [link_source(v) for v in prompt[nid]["inputs"].values() if is_link(v)]
+            depth[nid] = 1 + max((visit(u) for u in ups), default=-1)
         return depth[nid]
 
     for nid in prompt:
@@ -63,7 +61,7 @@ def api_to_ui(prompt: dict, object_info: dict, notes: list[str] | None = None) -
                     continue
                 if is_widget(s):
                     opts = s[1] if len(s) > 1 else {}
-                    if _is_link(value):
+                    if is_link(value):
                         inputs.append({"name": name, "type": s[0] if isinstance(s[0], str) else "COMBO",
                                        "widget": {"name": name}, "link": None, "_src": value})
                         value = opts.get("default")
@@ -77,12 +75,12 @@ def api_to_ui(prompt: dict, object_info: dict, notes: list[str] | None = None) -
                 widgets.append("image")
             for inp in inputs:
                 src = inp.pop("_src")
-                if _is_link(src):
+                if is_link(src):
                     link_id = len(links) + 1
                     slot = [i for i, i2 in enumerate(inputs) if i2 is inp][0]
                     links.append([link_id, int(src[0]), src[1], int(nid), slot, inp["type"]])
                     inp["link"] = link_id
-                    out_links[(str(src[0]), src[1])].append(link_id)
+                    out_links[(link_source(src), src[1])].append(link_id)
             height = 60 + 26 * (len(inputs) + len(widgets))
             ui_node = {"id": int(nid), "type": node["class_type"], "pos": [40 + 380 * col, y],
                        "size": [340, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
