@@ -10,9 +10,12 @@ import enum
 from typing import Iterable
 
 __all__ = ["DEFAULT_PYTHON_MODULE", "node_definition", "object_info", "jsonable", "ordered_inputs", "spec_type",
-           "spec_options", "combo_values"]
+           "spec_options", "combo_values", "is_widget"]
 
 DEFAULT_PYTHON_MODULE = "custom_nodes.kinema"
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+# Input types the frontend draws as a widget although they are not core value types (values are serialised).
+FRONTEND_WIDGET_TYPES = frozenset({"AUDIO_RECORD"})
 
 
 def jsonable(value):
@@ -103,3 +106,10 @@ def combo_values(spec) -> list | None:
         return list(spec_options(spec).get("options") or [])
     return None
 
+
+def is_widget(spec) -> bool:
+    """Whether the editor draws the input as a widget (a value stored in widgets_values), not a link slot."""
+    kind = spec_type(spec)
+    if spec_options(spec).get("forceInput"):
+        return False
+    return isinstance(kind, list) or kind in WIDGET_TYPES or kind in FRONTEND_WIDGET_TYPES

@@ -12,14 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .object_info import combo_values, ordered_inputs, spec_options, spec_type
+from .object_info import combo_values, is_widget, ordered_inputs, spec_options, spec_type
 from .prompt import GraphError, is_api_format, is_link, link_source, node_error
 
 __all__ = ["ui_to_api", "load_workflow", "process_dynamic_prompt"]
 
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-# Input types the frontend draws as a widget although they are not core value types (values are serialised).
-FRONTEND_WIDGET_TYPES = frozenset({"AUDIO_RECORD"})
 # Serialised widgets that the frontend's own extensions add to core nodes (the 3D viewer's on SaveGLB, 1.58.1).
 FRONTEND_EXTRA_WIDGETS = {"SaveGLB": ("image",)}
 VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})   # editor-only nodes
@@ -31,13 +28,6 @@ _MAX_SUBGRAPH_DEPTH = 32
 
 
 # ---- Input specs: which inputs are widgets, and which extra values the editor stores beside them ------------------
-def _is_widget(spec) -> bool:
-    kind = spec_type(spec)
-    if spec_options(spec).get("forceInput"):
-        return False
-    return isinstance(kind, list) or kind in WIDGET_TYPES or kind in FRONTEND_WIDGET_TYPES
-
-
 def _widget_default(spec):
     """The value a fresh editor widget holds (used when the saved node has fewer values than widgets)."""
     kind, options = spec_type(spec), spec_options(spec)
@@ -63,7 +53,7 @@ def _widget_layout(definition: dict) -> list[_Slot]:
     """
     layout, tail = [], []
     for name, spec, section in ordered_inputs(definition):
-        if not _is_widget(spec):
+        if not is_widget(spec):
             continue
         kind, options = spec_type(spec), spec_options(spec)
         kind = "COMBO" if isinstance(kind, list) else kind
