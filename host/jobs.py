@@ -270,7 +270,8 @@ class JobQueue:
             self.post("execution_interrupted", msg, sid)
         except NodeError as exc:
             self._fail(job, exc.node_id, exc.class_type, exc.error)
-        except PromptInvalid as exc:     # valid when queued, invalid now (e.g. a model folder was removed)
+        except PromptInvalid as exc:     # valid when queued, invalid now (an input file removed meanwhile), or a
+            # VALIDATE_INPUTS that needed a linked value failed when its node ran
             nid = next(iter(exc.node_errors), None)
             self._fail(job, nid, job.class_of(nid), exc)
         except Exception as exc:         # a bug outside any node: still reported, the next job still runs
