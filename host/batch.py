@@ -123,11 +123,10 @@ def _model_key(prompt: dict, classes: dict) -> str:
 
 
 def expand_jobs(prompt: dict, sweeps: list[Sweep], sets: list[str], object_info: dict, classes: dict) -> list[Job]:
-    """Every combination of the sweeps' values (the last sweep varies fastest), each validated. GraphError or
-    PromptInvalid name the job, the node, the input and the fix."""
-    from . import graph
-    from .cli import apply_overrides
-    from .executor import PromptInvalid
+    """Every combination of the sweeps' values (the last sweep varies fastest), each validated as `kinema run` and
+    `kinema serve` validate (VALIDATE_INPUTS included). GraphError names the job, the node, the input and the fix."""
+    from .prompt import GraphError, apply_overrides
+    from .validate import PromptInvalid, validate
     seen = set()
     for s in sweeps:
         if s.target in seen:
@@ -145,18 +144,17 @@ def expand_jobs(prompt: dict, sweeps: list[Sweep], sets: list[str], object_info:
         for v in s.values:
             try:
                 apply_overrides(copy.deepcopy(base), [f"{s.target}={v}"], object_info)
-            except graph.GraphError as exc:
-                raise graph.GraphError(str(exc).replace("--set", "--sweep", 1), exc.node_id, exc.class_type,
-                                       exc.input_name) from None
+            except GraphError as exc:
+                raise GraphError(str(exc).replace("--set", "--sweep", 1), exc.node_id, exc.class_type,
+                                 exc.input_name) from None
     jobs = []
     for index, combo in enumerate(itertools.product(*[s.values for s in sweeps]), start=1):
         job_prompt = copy.deepcopy(base)
         apply_overrides(job_prompt, [f"{s.target}={v}" for s, v in zip(sweeps, combo)], object_info)
         overrides = {s.target: job_prompt[s.node]["inputs"][s.input] for s in sweeps}
-        error, node_errors = graph.validate_prompt(job_prompt, object_info)
+        error, node_errors, _ = validate(job_prompt, object_info, classes)
         if error is not None or node_errors:
-            invalid = PromptInvalid(error, node_errors)
-            raise graph.GraphError(f"job {index} {json.dumps(overrides)}: {invalid}")
+            raise GraphError(f"job {index} {json.dumps(overrides)}: {PromptInvalid(error, node_errors)}")
         jobs.append(Job(index, _hash(job_prompt), overrides, job_prompt, _model_key(job_prompt, classes)))
     return jobs
 
@@ -178,7 +176,7 @@ class Manifest:
         self.records: dict[str, dict] = {}
 
     @classmethod
-    def load(cls, path) -> "Manifest":
+    def load(cls, path) -> Manifest:
         m = cls(path)
         try:
             lines = m.path.read_text(encoding="utf-8").splitlines()
@@ -237,9 +235,6 @@ class BatchWorker:
         self.name = name or f"{os.uname().nodename}:{os.getpid()}"
         self.model_key: str | None = None
 
-    def ping(self) -> str:
-        return self.name
-
     def run(self, job: dict) -> dict:
         """job: {"prompt", "key", "model_key", "staging"}. Returns {"status": "ok"|"failed", ...}; never raises
         for a failed node (only an interrupt propagates)."""
@@ -267,12 +262,12 @@ class BatchWorker:
     def _keep_only(self, prompt: dict) -> None:
         """Keep this job's cached node outputs (models, prompts: reused by the next job) except output nodes (they
         must run again to write into the next job's folder); drop the rest so memory does not grow per job."""
-        from . import graph
+        from .prompt import execution_order
         ex = self.executor
         try:
-            order = graph.execution_order(prompt, ex.object_info)
+            order = execution_order(prompt, ex.object_info)     # the definitions of the run that just ended
             sigs = ex._signatures(prompt, order)
-        except (graph.GraphError, KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError):           # GraphError is a ValueError
             ex.cache.clear()
             return
         keep = {sigs[n] for n in order if not getattr(ex.classes[prompt[n]["class_type"]], "OUTPUT_NODE", False)}
@@ -406,42 +401,29 @@ def run_batch(workflow, sweeps: list[Sweep], sets: list[str] | None = None, *, o
     """
     from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     from ..nodes import env
-    from . import graph
+    from .object_info import object_info
+    from .ui_to_api import load_workflow
     check_resources(cpus_per_job, gpus_per_job, workers)
     if ray is not None:
         import_ray(local=ray == "local")          # a missing Ray is an error before anything is written
     wf_path = Path(workflow)
     folders = env.folders()
-    info = graph.object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
-    prompt, _ui = graph.load_workflow(wf_path, info)
-    jobs = expand_jobs(prompt, sweeps, sets or [], info, NODE_CLASS_MAPPINGS)
-    if resume is not None:
-        manifest = Manifest.load(resume)
-        batch_dir = manifest.path.parent
-    else:
-        out = Path(output_dir) if output_dir is not None else folders.output
-        batch_dir = out / (name or f"batch_{wf_path.stem}_{time.strftime('%Y%m%d_%H%M%S')}")
-        if (batch_dir / MANIFEST_NAME).exists():
-            raise BatchError(f"`--name` must be a new batch folder, got {str(batch_dir)!r} which holds a manifest. "
-                             f"Fix: pass --resume {batch_dir / MANIFEST_NAME} to finish it, or another --name.")
-        manifest = Manifest(batch_dir / MANIFEST_NAME)
+    assets = wf_path.resolve().parent / "assets"
+    with env.using(folders.searching(assets)):    # the folders the workers see: checked as they will run
+        info = object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
+        prompt, _ui = load_workflow(wf_path, info)
+        jobs = expand_jobs(prompt, sweeps, sets or [], info, NODE_CLASS_MAPPINGS)
+    manifest = _manifest(resume, Path(output_dir) if output_dir is not None else folders.output,
+                         name or f"batch_{wf_path.stem}_{time.strftime('%Y%m%d_%H%M%S')}")
+    batch_dir = manifest.path.parent
     shutil.rmtree(batch_dir / PARTIAL_DIR, ignore_errors=True)     # what a killed earlier run left in flight
     result = BatchResult(manifest.path, batch_dir, jobs=len(jobs))
-    todo = []
-    for job in jobs:
-        if manifest.finished(job, batch_dir):
-            result.skipped += 1
-            continue
-        old = manifest.records.get(job.key, {})
-        rec = _new_record(job)
-        rec["errors"] = old.get("errors", [])
-        manifest.records[job.key] = rec
-        todo.append(job)
+    todo = _still_to_do(jobs, manifest, result)
     state = _State(manifest, batch_dir, result, on_event or (lambda kind, data: None))
     state.queue.extend((job, 1) for job in group_by_model(todo))
     manifest.write()
     dirs = {"models": str(folders.models), "input": str(folders.input), "temp": str(folders.temp),
-            "search": [str(p) for p in folders.extra_inputs] + [str(wf_path.resolve().parent / "assets")]}
+            "search": [str(p) for p in folders.extra_inputs] + [str(assets)]}
     start = time.perf_counter()
     if not quiet:
         from tqdm import tqdm
@@ -458,6 +440,32 @@ def run_batch(workflow, sweeps: list[Sweep], sets: list[str] | None = None, *, o
         shutil.rmtree(batch_dir / PARTIAL_DIR, ignore_errors=True)
         result.seconds = time.perf_counter() - start
     return result
+
+
+def _manifest(resume, output_dir: Path, name: str) -> Manifest:
+    """The manifest of the batch to resume, or a new one in a new folder `output_dir/name`."""
+    if resume is not None:
+        return Manifest.load(resume)
+    batch_dir = output_dir / name
+    if (batch_dir / MANIFEST_NAME).exists():
+        raise BatchError(f"`--name` must be a new batch folder, got {str(batch_dir)!r} which holds a manifest. "
+                         f"Fix: pass --resume {batch_dir / MANIFEST_NAME} to finish it, or another --name.")
+    return Manifest(batch_dir / MANIFEST_NAME)
+
+
+def _still_to_do(jobs: list[Job], manifest: Manifest, result: BatchResult) -> list[Job]:
+    """The jobs not finished in an earlier run (counted as skipped), each with a fresh record that keeps its old
+    errors."""
+    todo = []
+    for job in jobs:
+        if manifest.finished(job, result.batch_dir):
+            result.skipped += 1
+            continue
+        rec = _new_record(job)
+        rec["errors"] = manifest.records.get(job.key, {}).get("errors", [])
+        manifest.records[job.key] = rec
+        todo.append(job)
+    return todo
 
 
 def check_resources(cpus_per_job: float, gpus_per_job: float | None, workers: int | None) -> None:

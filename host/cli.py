@@ -86,46 +86,22 @@ def _folders(args):
                           output=getattr(args, "output_dir", None))
 
 
-def apply_overrides(prompt: dict, sets: list[str], object_info: dict) -> None:
-    """Apply `ID.INPUT=VALUE` overrides, typed by the node definition; errors name the node and the fix."""
-    from .graph import GraphError
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        nid, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise GraphError(f"--set {item!r}: expected ID.INPUT=VALUE. Fix: e.g. --set 12.seed=7.")
-        if nid not in prompt:
-            raise GraphError(f"--set {item!r}: no node {nid} in the workflow. Fix: use one of "
-                             f"{', '.join(sorted(prompt, key=str))}.", node_id=nid)
-        ctype = prompt[nid]["class_type"]
-        spec = object_info.get(ctype, {}).get("input", {})
-        kinds = {**spec.get("required", {}), **spec.get("optional", {})}
-        if name not in kinds:
-            raise GraphError(f"--set {item!r}: node {nid} ({ctype}) has no input `{name}`. Fix: use one of "
-                             f"{', '.join(kinds)}.", node_id=nid, class_type=ctype, input_name=name)
-        kind = kinds[name][0]
-        try:
-            value = {"INT": int, "FLOAT": float, "BOOLEAN": lambda v: v.lower() in ("1", "true", "yes")}.get(
-                kind, str)(raw) if isinstance(kind, str) else raw
-        except ValueError:
-            raise GraphError(f"--set {item!r}: node {nid} ({ctype}) input `{name}` takes {kind}, got {raw!r}. "
-                             f"Fix: give a {kind} value.", node_id=nid, class_type=ctype, input_name=name) from None
-        prompt[nid]["inputs"][name] = value
-
-
 def cmd_run(args) -> int:
     from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     from ..nodes import env
-    from . import graph
-    from .executor import Executor, Interrupted, NodeError, PromptInvalid
+    from .executor import Executor, Interrupted, NodeError
+    from .prompt import GraphError, apply_overrides
+    from .ui_to_api import load_workflow
+    from .validate import PromptInvalid
     wf_path = Path(args.workflow)
     executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS,
                         folders=env.folders().searching(wf_path.resolve().parent / "assets"))
     executor.previews = False                   # a terminal shows no previews: do not make them
+    info = executor.node_definitions()          # once: to read the workflow, type --set, validate and run
     try:
-        prompt, _ui = graph.load_workflow(wf_path, executor.object_info)
-        apply_overrides(prompt, args.set, executor.object_info)
-    except graph.GraphError as exc:
+        prompt, _ui = load_workflow(wf_path, info)
+        apply_overrides(prompt, args.set, info)
+    except GraphError as exc:
         print(f"kinema: {exc}", file=sys.stderr)
         return EXIT_INVALID
     bars: dict[str, object] = {}
@@ -153,7 +129,7 @@ def cmd_run(args) -> int:
                               file=sys.stderr)
 
     try:
-        result = executor.run(prompt, prompt_id="cli", on_event=on_event)
+        result = executor.run(prompt, prompt_id="cli", on_event=on_event, object_info=info)
     except PromptInvalid as exc:
         print(f"kinema: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -238,14 +214,15 @@ def cmd_decode(args) -> int:
 
 def cmd_batch(args) -> int:
     """Expand the sweeps into jobs and run them; prints the summary as JSON (the manifest has every job)."""
-    from . import batch, graph
-    from .executor import PromptInvalid
+    from . import batch
+    from .prompt import GraphError
+    from .validate import PromptInvalid
     try:
         sweeps = [batch.parse_sweep(s) for s in args.sweep]
         result = batch.run_batch(args.workflow, sweeps, args.set, name=args.name, resume=args.resume, ray=args.ray,
                                  workers=args.workers, cpus_per_job=args.cpus_per_job,
                                  gpus_per_job=args.gpus_per_job, quiet=args.quiet)
-    except (graph.GraphError, PromptInvalid, batch.BatchError) as exc:
+    except (GraphError, PromptInvalid, batch.BatchError) as exc:
         print(f"kinema: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except RuntimeError as exc:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..nodes import env
-from . import graph
+from .object_info import object_info
+from .prompt import execution_order, is_link, link_source, literal_inputs
+from .validate import PromptInvalid, custom_errors, deferred, validate
 
 # on_event(type, data): "execution_start", "execution_cached", "executing", "progress", "preview", "executed",
 # "execution_success", "execution_error", "execution_interrupted"
@@ -27,10 +29,10 @@ class Interrupted(Exception):
 
 
 class NodeError(Exception):
-    """A node failed: names the node id, its class, the input (when known) and the original error."""
+    """A node failed: names the node id, its class and the original error."""
 
-    def __init__(self, node_id: str, class_type: str, error: BaseException, input_name: str | None = None):
-        self.node_id, self.class_type, self.error, self.input_name = node_id, class_type, error, input_name
+    def __init__(self, node_id: str, class_type: str, error: BaseException):
+        self.node_id, self.class_type, self.error = node_id, class_type, error
         where = f"node {node_id} ({class_type})"
         super().__init__(f"{where}: {type(error).__name__}: {error}")
 
@@ -43,17 +45,13 @@ class RunResult:
     seconds: float = 0.0
 
 
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
-
-
 class Executor:
     def __init__(self, class_mappings: dict, display_mappings: dict | None = None,
                  folders: env.Folders | None = None):
         self.classes = class_mappings
         self.display = display_mappings or {}
         self.folders = folders or env.folders()   # what the nodes see as models/input/output/temp folders
-        self.object_info = self.node_definitions()
+        self.object_info: dict = {}            # the node definitions of the current (or last) run
         self.cache: dict[str, tuple] = {}      # signature -> (outputs tuple, ui dict or None)
         self.interrupt_requested = False
         self.previews = True                   # make live previews (the editor shows them; headless runs do not)
@@ -61,7 +59,7 @@ class Executor:
     def node_definitions(self) -> dict:
         """object_info as the nodes see their folders now (dropdowns list the models and files present)."""
         with env.using(self.folders):
-            return graph.object_info(self.classes, self.display)
+            return object_info(self.classes, self.display)
 
     # ---- signatures ----------------------------------------------------------------------------------------
     def _signatures(self, prompt: dict, order: list[str]) -> dict[str, str]:
@@ -72,8 +70,8 @@ class Executor:
             parts: dict[str, Any] = {"class": node["class_type"]}
             literal = {}
             for name, value in sorted(node.get("inputs", {}).items()):
-                if _is_link(value):
-                    parts[name] = [sigs[value[0]], value[1]]
+                if is_link(value):
+                    parts[name] = [sigs[link_source(value)], value[1]]
                 else:
                     parts[name] = value
                     literal[name] = value
@@ -93,19 +91,23 @@ class Executor:
 
     # ---- running -------------------------------------------------------------------------------------------
     def run(self, prompt: dict, prompt_id: str = "", on_event: EventFn | None = None,
-            extra_data: dict | None = None) -> RunResult:
-        """Validate and execute. Raises graph.PromptInvalid for a bad graph, NodeError when a node fails,
-        Interrupted when stopped."""
+            extra_data: dict | None = None, object_info: dict | None = None) -> RunResult:
+        """Validate and execute. Raises PromptInvalid for a bad graph, NodeError when a node fails, Interrupted
+        when stopped.
+
+        object_info: the node definitions the job was read and checked with (built once per job, by the caller or
+        here: their dropdowns list the folders as they are now).
+        """
         with env.using(self.folders):
+            self.object_info = self.node_definitions() if object_info is None else object_info
             return self._run(prompt, prompt_id, on_event, extra_data)
 
     def _run(self, prompt, prompt_id, on_event, extra_data) -> RunResult:
         emit = on_event or (lambda kind, data: None)
-        self.object_info = graph.object_info(self.classes, self.display)  # dropdowns list the folders as they are now
-        error, node_errors = graph.validate_prompt(prompt, self.object_info)
-        if error is not None or node_errors:
-            raise PromptInvalid(error, node_errors)
-        order = graph.execution_order(prompt, self.object_info)
+        verdict = validate(prompt, self.object_info, self.classes)
+        if verdict.error is not None or verdict.node_errors:
+            raise PromptInvalid(verdict.error, verdict.node_errors)
+        order = execution_order(prompt, self.object_info)
         sigs = self._signatures(prompt, order)
         self.interrupt_requested = False          # as ComfyUI: a stop pressed while idle does not kill the next run
         result = RunResult()
@@ -143,9 +145,13 @@ class Executor:
     def _run_node(self, nid, node, prompt, values, prompt_id, emit, extra_data):
         class_type = node["class_type"]
         cls = self.classes[class_type]
-        kwargs = {}
-        for name, value in node.get("inputs", {}).items():
-            kwargs[name] = values[value[0]][value[1]] if _is_link(value) else value
+        kwargs = {name: values[link_source(value)][value[1]] if is_link(value) else value
+                  for name, value in node.get("inputs", {}).items()}
+        if deferred(cls, literal_inputs(node)):     # its VALIDATE_INPUTS needs linked values: now
+            errors = custom_errors(cls, kwargs)
+            if errors:
+                raise PromptInvalid(None, {nid: {"errors": errors, "dependent_outputs": [],
+                                                 "class_type": class_type}})
         hidden = self.object_info[class_type]["input"].get("hidden", {})
         for name, kind in hidden.items():
             kind = kind[0] if isinstance(kind, (list, tuple)) else kind
@@ -161,7 +167,7 @@ class Executor:
 
         try:
             with env.reporting(hook, previews=self.previews):
-                out = _call_node(cls, kwargs)
+                out = getattr(cls(), cls.FUNCTION)(**kwargs)
         except Interrupted:
             raise
         except KeyboardInterrupt as exc:
@@ -173,39 +179,6 @@ class Executor:
             ui = out.get("ui")
             out = tuple(out.get("result", ()) or ())
         return tuple(out), ui
-
-
-def _call_node(cls, kwargs):
-    """VALIDATE_INPUTS (when the class has it), then the node's function."""
-    if hasattr(cls, "VALIDATE_INPUTS"):
-        ok = _call_validate(cls, kwargs)
-        if ok is not True:
-            raise ValueError(str(ok))
-    return getattr(cls(), cls.FUNCTION)(**kwargs)
-
-
-def _call_validate(cls, kwargs):
-    import inspect
-    params = inspect.signature(cls.VALIDATE_INPUTS).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return cls.VALIDATE_INPUTS(**kwargs)
-    return cls.VALIDATE_INPUTS(**{k: v for k, v in kwargs.items() if k in params})
-
-
-class PromptInvalid(ValueError):
-    """The graph failed validation; carries ComfyUI's error and node_errors shapes."""
-
-    def __init__(self, error: dict | None, node_errors: dict):
-        self.error, self.node_errors = error, node_errors
-        lines = []
-        if error:
-            lines.append(f"{error.get('message')}: {error.get('details', '')}".rstrip(": "))
-        for nid, entry in node_errors.items():
-            for e in entry.get("errors", []):
-                inp = e.get("extra_info", {}).get("input_name")
-                where = f"node {nid} ({entry.get('class_type')})" + (f", input `{inp}`" if inp else "")
-                lines.append(f"{where}: {e.get('message')}: {e.get('details', '')}".rstrip(": "))
-        super().__init__("invalid workflow:\n  " + "\n  ".join(lines))
 
 
 def format_traceback(exc: BaseException) -> list[str]:

@@ -168,7 +168,7 @@ def _temp_file(directory: Path, prefix: str, chunks):
             os.unlink(tmp)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file beside `path` and rename it into place: readers never see a half-written file."""
     with _temp_file(path.parent, f".{path.name}.", [data]) as tmp:
         os.replace(tmp, path)
@@ -200,7 +200,7 @@ class Settings:
 
     def save(self, values: dict) -> None:
         merged = {**self.get(), **{k: v for k, v in values.items() if k not in UNSTORED_SETTINGS}}
-        atomic_write(self.path, json.dumps(merged, indent=2).encode())
+        write_bytes_atomic(self.path, json.dumps(merged, indent=2).encode())
         self._values = merged
 
 

@@ -6,8 +6,8 @@ through the two callables it is given, which may be called from the worker threa
 """
 from __future__ import annotations
 
+import functools
 import gc
-import inspect
 import io
 import logging
 import sys
@@ -17,8 +17,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import graph
-from .executor import Executor, Interrupted, NodeError, PromptInvalid, format_traceback
+from .executor import Executor, Interrupted, NodeError, format_traceback
+from .prompt import ancestors, literal_inputs
+from .validate import PromptInvalid, validate
 
 log = logging.getLogger("kinema.server")
 
@@ -50,6 +51,7 @@ class Job:
     executed: list = field(default_factory=list)       # node ids run or cached so far
     current_node: str | None = None
     node_states: dict = field(default_factory=dict)    # progress_state nodes
+    object_info: dict | None = field(default=None, repr=False)   # the definitions it was checked with, until it runs
 
     def queue_item(self) -> list:
         return [self.number, self.id, self.prompt, self.extra_data, self.outputs_to_execute]
@@ -74,6 +76,17 @@ class Job:
             job.update(outputs=self.outputs, workflow={"prompt": self.prompt, "extra_data": self.extra_data},
                        execution_status=self.history_entry()["status"] if self.status != "pending" else None)
         return job
+
+    def set_state(self, nid: str, state: str, value=None, maximum=None) -> None:
+        """Record a node's progress_state: "running" (with value/maximum steps), "finished" or "error"."""
+        entry = self.node_states.setdefault(nid, {"value": 0, "max": 1, "state": state, "node_id": nid,
+                                                  "prompt_id": self.id, "display_node_id": nid,
+                                                  "parent_node_id": None, "real_node_id": nid})
+        entry["state"] = state
+        if value is not None:
+            entry["value"], entry["max"] = value, maximum
+        elif state == "finished":
+            entry["value"] = entry["max"]
 
     def class_of(self, nid: str | None) -> str:
         return self.prompt.get(nid, {}).get("class_type", "") if nid is not None else ""
@@ -100,29 +113,6 @@ def _outputs_summary(outputs: dict) -> tuple[int, int, dict | None]:
                     elif fallback is None:
                         fallback = enriched
     return count, previewable, preview or fallback
-
-
-def _is_link(value) -> bool:
-    """An input wired to another node's output: [node id, output index]."""
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
-
-
-def _literal_inputs(node: dict) -> dict:
-    """The node's widget values (inputs that are not links)."""
-    return {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
-
-
-def _ancestors(prompt: dict, roots: list[str]) -> set[str]:
-    seen, stack = set(), list(roots)
-    while stack:
-        nid = stack.pop()
-        if nid in seen or nid not in prompt:
-            continue
-        seen.add(nid)
-        for value in (prompt[nid].get("inputs") or {}).values():
-            if _is_link(value):
-                stack.append(str(value[0]))
-    return seen
 
 
 def _exception_type(exc: BaseException) -> str:
@@ -152,7 +142,6 @@ class JobQueue:
 
     def __init__(self, executor: Executor, post: Callable[..., None], post_preview: Callable[..., None]):
         self.executor = executor
-        self.display_names = {k: v.get("display_name", k) for k, v in executor.object_info.items()}
         self.post = post
         self.post_preview = post_preview
         self.cond = threading.Condition()
@@ -234,53 +223,43 @@ class JobQueue:
         if not busy:
             self._free()
 
+    def _on_event(self, job: Job, kind: str, data: dict) -> None:
+        """An executor event of `job`: recorded on the job, then sent to its client with the progress states."""
+        if kind == "preview":
+            self._send_preview(job, data)
+            return
+        if kind in ("execution_start", "execution_cached", "execution_success"):
+            job.messages.append([kind, data])
+        if kind == "execution_cached":
+            job.executed.extend(data["nodes"])
+            for nid in data["nodes"]:
+                job.set_state(nid, "finished")
+        elif kind == "executing":
+            if job.current_node is not None:
+                job.set_state(job.current_node, "finished")
+            job.current_node = data["node"]
+            job.executed.append(data["node"])
+            job.set_state(data["node"], "running")
+        elif kind == "progress":
+            job.set_state(data["node"], "running", data["value"], data["max"])
+        elif kind == "executed":
+            job.outputs[data["node"]] = data["output"]
+        elif kind == "execution_success" and job.current_node is not None:
+            job.set_state(job.current_node, "finished")
+            self._send_states(job)              # before the end event: the editor resets its state on it
+        self.post(kind, data, job.client_id)
+        if kind in ("executing", "progress"):
+            self._send_states(job)
+
+    def _send_states(self, job: Job) -> None:
+        self.post("progress_state", {"prompt_id": job.id, "nodes": job.node_states}, job.client_id)
+
     def _run(self, job: Job) -> None:
         sid = job.client_id
-
-        def set_state(nid: str, state: str, value=None, maximum=None):
-            entry = job.node_states.setdefault(nid, {"value": 0, "max": 1, "state": state, "node_id": nid,
-                                                     "prompt_id": job.id, "display_node_id": nid,
-                                                     "parent_node_id": None, "real_node_id": nid})
-            entry["state"] = state
-            if value is not None:
-                entry["value"], entry["max"] = value, maximum
-            elif state == "finished":
-                entry["value"] = entry["max"]
-
-        def send_states():
-            self.post("progress_state", {"prompt_id": job.id, "nodes": job.node_states}, sid)
-
-        def on_event(kind: str, data: dict) -> None:
-            if kind == "preview":
-                self._send_preview(job, data)
-                return
-            if kind in ("execution_start", "execution_cached", "execution_success"):
-                job.messages.append([kind, data])
-            if kind == "execution_cached":
-                job.executed.extend(data["nodes"])
-                for nid in data["nodes"]:
-                    set_state(nid, "finished")
-            elif kind == "executing":
-                if job.current_node is not None:
-                    set_state(job.current_node, "finished")
-                job.current_node = data["node"]
-                job.executed.append(data["node"])
-                set_state(data["node"], "running")
-            elif kind == "progress":
-                set_state(data["node"], "running", data["value"], data["max"])
-            elif kind == "executed":
-                job.outputs[data["node"]] = data["output"]
-            elif kind == "execution_success" and job.current_node is not None:
-                set_state(job.current_node, "finished")
-                send_states()                   # before the end event: the editor resets its state on it
-            self.post(kind, data, sid)
-            if kind in ("executing", "progress"):
-                send_states()
-
+        on_event = functools.partial(self._on_event, job)
         try:
-            # node lists (models/, input/) change while the server runs: fresh definitions for each job
-            self.executor.object_info = self.object_info()
-            self.executor.run(job.prompt, job.id, on_event, job.extra_data)
+            info, job.object_info = job.object_info, None      # built once for this job, when it was queued
+            self.executor.run(job.prompt, job.id, on_event, job.extra_data, object_info=info)
             job.status = "completed"
         except Interrupted:
             job.status = "cancelled"
@@ -291,7 +270,8 @@ class JobQueue:
             self.post("execution_interrupted", msg, sid)
         except NodeError as exc:
             self._fail(job, exc.node_id, exc.class_type, exc.error)
-        except PromptInvalid as exc:     # valid when queued, invalid now (e.g. a model folder was removed)
+        except PromptInvalid as exc:     # valid when queued, invalid now (an input file removed meanwhile), or a
+            # VALIDATE_INPUTS that needed a linked value failed when its node ran
             nid = next(iter(exc.node_errors), None)
             self._fail(job, nid, job.class_of(nid), exc)
         except Exception as exc:         # a bug outside any node: still reported, the next job still runs
@@ -302,7 +282,7 @@ class JobQueue:
     def _fail(self, job: Job, nid: str | None, class_type: str, error: BaseException) -> None:
         job.status = "failed"
         node = job.prompt.get(nid, {}) if nid is not None else {}
-        inputs = {k: [v] for k, v in _literal_inputs(node).items()}
+        inputs = {k: [v] for k, v in literal_inputs(node).items()}
         msg = {"prompt_id": job.id, "node_id": nid, "node_type": class_type, "executed": list(job.executed),
                "exception_message": str(error), "exception_type": _exception_type(error),
                "traceback": format_traceback(error), "current_inputs": inputs,
@@ -311,7 +291,7 @@ class JobQueue:
         job.messages.append(["execution_error", msg])
         if nid is not None and nid in job.node_states:
             job.node_states[nid]["state"] = "error"
-            self.post("progress_state", {"prompt_id": job.id, "nodes": job.node_states}, job.client_id)
+            self._send_states(job)
         self.post("execution_error", msg, job.client_id)
 
     def _send_preview(self, job: Job, data: dict) -> None:
@@ -333,6 +313,7 @@ class JobQueue:
 
     # ---- queueing ------------------------------------------------------------------------------------------
     def object_info(self) -> dict:
+        """The node definitions as the nodes see their folders now (models/ and input/ change while serving)."""
         return self.executor.node_definitions()
 
     def submit(self, body: dict) -> tuple[int, dict]:
@@ -340,28 +321,18 @@ class JobQueue:
         prompt = body.get("prompt")
         if prompt is None:
             return 400, error_body("no_prompt", "No prompt provided", "No prompt provided")
-        info = self.object_info()
         targets = body.get("partial_execution_targets")
         if targets is not None and not (isinstance(targets, list) and all(isinstance(t, (str, int)) for t in targets)):
             return 400, error_body("invalid_prompt", "partial_execution_targets must be a list of node ids",
                                    repr(targets))
         if not isinstance(body.get("extra_data") or {}, dict):
             return 400, error_body("invalid_prompt", "extra_data must be an object", repr(body["extra_data"]))
-        error, node_errors = graph.validate_prompt(prompt, info, targets)
+        info = self.object_info()                  # once per job: the run uses these definitions too
+        error, node_errors, outputs = validate(prompt, info, self.executor.classes, targets)
         if error is not None:
             return 400, {"error": error, "node_errors": node_errors}
-        # as ComfyUI: run the outputs that passed, report the others in node_errors (a 400 when none passed)
-        outputs = [nid for nid, node in prompt.items() if info[node["class_type"]].get("output_node")
-                   and (targets is None or nid in {str(t) for t in targets})
-                   and nid not in node_errors and not any(nid in e["dependent_outputs"]
-                                                          for e in node_errors.values())]
-        outputs = self._custom_validation(prompt, outputs, node_errors)
-        if not outputs:
-            lines = "\n".join(f"{e['message']}: {e['details']}" for entry in node_errors.values()
-                              for e in entry["errors"])
-            return 400, error_body("prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                                   lines, node_errors)
-        keep = _ancestors(prompt, outputs)
+        # as ComfyUI: run the outputs that passed, report the others in node_errors
+        keep = ancestors(prompt, outputs)
         prompt = {nid: node for nid, node in prompt.items() if nid in keep}
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
         if not isinstance(prompt_id, str) or prompt_id in self.history or self.find(prompt_id):
@@ -373,52 +344,11 @@ class JobQueue:
             number = float(body["number"]) if isinstance(body.get("number"), (int, float)) else \
                 (-self.counter if body.get("front") else self.counter)
             extra.update(client_id=client_id, create_time=_now_ms())
-            job = Job(prompt_id, number, prompt, extra, client_id, outputs, extra["create_time"])
+            job = Job(prompt_id, number, prompt, extra, client_id, outputs, extra["create_time"], object_info=info)
             self.pending.append(job)
             self.cond.notify_all()
         self.broadcast_status()
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
-
-    def _custom_validation(self, prompt: dict, outputs: list[str], node_errors: dict) -> list[str]:
-        """Call VALIDATE_INPUTS (as ComfyUI's /prompt does) of the nodes the outputs need, with their literal
-        inputs; failures join node_errors. Returns the outputs still valid."""
-        failed: set[str] = set()
-        for nid in sorted(_ancestors(prompt, outputs)):
-            node = prompt[nid]
-            cls = self.executor.classes[node["class_type"]]
-            check = getattr(cls, "VALIDATE_INPUTS", None)
-            if check is None:
-                continue
-            literal = _literal_inputs(node)
-            params = inspect.signature(check).parameters
-            if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-                if any(p.default is p.empty and p.kind != p.VAR_POSITIONAL and name not in literal
-                       for name, p in params.items()):
-                    continue            # it needs a linked value: checked when the node runs
-                literal = {k: v for k, v in literal.items() if k in params}
-            try:
-                result = check(**literal)
-            except Exception as exc:    # a validator that raises is a failed validation, reported with the node
-                result = f"{type(exc).__name__}: {exc}"
-            if result is True:
-                continue
-            failed.add(nid)
-            extra = {"input_name": next(iter(literal))} if len(literal) == 1 else {}
-            error = {"type": "custom_validation_failed", "message": "Custom validation failed for node",
-                     "details": node["class_type"] + ("" if result is False else f" - {result}"), "extra_info": extra}
-            entry = node_errors.setdefault(nid, {"errors": [], "dependent_outputs": [],
-                                                 "class_type": node["class_type"]})
-            entry["errors"].append(error)
-        if not failed:
-            return outputs
-        still = []
-        for out in outputs:
-            broken = _ancestors(prompt, [out]) & failed
-            for nid in broken:
-                node_errors[nid]["dependent_outputs"].append(out)
-            if not broken:
-                still.append(out)
-        return still
 
     # ---- looking up, cancelling, forgetting ----------------------------------------------------------------
     def find(self, prompt_id: str) -> Job | None:

@@ -26,9 +26,9 @@ from aiohttp import WSMsgType, web
 
 from ..nodes import env
 from .executor import Executor
-from .files import (MAX_UPLOAD_SIZE, Refused, Settings, atomic_write, check_name, check_subfolder,
-                    check_upload_type, confined, file_info, folder_for, inside, receive_upload, sanitize_upload_name,
-                    store_upload, userdata_path, view_headers)
+from .files import (MAX_UPLOAD_SIZE, Refused, Settings, check_name, check_subfolder, check_upload_type, confined,
+                    file_info, folder_for, inside, receive_upload, sanitize_upload_name, store_upload, userdata_path,
+                    view_headers, write_bytes_atomic)
 from .jobs import JOB_STATUSES, JobQueue, error_body
 
 log = logging.getLogger("kinema.server")
@@ -264,7 +264,7 @@ async def post_userdata(request):
         raise Refused(409, f"{request.match_info['file']!r} exists; pass overwrite=true to replace it")
     if path.is_dir():
         raise Refused(409, "a folder of that name exists")
-    atomic_write(path, await request.read())
+    write_bytes_atomic(path, await request.read())
     return _saved_response(request, path)
 
 

@@ -17,8 +17,9 @@ def test_models_source_has_no_host_imports():
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                mods = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.ImportFrom):    # `from .. import host` imports "..host"
+                base = ("." * node.level) + (node.module or "")
+                mods = [base] + [base + ("." if node.module else "") + a.name for a in node.names]
             else:
                 continue
             for m in mods:

@@ -348,7 +348,7 @@ def render() -> dict[str, str]:
     sys.path.insert(0, str(WORKFLOWS_DIR.parent.parent))
     from kinema import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     from kinema.host.builder import api_to_ui
-    from kinema.host.graph import object_info
+    from kinema.host.object_info import object_info
     info = object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
     return {name: json.dumps(api_to_ui(prompt, info, notes), indent=1) + "\n"
             for name, (prompt, notes) in WORKFLOWS.items()}

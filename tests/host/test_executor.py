@@ -47,3 +47,42 @@ def test_node_error_names_node_and_class(kinema_dirs):
         ex.run(prompt)
     assert info.value.node_id == "4" and info.value.class_type == "KinemaTemporalSampler"
     assert "`width` must be a multiple of 16" in str(info.value)
+
+
+class Counted:
+    """Counts INPUT_TYPES calls: what building the node list costs (Kinema's loaders scan the model folders)."""
+    calls = 0
+    CATEGORY, RETURN_TYPES, FUNCTION, OUTPUT_NODE, DESCRIPTION = "test", (), "run", True, "Shows a number."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        cls.calls += 1
+        return {"required": {"value": ("INT", {"default": 1, "min": 0, "max": 9, "tooltip": "a number"})}}
+
+    def run(self, value):
+        return {"ui": {"text": [str(value)]}, "result": ()}
+
+
+def test_node_list_built_once_per_job(tmp_path, monkeypatch, capsys):
+    import kinema
+    from kinema.host import cli
+    prompt = {"1": {"class_type": "Counted", "inputs": {"value": 3}}}
+    Counted.calls = 0
+    ex = Executor({"Counted": Counted})
+    assert Counted.calls == 0                               # nothing is built before a job
+    assert ex.run(prompt).outputs == {"1": {"text": ["3"]}} and Counted.calls == 1
+    info = ex.node_definitions()                            # a host that read the workflow with it passes it on
+    ex.run({"1": {"class_type": "Counted", "inputs": {"value": 4}}}, object_info=info)
+    assert Counted.calls == 2
+    monkeypatch.setattr(kinema, "NODE_CLASS_MAPPINGS", {"Counted": Counted})
+    monkeypatch.setattr(kinema, "NODE_DISPLAY_NAME_MAPPINGS", {})
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(prompt))
+    dirs = ["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"), "--quiet"]
+    Counted.calls = 0
+    assert cli.main(["run", str(path), *dirs]) == 0         # read, --set, validate and run: one node list
+    assert json.loads(capsys.readouterr().out) == {"1": {"text": ["3"]}} and Counted.calls == 1
+    Counted.calls = 0
+    assert cli.main(["batch", str(path), "--sweep", "1.value=1,2", *dirs]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] == 2
+    assert Counted.calls == 1 + 2                           # the sweep is expanded with one, then one per job

@@ -111,6 +111,16 @@ class KTSave:
         return {"ui": {"images": [{"filename": name, "subfolder": "", "type": "output"}]}, "result": ()}
 
 
+class KTCounted(KTValue):
+    """KTValue that counts INPUT_TYPES calls: what building the node list costs (Kinema's loaders scan folders)."""
+    calls = 0
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        cls.calls += 1
+        return super().INPUT_TYPES()
+
+
 TEST_NODES = {"KTValue": KTValue, "KTSteps": KTSteps, "KTFail": KTFail, "KTCheck": KTCheck, "KTSave": KTSave}
 
 
@@ -482,6 +492,26 @@ def test_second_identical_run_is_cached(app_factory):
     session(app_factory(), check)
 
 
+def test_int_id_links_and_one_node_list_per_job(app_factory):
+    async def check(c):
+        ws, _, _ = await connect(c)
+        KTCounted.calls = 0
+        prompt = {"1": {"class_type": "KTCounted", "inputs": {"value": 6}},
+                  "2": {"class_type": "KTSteps", "inputs": {"value": [1, 0], "steps": 2, "delay": 0.0}},
+                  "3": {"class_type": "KTSave", "inputs": {"value": [2, 0]}},
+                  "4": {"class_type": "KTSave", "inputs": {"value": [9, 0]}}}     # no node 9: output 4 is left out
+        r = await c.post("/api/prompt", json={"prompt": prompt, "client_id": "tester"})
+        body = await r.json()
+        assert r.status == 200 and list(body["node_errors"]) == ["4"]
+        msgs, _ = await until_done(ws, body["prompt_id"])
+        assert [d["node"] for d in of(msgs, "executing")] == ["1", "2", "3", None]
+        assert of(msgs, "executed")[0]["output"]["images"][0]["filename"].startswith("kt_7_")    # 6 + 1
+        queued = (await (await c.get(f"/api/jobs/{body['prompt_id']}")).json())["workflow"]["prompt"]
+        assert sorted(queued) == ["1", "2", "3"]
+        assert KTCounted.calls == 1                     # validated at /prompt and run with one node list
+    session(app_factory({**TEST_NODES, "KTCounted": KTCounted}), check)
+
+
 def test_failing_job_reports_and_next_job_runs(app_factory):
     async def check(c):
         ws, _, _ = await connect(c)
@@ -773,15 +803,15 @@ def test_real_graph_on_fixtures(kinema_dirs):
     session(make_app(executor, user_dir=kinema_dirs["output"].parent / "user"), check)
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_write_bytes_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "f.json"
-    srv_mod.atomic_write(target, b"old")
+    srv_mod.write_bytes_atomic(target, b"old")
 
     def boom(*a):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        srv_mod.atomic_write(target, b"new")
+        srv_mod.write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 

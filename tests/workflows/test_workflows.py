@@ -15,7 +15,10 @@ from pathlib import Path
 import av
 import pytest
 
-from kinema.host import cli, graph
+from kinema.host import cli
+from kinema.host.object_info import object_info
+from kinema.host.prompt import is_api_format
+from kinema.host.ui_to_api import ui_to_api
 from kinema.models.media import read_video_info
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +28,7 @@ EXPECT = Path(__file__).resolve().parent / "expect"
 
 def _object_info():
     import kinema
-    return graph.object_info(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
+    return object_info(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
 
 
 def _decoded_audio(file: Path) -> tuple[int, int, int, float]:
@@ -57,8 +60,8 @@ def test_shipped_workflows_are_current():
     for name, text in rendered.items():
         assert (REPO / "workflows" / f"{name}.json").read_text() == text, "re-run tools/make_workflows.py"
         ui = json.loads(text)
-        assert not graph.is_api_format(ui)
-        prompt = graph.ui_to_api(ui, _object_info())
+        assert not is_api_format(ui)
+        prompt = ui_to_api(ui, _object_info())
         expected = make_workflows.WORKFLOWS[name][0]
         assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
                {k: (v["class_type"], v["inputs"]) for k, v in expected.items()}

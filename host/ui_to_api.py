@@ -1,31 +1,22 @@
-"""The runner's graph layer: node definitions, UI->API conversion, validation and execution order.
+"""UI -> API: what the editor saves -> what it sends to /prompt (the frontend's `graphToPrompt`, re-implemented),
+and `load_workflow`, which reads either format from a file.
 
-Plain Python on JSON-shaped dicts; no torch, no ComfyUI. Four parts, top to bottom:
-
-1. `node_definition` / `object_info`: the /api/object_info entry of a V1 node class, as ComfyUI's server builds it.
-2. `ui_to_api`: what the editor saves -> what it sends to /prompt (the frontend's `graphToPrompt`, re-implemented).
-3. `validate_prompt`: ComfyUI-shaped `error` and `node_errors` for a prompt.
-4. `execution_order`: topological order of the nodes the outputs need.
+Plain Python on JSON-shaped dicts; no torch, no ComfyUI.
 """
 from __future__ import annotations
 
-import enum
 import json
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
-__all__ = [
-    "GraphError", "node_definition", "object_info", "ui_to_api", "is_api_format", "load_workflow",
-    "validate_prompt", "execution_order", "format_node_errors",
-]
+from .object_info import combo_values, is_widget, ordered_inputs, spec_options, spec_type
+from .prompt import GraphError, is_api_format, is_link, link_source, node_error
 
-DEFAULT_PYTHON_MODULE = "custom_nodes.kinema"
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-# Input types the frontend draws as a widget although they are not core value types (values are serialised).
-FRONTEND_WIDGET_TYPES = frozenset({"AUDIO_RECORD"})
+__all__ = ["ui_to_api", "load_workflow", "process_dynamic_prompt"]
+
 # Serialised widgets that the frontend's own extensions add to core nodes (the 3D viewer's on SaveGLB, 1.58.1).
 FRONTEND_EXTRA_WIDGETS = {"SaveGLB": ("image",)}
 VIRTUAL_TYPES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})   # editor-only nodes
@@ -36,125 +27,13 @@ SUBGRAPH_INPUT_ID, SUBGRAPH_OUTPUT_ID = -10, -20
 _MAX_SUBGRAPH_DEPTH = 32
 
 
-class GraphError(ValueError):
-    """A workflow that cannot be converted or ordered; the message names the node, its type, the input and the fix."""
-
-    def __init__(self, message: str, node_id: str | None = None, class_type: str | None = None,
-                 input_name: str | None = None):
-        super().__init__(message)
-        self.node_id = None if node_id is None else str(node_id)
-        self.class_type = class_type
-        self.input_name = input_name
-
-
-def _node_error(node_id, class_type, problem: str, fix: str, input_name: str | None = None) -> GraphError:
-    where = f"node {node_id} ({class_type})" + (f", input '{input_name}'" if input_name else "")
-    return GraphError(f"{where}: {problem}. Fix: {fix}.", node_id, class_type, input_name)
-
-
-# ---- 1. Node definitions (/api/object_info) -----------------------------------------------------------------------
-def _jsonable(value):
-    """Tuples -> lists, str Enums -> their values, recursively: what the server's JSON response holds."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def node_definition(class_name: str, cls: type, display_name: str | None = None,
-                    python_module: str = DEFAULT_PYTHON_MODULE) -> dict:
-    """The /api/object_info entry for one V1 node class, built the way ComfyUI's server builds it.
-
-    Args:
-        class_name: the node id (the key in NODE_CLASS_MAPPINGS).
-        cls: the node class (INPUT_TYPES, RETURN_TYPES, ...).
-        display_name: the title from NODE_DISPLAY_NAME_MAPPINGS; the class name when None.
-        python_module: what ComfyUI reports as the class's module (`custom_nodes.<folder>` for a pack).
-    Returns:
-        A JSON-ready dict: input, input_order, output, output_is_list, output_name, name, display_name, description,
-        python_module, category, output_node, and output_tooltips / deprecated / experimental / api_node when set.
-    """
-    input_types = _jsonable(cls.INPUT_TYPES())
-    outputs = list(_jsonable(cls.RETURN_TYPES))
-    info = {
-        "input": input_types,
-        "input_order": {section: list(specs) for section, specs in input_types.items()},
-        "output": outputs,
-        "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(outputs))),
-        "output_name": list(getattr(cls, "RETURN_NAMES", outputs)),
-        "name": class_name,
-        "display_name": display_name or class_name,
-        "description": getattr(cls, "DESCRIPTION", ""),
-        "python_module": getattr(cls, "RELATIVE_PYTHON_MODULE", python_module),
-        "category": getattr(cls, "CATEGORY", "sd"),
-        "output_node": getattr(cls, "OUTPUT_NODE", False) is True,
-    }
-    if hasattr(cls, "OUTPUT_TOOLTIPS"):
-        info["output_tooltips"] = list(cls.OUTPUT_TOOLTIPS)
-    if getattr(cls, "DEPRECATED", False):
-        info["deprecated"] = True
-    if getattr(cls, "EXPERIMENTAL", False):
-        info["experimental"] = True
-    if hasattr(cls, "API_NODE"):
-        info["api_node"] = cls.API_NODE
-    return info
-
-
-def object_info(class_mappings: dict, display_mappings: dict | None = None,
-                python_module: str = DEFAULT_PYTHON_MODULE) -> dict:
-    """The whole /api/object_info response: {class name: node_definition(...)} for every mapped class."""
-    display_mappings = display_mappings or {}
-    return {name: node_definition(name, cls, display_mappings.get(name), python_module)
-            for name, cls in class_mappings.items()}
-
-
 # ---- Input specs: which inputs are widgets, and which extra values the editor stores beside them ------------------
-def _ordered_inputs(definition: dict, sections: Iterable[str] = ("required", "optional")):
-    """(name, spec, section) for the inputs of `sections`, in input_order."""
-    inputs = definition.get("input") or {}
-    order = definition.get("input_order") or {}
-    for section in sections:
-        specs = inputs.get(section) or {}
-        names = list(order.get(section) or [])
-        names += [n for n in specs if n not in names]
-        for name in names:
-            if name in specs:
-                yield name, specs[name], section
-
-
-def _spec_type(spec):
-    return spec[0] if isinstance(spec, (list, tuple)) and spec else spec
-
-
-def _spec_options(spec) -> dict:
-    return spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def _combo_values(spec) -> list | None:
-    kind = _spec_type(spec)
-    if isinstance(kind, list):
-        return kind
-    if kind == "COMBO":
-        return list(_spec_options(spec).get("options") or [])
-    return None
-
-
-def _is_widget(spec) -> bool:
-    kind = _spec_type(spec)
-    if _spec_options(spec).get("forceInput"):
-        return False
-    return isinstance(kind, list) or kind in WIDGET_TYPES or kind in FRONTEND_WIDGET_TYPES
-
-
 def _widget_default(spec):
     """The value a fresh editor widget holds (used when the saved node has fewer values than widgets)."""
-    kind, options = _spec_type(spec), _spec_options(spec)
+    kind, options = spec_type(spec), spec_options(spec)
     if "default" in options:
         return options["default"]
-    combo = _combo_values(spec)
+    combo = combo_values(spec)
     if combo is not None:
         return combo[0] if combo else None
     return {"INT": 0, "FLOAT": 0, "BOOLEAN": False, "STRING": ""}.get(kind, "")
@@ -173,10 +52,10 @@ def _widget_layout(definition: dict) -> list[_Slot]:
     button) after remote combos, and, after all inputs, the upload button that media loaders get.
     """
     layout, tail = [], []
-    for name, spec, section in _ordered_inputs(definition):
-        if not _is_widget(spec):
+    for name, spec, section in ordered_inputs(definition):
+        if not is_widget(spec):
             continue
-        kind, options = _spec_type(spec), _spec_options(spec)
+        kind, options = spec_type(spec), spec_options(spec)
         kind = "COMBO" if isinstance(kind, list) else kind
         layout.append(_Slot(name, spec))
         if kind == "COMBO" and isinstance(options.get("remote"), dict):
@@ -250,7 +129,6 @@ def _types_compatible(a, b) -> bool:
     return any(_types_compatible(x, y) for x in a.split(",") for y in b.split(","))
 
 
-# ---- 2. UI -> API -------------------------------------------------------------------------------------------------
 class _Link(NamedTuple):
     id: Any
     origin_id: str
@@ -365,7 +243,7 @@ class _Converter:
     def _place(self, scope: _Scope, path: tuple, instance, depth: int):
         """Flatten: every node gets an _Exec; live subgraph nodes are expanded in place."""
         if depth > _MAX_SUBGRAPH_DEPTH:
-            raise _node_error(instance.id, instance.type, "subgraphs nest too deep (a subgraph contains itself?)",
+            raise node_error(instance.id, instance.type, "subgraphs nest too deep (a subgraph contains itself?)",
                               "unpack the subgraph in the editor and save again")
         for node_id, node in scope.nodes.items():
             ex = _Exec(":".join(path + (node_id,)), node, scope, path, instance)
@@ -379,7 +257,7 @@ class _Converter:
                 fix = "install the pack that provides it or remove the node"
                 if re.match(r"workflow[>/]", ex.type):      # a legacy group node
                     fix = "convert the group node to a subgraph in the editor and save again"
-                raise _node_error(ex.id, ex.type, f"unknown node type '{ex.type}'", fix)
+                raise node_error(ex.id, ex.type, f"unknown node type '{ex.type}'", fix)
 
     # ---- PrimitiveNode: applyToGraph copies its value into the widgets it feeds -------------------------------
     def _apply_primitives(self):
@@ -406,7 +284,7 @@ class _Converter:
             return None
         key = (ex.id, "I", slot)
         if key in visited:
-            raise _node_error(ex.id, ex.type, "links form a loop through reroutes, bypassed nodes or subgraphs",
+            raise node_error(ex.id, ex.type, "links form a loop through reroutes, bypassed nodes or subgraphs",
                               "remove one of the links in the loop", ex.inputs[slot].get("name"))
         visited.add(key)
         link = ex.scope.links.get(ex.inputs[slot].get("link"))
@@ -422,7 +300,7 @@ class _Converter:
     def resolve_output(self, ex: _Exec, slot: int, link_type, visited: set):
         key = (ex.id, "O", slot)
         if key in visited:
-            raise _node_error(ex.id, ex.type, "links form a loop through reroutes, bypassed nodes or subgraphs",
+            raise node_error(ex.id, ex.type, "links form a loop through reroutes, bypassed nodes or subgraphs",
                               "remove one of the links in the loop")
         visited.add(key)
         if ex.mode == MODE_MUTED:
@@ -510,8 +388,8 @@ class _Converter:
             definition = self.info[ex.type]
             values = _widget_values(ex.node, definition)
             values.update({k: v for k, v in ex.widget_overrides.items() if k in values})
-            for name, spec, _ in _ordered_inputs(definition):
-                if _spec_options(spec).get("dynamicPrompts") is True and isinstance(values.get(name), str):
+            for name, spec, _ in ordered_inputs(definition):
+                if spec_options(spec).get("dynamicPrompts") is True and isinstance(values.get(name), str):
                     values[name] = process_dynamic_prompt(values[name], self.rng)
             inputs = {name: _wrap(value) for name, value in values.items()}
             for slot, inp in enumerate(ex.inputs):
@@ -531,7 +409,7 @@ class _Converter:
             prompt[ex.id] = {"inputs": inputs, "class_type": ex.type, "_meta": meta}
         for node in prompt.values():       # inputs that point at muted (or otherwise absent) nodes
             node["inputs"] = {k: v for k, v in node["inputs"].items()
-                              if not (isinstance(v, list) and len(v) == 2 and v[0] not in prompt)}
+                              if not (is_link(v) and link_source(v) not in prompt)}
         return prompt
 
 
@@ -557,12 +435,6 @@ def ui_to_api(workflow: dict, object_info: dict, rng: random.Random | None = Non
     return _Converter(workflow, object_info, rng).convert()
 
 
-def is_api_format(data) -> bool:
-    """True for an API prompt: a non-empty {id: {"class_type", ...}} mapping."""
-    return (isinstance(data, dict) and bool(data)
-            and all(isinstance(v, dict) and "class_type" in v for v in data.values()))
-
-
 def load_workflow(path, object_info: dict | None = None) -> tuple[dict, dict | None]:
     """Read a workflow JSON file: (API prompt, UI workflow or None).
 
@@ -584,7 +456,7 @@ def load_workflow(path, object_info: dict | None = None) -> tuple[dict, dict | N
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):
         if object_info is None:
             raise GraphError(f"{path}: a UI-format workflow needs node definitions to convert. "
-                             "Fix: pass object_info (graph.object_info(NODE_CLASS_MAPPINGS, ...)).")
+                             "Fix: pass object_info (object_info.object_info(NODE_CLASS_MAPPINGS, ...)).")
         try:
             return ui_to_api(data, object_info), data
         except GraphError as exc:
@@ -592,245 +464,3 @@ def load_workflow(path, object_info: dict | None = None) -> tuple[dict, dict | N
     raise GraphError(f"{path}: not a workflow (neither an API prompt nor a UI workflow with 'nodes'). "
                      "Fix: export it from the editor with Save or Export (API).")
 
-
-# ---- 3. Validation (ComfyUI's validate_prompt / validate_inputs shapes) -------------------------------------------
-def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) and not isinstance(value[1], bool)
-
-
-def _error(kind: str, message: str, details: str = "", **extra) -> dict:
-    return {"type": kind, "message": message, "details": details, "extra_info": extra}
-
-
-def _output_type_matches(received, expected) -> bool:
-    """ComfyUI's validate_node_input, plus "*" on either side and COMBO outputs into COMBO inputs."""
-    if received == "*" or expected == "*" or received == expected:
-        return True
-    if isinstance(expected, list) or expected == "COMBO":
-        return isinstance(received, list) or received == "COMBO"
-    if not isinstance(received, str) or not isinstance(expected, str):
-        return False
-    return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
-
-
-def _check_value(name: str, value, spec) -> dict | None:
-    """One literal input against its spec: type conversion, min/max, combo membership."""
-    kind, options = _spec_type(spec), _spec_options(spec)
-    config = _jsonable(spec)
-    if isinstance(value, dict) and "__value__" in value:
-        value = value["__value__"]
-    try:
-        if kind == "INT":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(f"{value} is not a whole number")
-            value = int(value)
-        elif kind == "FLOAT":
-            value = float(value)
-        elif kind == "BOOLEAN" and not isinstance(value, (bool, int)):
-            raise ValueError(f"{value!r} is not true or false")
-    except (TypeError, ValueError, OverflowError) as exc:
-        return _error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                      f"{name}, {value}, {exc}", input_name=name, input_config=config, received_value=value,
-                      exception_message=str(exc))
-    if kind in ("INT", "FLOAT"):
-        if options.get("min") is not None and value < options["min"]:
-            return _error("value_smaller_than_min", f"Value {value} smaller than min of {options['min']}", name,
-                          input_name=name, input_config=config, received_value=value)
-        if options.get("max") is not None and value > options["max"]:
-            return _error("value_bigger_than_max", f"Value {value} bigger than max of {options['max']}", name,
-                          input_name=name, input_config=config, received_value=value)
-    combo = _combo_values(spec)
-    if combo is not None:
-        picked = value if isinstance(value, list) and options.get("multiselect") else [value]
-        missing = [v for v in picked if not isinstance(v, (str, int, float)) or v not in combo]
-        if missing:
-            listed = f"(list of length {len(combo)})" if len(combo) > 20 else str(combo)
-            return _error("value_not_in_list", "Value not in list", f"{name}: '{missing[0]}' not in {listed}",
-                          input_name=name, input_config=None if len(combo) > 20 else config,
-                          received_value=value)
-    return None
-
-
-def _output_nodes(prompt: dict, info: dict, targets) -> list[str]:
-    wanted = None if targets is None else {str(t) for t in targets}
-    return [nid for nid, node in prompt.items()
-            if info[node["class_type"]].get("output_node") and (wanted is None or nid in wanted)]
-
-
-def validate_prompt(prompt: dict, object_info: dict, targets=None) -> tuple[dict | None, dict]:
-    """Check a prompt the way ComfyUI's /prompt does, without running anything.
-
-    Validates the output nodes (all, or those in `targets`) and, recursively, every node they link to: unknown
-    class types, missing required inputs, links to missing nodes or output slots, link type mismatches, values that
-    do not convert, INT/FLOAT outside min/max, COMBO values not in the list. VALIDATE_INPUTS is not called here.
-
-    Returns:
-        (error, node_errors). `error` is None, or a top-level {"type", "message", "details", "extra_info"}
-        ("invalid_prompt", "prompt_no_outputs", "prompt_outputs_failed_validation"); as in ComfyUI it stays None
-        while at least one output is valid. `node_errors` is {"<id>": {"errors": [...], "dependent_outputs": [...],
-        "class_type"}}.
-    """
-    if not isinstance(prompt, dict) or not prompt:
-        return _error("invalid_prompt", "Cannot execute because the prompt is empty or not an object.",
-                      type(prompt).__name__), {}
-    for nid, node in prompt.items():
-        if not isinstance(node, dict) or "class_type" not in node:
-            return _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
-                          f"Node ID '#{nid}'"), {}
-    node_errors = {nid: {"errors": [_error("invalid_prompt", f"Cannot execute because node {node['class_type']} "
-                                           "does not exist.", f"Node ID '#{nid}'")],
-                         "dependent_outputs": [], "class_type": node["class_type"]}
-                   for nid, node in prompt.items() if node["class_type"] not in object_info}
-    if node_errors:                     # ComfyUI stops at the first; the node errors name every unknown node
-        return next(iter(node_errors.values()))["errors"][0], node_errors
-
-    outputs = _output_nodes(prompt, object_info, targets)
-    if not outputs:
-        return _error("prompt_no_outputs", "Prompt has no outputs"), {}
-
-    validated: dict[str, tuple[bool, list]] = {}
-    in_progress: set[str] = set()
-
-    def check(nid: str) -> bool:
-        if nid in validated:
-            return validated[nid][0]
-        in_progress.add(nid)
-        node = prompt[nid]
-        definition = object_info[node["class_type"]]
-        inputs = node.get("inputs") or {}
-        errors, valid = [], True
-        for name, spec, section in _ordered_inputs(definition):
-            if name not in inputs:
-                if section == "required":
-                    errors.append(_error("required_input_missing", "Required input is missing", name,
-                                         input_name=name))
-                continue
-            value, expected = inputs[name], _spec_type(spec)
-            if not isinstance(value, list):
-                problem = _check_value(name, value, spec)
-                if problem:
-                    errors.append(problem)
-                continue
-            if not _is_link(value):
-                errors.append(_error("bad_linked_input",
-                                     "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                                     name, input_name=name, received_value=value))
-                continue
-            source_id, slot = str(value[0]), value[1]
-            source = prompt.get(source_id)
-            if source is None:
-                errors.append(_error("bad_linked_input", f"Linked node '{source_id}' does not exist",
-                                     f"{name}: link to node {source_id}, which is not in the prompt",
-                                     input_name=name, linked_node=value))
-                continue
-            returns = object_info[source["class_type"]].get("output") or []
-            if not 0 <= slot < len(returns):
-                errors.append(_error("bad_linked_input", f"Linked output {slot} does not exist",
-                                     f"{name}: {source['class_type']} (node {source_id}) has {len(returns)} outputs",
-                                     input_name=name, linked_node=value))
-                continue
-            if not _output_type_matches(returns[slot], expected):
-                errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
-                                     f"{name}, received_type({returns[slot]}) mismatch input_type({expected})",
-                                     input_name=name, input_config=_jsonable(spec), received_type=returns[slot],
-                                     linked_node=value))
-                continue
-            if source_id in in_progress:
-                errors.append(_error("dependency_cycle", "Dependency cycle detected",
-                                     f"{name}: node {source_id} depends on node {nid}", input_name=name,
-                                     linked_node=value))
-                continue
-            if not check(source_id):
-                valid = False
-        in_progress.discard(nid)
-        validated[nid] = (valid and not errors, errors)
-        return validated[nid][0]
-
-    node_errors, failures = {}, []
-    for output in outputs:
-        if check(output):
-            continue
-        failures.append(output)
-        for nid, (ok, errors) in validated.items():
-            if not ok and errors:
-                entry = node_errors.setdefault(nid, {"errors": errors, "dependent_outputs": [],
-                                                     "class_type": prompt[nid]["class_type"]})
-                if output not in entry["dependent_outputs"]:
-                    entry["dependent_outputs"].append(output)
-    if failures and len(failures) == len(outputs):
-        lines = [f"{e['message']}: {e['details']}" for entry in node_errors.values() for e in entry["errors"]]
-        return _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", "\n".join(lines)), \
-            node_errors
-    return None, node_errors
-
-
-def format_node_errors(node_errors: dict) -> list[str]:
-    """One readable line per error: "node 3 (KSampler), input 'steps': Value 0 smaller than min of 1 (steps)"."""
-    lines = []
-    for nid, entry in node_errors.items():
-        for e in entry.get("errors", []):
-            name = (e.get("extra_info") or {}).get("input_name")
-            where = f"node {nid} ({entry.get('class_type')})" + (f", input '{name}'" if name else "")
-            lines.append(f"{where}: {e.get('message')}" + (f" ({e['details']})" if e.get("details") else ""))
-    return lines
-
-
-# ---- 4. Execution order -------------------------------------------------------------------------------------------
-def _id_key(node_id: str):
-    """Sort ids numerically per ':' part ("2" < "10" < "10:3"), text after numbers."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in str(node_id).split(":")]
-
-
-def execution_order(prompt: dict, object_info: dict, targets=None) -> list[str]:
-    """Node ids in an order that runs every input before its consumer: the nodes the output nodes need.
-
-    Args:
-        prompt: an API prompt.
-        object_info: node definitions (to find output nodes).
-        targets: node ids to run (with their ancestors) instead of every output node.
-    Raises:
-        GraphError: an unknown class type, a target or linked node that does not exist, or a cycle.
-    """
-    for nid, node in prompt.items():
-        if node.get("class_type") not in object_info:
-            raise _node_error(nid, node.get("class_type"), f"unknown node type '{node.get('class_type')}'",
-                              "install the pack that provides it or remove the node")
-    if targets is None:
-        roots = _output_nodes(prompt, object_info, None)
-    else:
-        roots = [str(t) for t in targets]
-        for nid in roots:
-            if nid not in prompt:
-                raise GraphError(f"target node {nid} is not in the prompt. Fix: pass the id of an existing node.",
-                                 nid)
-
-    def sources(nid: str):
-        for name, value in (prompt[nid].get("inputs") or {}).items():
-            if _is_link(value):
-                if str(value[0]) not in prompt:
-                    raise _node_error(nid, prompt[nid]["class_type"], f"linked node '{value[0]}' does not exist",
-                                      "reconnect the input to an existing node", name)
-                yield str(value[0])
-
-    order: list[str] = []
-    state: dict[str, int] = {}          # 1: on the current path, 2: done
-    for root in sorted(roots, key=_id_key):
-        if root in state:
-            continue
-        state[root], stack = 1, [(root, sources(root))]
-        while stack:                    # depth-first; a node is appended after all of its inputs
-            nid, pending = stack[-1]
-            source = next(pending, None)
-            if source is None:
-                stack.pop()
-                state[nid] = 2
-                order.append(nid)
-            elif state.get(source) == 1:
-                path = [n for n, _ in stack]
-                cycle = path[path.index(source):] + [source]
-                raise _node_error(nid, prompt[nid]["class_type"], "dependency cycle through nodes "
-                                  + " -> ".join(cycle), "remove one of the links in the cycle")
-            elif source not in state:
-                state[source] = 1
-                stack.append((source, sources(source)))
-    return order

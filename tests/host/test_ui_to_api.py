@@ -1,4 +1,5 @@
-"""host/graph.py: node definitions, UI->API conversion against the real frontend, validation, execution order."""
+"""host/ui_to_api.py and host/object_info.py: node definitions, and UI->API conversion against the real frontend
+(61 workflows as frontend 1.58.1 sent them to /prompt), load_workflow."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kinema.host import graph
-from kinema.host.graph import GraphError
+from kinema.host.object_info import node_definition, object_info
+from kinema.host.prompt import GraphError, is_api_format
+from kinema.host.ui_to_api import load_workflow, ui_to_api
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "conversion"
 CASES = sorted(p.name[: -len(".ui.json")] for p in (DATA / "cases").glob("*.ui.json"))
@@ -30,7 +32,7 @@ def test_all_cases_present():
 def test_ui_to_api_matches_frontend(case, real_info):
     ui = json.loads((DATA / "cases" / f"{case}.ui.json").read_text())
     expected = json.loads((DATA / "cases" / f"{case}.api.json").read_text())
-    got = graph.ui_to_api(ui, real_info)
+    got = ui_to_api(ui, real_info)
 
     assert set(got) == set(expected)
     for node_id, want in expected.items():
@@ -47,7 +49,7 @@ def test_ui_to_api_matches_frontend(case, real_info):
 
 def test_converted_ids_are_strings_and_links_are_pairs(real_info):
     ui = json.loads((DATA / "cases" / "video_wan2_2_14B_s2v.ui.json").read_text())
-    prompt = graph.ui_to_api(ui, real_info)
+    prompt = ui_to_api(ui, real_info)
     assert "85:183" in prompt                                # subgraph copies get fresh inner ids, as in the editor
     for node in prompt.values():
         for value in node["inputs"].values():
@@ -90,10 +92,10 @@ class CheckpointLike:
 
 
 def test_node_definition_matches_server_output(real_info):
-    assert graph.node_definition("SaveImage", SaveImageLike, "Save Image", python_module="nodes") \
+    assert node_definition("SaveImage", SaveImageLike, "Save Image", python_module="nodes") \
         == real_info["SaveImage"]
-    assert graph.node_definition("CheckpointLoaderSimple", CheckpointLike, "Load Checkpoint",
-                                 python_module="nodes") == real_info["CheckpointLoaderSimple"]
+    assert node_definition("CheckpointLoaderSimple", CheckpointLike, "Load Checkpoint",
+                           python_module="nodes") == real_info["CheckpointLoaderSimple"]
 
 
 def test_node_definition_defaults_and_flags():
@@ -107,7 +109,7 @@ def test_node_definition_defaults_and_flags():
         DEPRECATED = True
         EXPERIMENTAL = True
 
-    info = graph.object_info({"KinemaOld": Old}, {})["KinemaOld"]
+    info = object_info({"KinemaOld": Old}, {})["KinemaOld"]
     assert info["display_name"] == "KinemaOld" and info["category"] == "sd"
     assert info["python_module"] == "custom_nodes.kinema" and info["description"] == ""
     assert info["input"] == {"required": {"x": ["INT", {"default": 1}]}, "optional": {"y": ["FLOAT"]}}
@@ -119,61 +121,8 @@ def test_node_definition_defaults_and_flags():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Small hand-built graphs
+# Small hand-built graphs (node classes and `info` in conftest.py)
 # ---------------------------------------------------------------------------------------------------------------
-class Loader:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"name": (["a.safetensors", "b.safetensors"],)}}
-    RETURN_TYPES = ("MODEL", "IMAGE")
-    CATEGORY = "test"
-
-
-class Sampler:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",),
-                             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 64 - 1}),
-                             "steps": ("INT", {"default": 20, "min": 1, "max": 100}),
-                             "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 30.0}),
-                             "sampler": (["euler", "ddim"],)},
-                "optional": {"image": ("IMAGE",)}}
-    RETURN_TYPES = ("LATENT",)
-
-
-class Filter:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0})}}
-    RETURN_TYPES = ("IMAGE",)
-
-
-class Text:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
-                             "count": ("INT", {"default": 1, "control_after_generate": False}),
-                             "n": ("INT", {"default": 3, "forceInput": True})}}
-    RETURN_TYPES = ("STRING",)
-
-
-class Save:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "Kinema"})},
-                "optional": {"latent": ("LATENT",), "anything": ("*",)}}
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-
-
-CLASSES = {"Loader": Loader, "Sampler": Sampler, "Filter": Filter, "Text": Text, "Save": Save}
-
-
-@pytest.fixture(scope="module")
-def info() -> dict:
-    return graph.object_info(CLASSES, {"Loader": "Test Loader"})
-
-
 def node(node_id, kind, inputs=(), outputs=(), values=None, mode=0, **extra):
     """A UI node; inputs as (name, type, link) or (name, type, link, widget name)."""
     return {"id": node_id, "type": kind, "mode": mode,
@@ -201,7 +150,7 @@ def basic(mode_filter=0):
 
 
 def test_basic_conversion(info):
-    prompt = graph.ui_to_api(basic(), info)
+    prompt = ui_to_api(basic(), info)
     assert set(prompt) == {"1", "2", "3", "4"}                     # the Note is dropped
     assert prompt["1"] == {"class_type": "Loader", "inputs": {"name": "b.safetensors"},
                            "_meta": {"title": "Test Loader"}}
@@ -215,14 +164,14 @@ def test_links_as_dicts(info):
     wf = basic()
     wf["links"] = [dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"), link))
                    for link in wf["links"]]
-    assert graph.ui_to_api(wf, info) == graph.ui_to_api(basic(), info)
+    assert ui_to_api(wf, info) == ui_to_api(basic(), info)
 
 
 def test_missing_widget_values_take_defaults_and_named_values_win(info):
     wf = basic()
     wf["nodes"][2]["widgets_values"] = None
     wf["nodes"][3]["widgets_values_named"] = {"seed": 11, "steps": 12, "cfg": 1.5, "sampler": "euler"}
-    prompt = graph.ui_to_api(wf, info)
+    prompt = ui_to_api(wf, info)
     assert prompt["3"]["inputs"]["filename_prefix"] == "Kinema"
     assert {k: prompt["4"]["inputs"][k] for k in ("seed", "steps", "cfg", "sampler")} == \
         {"seed": 11, "steps": 12, "cfg": 1.5, "sampler": "euler"}
@@ -231,18 +180,18 @@ def test_missing_widget_values_take_defaults_and_named_values_win(info):
 def test_control_after_generate_false_and_force_input(info):
     wf = workflow([node(1, "Text", inputs=[("n", "INT", None)], values=["hi", 5, "ignored"])], [])
     # count has control_after_generate False: no extra entry; n is forceInput: not a widget
-    assert graph.ui_to_api(wf, info)["1"]["inputs"] == {"text": "hi", "count": 5}
+    assert ui_to_api(wf, info)["1"]["inputs"] == {"text": "hi", "count": 5}
 
 
 def test_dynamic_prompts(info):
     wf = workflow([node(1, "Text", values=["a {red|blue} cat // drop this\nsits", 1])], [])
-    text = graph.ui_to_api(wf, info, rng=random.Random(3))["1"]["inputs"]["text"]
+    text = ui_to_api(wf, info, rng=random.Random(3))["1"]["inputs"]["text"]
     assert text in ("a red cat \nsits", "a blue cat \nsits")
 
 
 def test_list_widget_value_is_boxed(info):
     wf = workflow([node(1, "Text", values=[["a", "b"], 1])], [])
-    assert graph.ui_to_api(wf, info)["1"]["inputs"]["text"] == {"__value__": ["a", "b"]}
+    assert ui_to_api(wf, info)["1"]["inputs"]["text"] == {"__value__": ["a", "b"]}
 
 
 def test_reroute_collapses_to_source(info):
@@ -251,17 +200,17 @@ def test_reroute_collapses_to_source(info):
     wf["nodes"][1]["inputs"][0]["link"] = 5
     wf["links"][0] = [1, 1, 1, 9, 0, "IMAGE"]
     wf["links"].append([5, 9, 0, 2, 0, "IMAGE"])
-    prompt = graph.ui_to_api(wf, info)
+    prompt = ui_to_api(wf, info)
     assert "9" not in prompt and prompt["2"]["inputs"]["image"] == ["1", 1]
 
 
 def test_bypassed_node_passes_its_matching_input(info):
-    prompt = graph.ui_to_api(basic(mode_filter=4), info)
+    prompt = ui_to_api(basic(mode_filter=4), info)
     assert "2" not in prompt
     assert prompt["3"]["inputs"]["images"] == ["1", 1]
 
 
-def test_bypass_prefers_same_slot_then_exact_type():
+def test_bypass_prefers_same_slot_then_exact_type(small_classes):
     class Two:
         @classmethod
         def INPUT_TYPES(cls):
@@ -274,7 +223,7 @@ def test_bypass_prefers_same_slot_then_exact_type():
             return {"required": {}}
         RETURN_TYPES = ("LATENT", "IMAGE", "IMAGE")
 
-    info = graph.object_info({"Two": Two, "Src": Src, "Save": Save, "Filter": Filter})
+    info = object_info({"Two": Two, "Src": Src, "Save": small_classes["Save"], "Filter": small_classes["Filter"]})
     wf = workflow([
         node(1, "Src", outputs=[("L", "LATENT", [1]), ("I1", "IMAGE", [2]), ("I2", "IMAGE", [3])]),
         node(2, "Two", inputs=[("a", "LATENT", 1), ("b", "IMAGE", 2), ("c", "IMAGE", 3)],
@@ -283,7 +232,7 @@ def test_bypass_prefers_same_slot_then_exact_type():
         node(4, "Save", inputs=[("images", "IMAGE", 5)], values=["x"]),        # output 2: same slot (c)
     ], [[1, 1, 0, 2, 0, "LATENT"], [2, 1, 1, 2, 1, "IMAGE"], [3, 1, 2, 2, 2, "IMAGE"],
         [4, 2, 0, 3, 0, "IMAGE"], [5, 2, 2, 4, 0, "IMAGE"]])
-    prompt = graph.ui_to_api(wf, info)
+    prompt = ui_to_api(wf, info)
     assert prompt["3"]["inputs"]["image"] == ["1", 1]      # first exact IMAGE input (b)
     assert prompt["4"]["inputs"]["images"] == ["1", 2]     # same index as the output (c)
 
@@ -292,11 +241,11 @@ def test_bypassed_unknown_node_is_fine(info):
     wf = basic()
     wf["nodes"][1]["type"] = "SomePackFilter"
     wf["nodes"][1]["mode"] = 4
-    assert graph.ui_to_api(wf, info)["3"]["inputs"]["images"] == ["1", 1]
+    assert ui_to_api(wf, info)["3"]["inputs"]["images"] == ["1", 1]
 
 
 def test_muted_node_dropped_with_inputs_pointing_at_it(info):
-    prompt = graph.ui_to_api(basic(mode_filter=2), info)
+    prompt = ui_to_api(basic(mode_filter=2), info)
     assert "2" not in prompt
     assert "images" not in prompt["3"]["inputs"] and prompt["3"]["inputs"]["latent"] == ["4", 0]
 
@@ -307,7 +256,7 @@ def test_widget_input_linked_from_muted_node_keeps_its_value(info):
     wf["nodes"][2]["inputs"].append({"name": "filename_prefix", "type": "STRING", "link": 6,
                                      "widget": {"name": "filename_prefix"}})
     wf["links"].append([6, 6, 0, 3, 2, "STRING"])
-    assert graph.ui_to_api(wf, info)["3"]["inputs"]["filename_prefix"] == "out"
+    assert ui_to_api(wf, info)["3"]["inputs"]["filename_prefix"] == "out"
 
 
 def test_linked_widget_input_takes_the_link(info):
@@ -316,7 +265,7 @@ def test_linked_widget_input_takes_the_link(info):
     wf["nodes"][2]["inputs"].append({"name": "filename_prefix", "type": "STRING", "link": 6,
                                      "widget": {"name": "filename_prefix"}})
     wf["links"].append([6, 6, 0, 3, 2, "STRING"])
-    assert graph.ui_to_api(wf, info)["3"]["inputs"]["filename_prefix"] == ["6", 0]
+    assert ui_to_api(wf, info)["3"]["inputs"]["filename_prefix"] == ["6", 0]
 
 
 def test_primitive_node_value_is_inlined(info):
@@ -324,7 +273,7 @@ def test_primitive_node_value_is_inlined(info):
     wf["nodes"].append(node(7, "PrimitiveNode", outputs=[("INT", "INT", [7])], values=[42, "fixed"]))
     wf["nodes"][3]["inputs"].append({"name": "steps", "type": "INT", "link": 7, "widget": {"name": "steps"}})
     wf["links"].append([7, 7, 0, 4, 1, "INT"])
-    prompt = graph.ui_to_api(wf, info)
+    prompt = ui_to_api(wf, info)
     assert "7" not in prompt and prompt["4"]["inputs"]["steps"] == 42
 
 
@@ -351,7 +300,7 @@ def subgraph_workflow(outer_mode=0):
 
 
 def test_subgraph_is_flattened(info):
-    prompt = graph.ui_to_api(subgraph_workflow(), info)
+    prompt = ui_to_api(subgraph_workflow(), info)
     # inner id 1 is taken at the root: the editor renumbers it to the next free id (11)
     assert set(prompt) == {"1", "10:11", "3"}
     assert prompt["10:11"] == {"class_type": "Filter", "inputs": {"strength": 1.75, "image": ["1", 1]},
@@ -360,7 +309,7 @@ def test_subgraph_is_flattened(info):
 
 
 def test_bypassed_subgraph_passes_through(info):
-    prompt = graph.ui_to_api(subgraph_workflow(outer_mode=4), info)
+    prompt = ui_to_api(subgraph_workflow(outer_mode=4), info)
     assert set(prompt) == {"1", "3"} and prompt["3"]["inputs"]["images"] == ["1", 1]
 
 
@@ -368,7 +317,7 @@ def test_unknown_node_type(info):
     wf = basic()
     wf["nodes"].append(node(12, "FooNode", values=[]))
     with pytest.raises(GraphError) as err:
-        graph.ui_to_api(wf, info)
+        ui_to_api(wf, info)
     assert str(err.value) == ("node 12 (FooNode): unknown node type 'FooNode'. "
                               "Fix: install the pack that provides it or remove the node.")
     assert (err.value.node_id, err.value.class_type) == ("12", "FooNode")
@@ -376,7 +325,7 @@ def test_unknown_node_type(info):
 
 def test_not_a_ui_workflow(info):
     with pytest.raises(GraphError, match="nodes"):
-        graph.ui_to_api({"hello": 1}, info)
+        ui_to_api({"hello": 1}, info)
 
 
 def test_reroute_loop_is_an_error(info):
@@ -386,183 +335,60 @@ def test_reroute_loop_is_an_error(info):
         node(3, "Save", inputs=[("images", "IMAGE", 3)], values=["x"]),
     ], [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"], [3, 2, 0, 3, 0, "IMAGE"]])
     with pytest.raises(GraphError, match="loop"):
-        graph.ui_to_api(wf, info)
+        ui_to_api(wf, info)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------------------------------
 def test_is_api_format(info):
-    prompt = graph.ui_to_api(basic(), info)
-    assert graph.is_api_format(prompt)
-    assert not graph.is_api_format(basic()) and not graph.is_api_format({}) and not graph.is_api_format([])
+    prompt = ui_to_api(basic(), info)
+    assert is_api_format(prompt)
+    assert not is_api_format(basic()) and not is_api_format({}) and not is_api_format([])
 
 
 def test_load_workflow(tmp_path, info):
     ui_file, api_file, body_file = tmp_path / "ui.json", tmp_path / "api.json", tmp_path / "body.json"
     ui_file.write_text(json.dumps(basic()))
-    prompt, ui = graph.load_workflow(ui_file, info)
-    assert ui == basic() and prompt == graph.ui_to_api(basic(), info)
+    prompt, ui = load_workflow(ui_file, info)
+    assert ui == basic() and prompt == ui_to_api(basic(), info)
     api_file.write_text(json.dumps(prompt))
-    assert graph.load_workflow(api_file) == (prompt, None)
+    assert load_workflow(api_file) == (prompt, None)
     body_file.write_text(json.dumps({"prompt": prompt, "extra_data": {"extra_pnginfo": {"workflow": basic()}}}))
-    assert graph.load_workflow(body_file) == (prompt, basic())
+    assert load_workflow(body_file) == (prompt, basic())
 
 
 def test_load_workflow_errors(tmp_path, info):
     broken = tmp_path / "broken.json"
     broken.write_text('{"nodes": [')
     with pytest.raises(GraphError, match="broken.json: not valid JSON"):
-        graph.load_workflow(broken, info)
+        load_workflow(broken, info)
     other = tmp_path / "other.json"
     other.write_text('{"answer": 42}')
     with pytest.raises(GraphError, match="other.json: not a workflow"):
-        graph.load_workflow(other, info)
+        load_workflow(other, info)
     with pytest.raises(GraphError, match="no such file"):
-        graph.load_workflow(tmp_path / "missing.json", info)
+        load_workflow(tmp_path / "missing.json", info)
     ui_file = tmp_path / "ui.json"
     ui_file.write_text(json.dumps(basic()))
     with pytest.raises(GraphError, match="node definitions"):
-        graph.load_workflow(ui_file)
+        load_workflow(ui_file)
     wf = basic()
     wf["nodes"].append(node(12, "FooNode"))
     ui_file.write_text(json.dumps(wf))
     with pytest.raises(GraphError, match=r"ui.json: node 12 \(FooNode\)") as err:
-        graph.load_workflow(ui_file, info)
+        load_workflow(ui_file, info)
     assert err.value.node_id == "12"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------------------------
-def good_prompt() -> dict:
-    return {
-        "1": {"class_type": "Loader", "inputs": {"name": "a.safetensors"}},
-        "2": {"class_type": "Filter", "inputs": {"image": ["1", 1], "strength": 1.0}},
-        "3": {"class_type": "Save", "inputs": {"images": ["2", 0], "filename_prefix": "x"}},
-    }
-
-
-def only_error(node_errors: dict, node_id: str) -> dict:
-    assert list(node_errors) == [node_id]
-    (error,) = node_errors[node_id]["errors"]
-    return error
-
-
-def test_valid_prompt(info):
-    assert graph.validate_prompt(good_prompt(), info) == (None, {})
-
-
-def test_prompt_without_outputs(info):
-    prompt = good_prompt()
-    del prompt["3"]
-    error, node_errors = graph.validate_prompt(prompt, info)
-    assert error["type"] == "prompt_no_outputs" and node_errors == {}
-
-
-def test_unknown_class_type(info):
-    prompt = good_prompt()
-    prompt["2"]["class_type"] = "Nope"
-    error, node_errors = graph.validate_prompt(prompt, info)
-    assert error["type"] == "invalid_prompt" and "Nope" in error["message"]
-    assert node_errors["2"]["class_type"] == "Nope"
-
-
-@pytest.mark.parametrize("change,kind,input_name", [
-    (lambda p: p["2"]["inputs"].pop("strength"), "required_input_missing", "strength"),
-    (lambda p: p["2"]["inputs"].update(strength=-1), "value_smaller_than_min", "strength"),
-    (lambda p: p["2"]["inputs"].update(strength=2.5), "value_bigger_than_max", "strength"),
-    (lambda p: p["2"]["inputs"].update(strength="strong"), "invalid_input_type", "strength"),
-    (lambda p: p["1"]["inputs"].update(name="c.safetensors"), "value_not_in_list", "name"),
-    (lambda p: p["2"]["inputs"].update(image=["1", 0]), "return_type_mismatch", "image"),
-    (lambda p: p["2"]["inputs"].update(image=["9", 0]), "bad_linked_input", "image"),
-    (lambda p: p["2"]["inputs"].update(image=["1", 5]), "bad_linked_input", "image"),
-    (lambda p: p["2"]["inputs"].update(image=["1"]), "bad_linked_input", "image"),
-])
-def test_node_errors(info, change, kind, input_name):
-    prompt = good_prompt()
-    change(prompt)
-    error, node_errors = graph.validate_prompt(prompt, info)
-    node_id = "1" if input_name == "name" else "2"
-    found = only_error(node_errors, node_id)
-    assert found["type"] == kind and found["extra_info"]["input_name"] == input_name
-    assert set(found) == {"type", "message", "details", "extra_info"}
-    assert node_errors[node_id]["dependent_outputs"] == ["3"]
-    assert node_errors[node_id]["class_type"] == prompt[node_id]["class_type"]
-    assert error["type"] == "prompt_outputs_failed_validation"       # the only output failed
-    assert graph.format_node_errors(node_errors)[0].startswith(f"node {node_id} (")
-
-
-def test_wildcard_input_accepts_any_type_and_one_good_output_is_enough(info):
-    prompt = good_prompt()
-    prompt["3"]["inputs"]["anything"] = ["1", 0]
-    assert graph.validate_prompt(prompt, info) == (None, {})
-    prompt["4"] = {"class_type": "Save", "inputs": {"images": ["2", 0]}}       # missing filename_prefix
-    error, node_errors = graph.validate_prompt(prompt, info)
-    assert error is None                                     # output 3 is still valid (ComfyUI runs it)
-    assert node_errors["4"]["errors"][0]["type"] == "required_input_missing"
-
-
-def test_validation_reports_cycles(info):
-    prompt = good_prompt()
-    prompt["2"]["inputs"]["image"] = ["4", 0]
-    prompt["4"] = {"class_type": "Filter", "inputs": {"image": ["2", 0], "strength": 1.0}}
-    _, node_errors = graph.validate_prompt(prompt, info)
-    assert any(e["type"] == "dependency_cycle" for entry in node_errors.values() for e in entry["errors"])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Execution order
-# ---------------------------------------------------------------------------------------------------------------
-def test_execution_order(info):
-    prompt = good_prompt()
-    prompt["5"] = {"class_type": "Filter", "inputs": {"image": ["1", 1], "strength": 0.5}}   # feeds nothing
-    prompt["3"]["inputs"]["latent"] = ["4", 0]
-    prompt["4"] = {"class_type": "Sampler", "inputs": {"model": ["1", 0], "seed": 1, "steps": 2, "cfg": 1.0,
-                                                       "sampler": "euler", "image": ["2", 0]}}
-    order = graph.execution_order(prompt, info)
-    assert sorted(order) == ["1", "2", "3", "4"]                         # 5 is not needed by any output
-    assert order.index("1") < order.index("2") < order.index("4") < order.index("3")
-    assert graph.execution_order(prompt, info, targets=["5"]) == ["1", "5"]
-
-
-def test_execution_order_of_converted_case(real_info):
-    ui = json.loads((DATA / "cases" / "default.ui.json").read_text())
-    prompt = graph.ui_to_api(ui, real_info)
-    order = graph.execution_order(prompt, real_info)
-    assert order[-1] == "9" and len(order) == len(prompt)
-    for position, node_id in enumerate(order):
-        for value in prompt[node_id]["inputs"].values():
-            if isinstance(value, list):
-                assert order.index(value[0]) < position
-
-
-def test_execution_order_cycle(info):
-    prompt = good_prompt()
-    prompt["2"]["inputs"]["image"] = ["4", 0]
-    prompt["4"] = {"class_type": "Filter", "inputs": {"image": ["2", 0], "strength": 1.0}}
-    with pytest.raises(GraphError, match="cycle") as err:
-        graph.execution_order(prompt, info)
-    assert err.value.node_id in {"2", "4"}
-
-
-def test_execution_order_errors(info):
-    prompt = good_prompt()
-    prompt["2"]["inputs"]["image"] = ["9", 0]
-    with pytest.raises(GraphError, match=r"node 2 \(Filter\), input 'image': linked node '9' does not exist"):
-        graph.execution_order(prompt, info)
-    with pytest.raises(GraphError, match="target node 7"):
-        graph.execution_order(good_prompt(), info, targets=["7"])
 
 
 def test_saved_loader_without_the_parallel_widgets_keeps_one_device():
     """Workflows saved before Load Video Model gained `parallel` and `gpus` (5 widget values, not 7) convert with
     the defaults, as the frontend fills missing trailing widgets: parallel none, gpus 0."""
     import kinema
-    info = graph.object_info(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
+    info = object_info(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS)
     ui = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "text_to_video_wan.json").read_text())
     loader = next(n for n in ui["nodes"] if n["type"] == "KinemaLoadVideoModel")
     loader["widgets_values"] = loader["widgets_values"][:5]
-    inputs = graph.ui_to_api(ui, info)[str(loader["id"])]["inputs"]
+    inputs = ui_to_api(ui, info)[str(loader["id"])]["inputs"]
     assert inputs == {"model": "fixture-wan-t2v", "family": "auto", "device": "auto", "dtype": "auto",
                       "weights": "none", "parallel": "none", "gpus": 0}
