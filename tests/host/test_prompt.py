@@ -119,9 +119,7 @@ def test_apply_overrides_types_values_by_the_definition(info):
 # ---------------------------------------------------------------------------------------------------------------
 def _t2v() -> dict:
     """Wan text to video on the tiny fixture, saved as a GIF (PIL's encoder: the same frames give the same file)."""
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "workflows"))
-    import make_workflows
+    from tools import make_workflows
     prompt = json.loads(json.dumps(make_workflows.WORKFLOWS["text_to_video_wan"][0]))
     prompt["4"]["inputs"].update(length=5, width=32, height=32, steps=2)
     prompt["6"]["inputs"]["format"] = "gif"
