@@ -126,13 +126,12 @@ def _t2v() -> dict:
     return prompt
 
 
-def _frames(folder: Path, outputs: dict):
-    from kinema.models.media import load_video
+def _frames(decode_video, folder: Path, outputs: dict):
     (entry,) = outputs["6"]["images"]
-    return load_video(folder / entry["subfolder"] / entry["filename"])[0]
+    return decode_video(folder / entry["subfolder"] / entry["filename"])[0]
 
 
-def test_int_id_links_run_through_the_executor_like_string_ids(kinema_dirs, one_thread):
+def test_int_id_links_run_through_the_executor_like_string_ids(kinema_dirs, one_thread, decode_video):
     import kinema
     from kinema.host.executor import Executor
     assert isinstance(int_ids(_t2v())["4"]["inputs"]["model"][0], int)
@@ -142,11 +141,13 @@ def test_int_id_links_run_through_the_executor_like_string_ids(kinema_dirs, one_
     assert again.executed == [] and sorted(again.cached) == sorted(first.executed) == ["1", "2", "3", "4", "5", "6"]
     fresh = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS).run(int_ids(_t2v()))
     assert sorted(fresh.executed) == sorted(first.executed)
-    a, b = _frames(kinema_dirs["output"], first.outputs), _frames(kinema_dirs["output"], fresh.outputs)
+    a = _frames(decode_video, kinema_dirs["output"], first.outputs)
+    b = _frames(decode_video, kinema_dirs["output"], fresh.outputs)
     assert a.shape == (5, 32, 32, 3) and bool((a == b).all())
 
 
-def test_int_id_links_run_through_kinema_run_like_string_ids(kinema_dirs, one_thread, tmp_path, capsys):
+def test_int_id_links_run_through_kinema_run_like_string_ids(kinema_dirs, one_thread, tmp_path, capsys,
+                                                             decode_video):
     from kinema.host import cli
     results = {}
     for kind, prompt in (("str", _t2v()), ("int", int_ids(_t2v()))):
@@ -157,6 +158,6 @@ def test_int_id_links_run_through_kinema_run_like_string_ids(kinema_dirs, one_th
         captured = capsys.readouterr()
         assert rc == 0, captured.err
         outputs = json.loads(captured.out.strip().splitlines()[-1])
-        results[kind] = outputs, _frames(out, outputs)
+        results[kind] = outputs, _frames(decode_video, out, outputs)
     assert results["int"][0] == results["str"][0]
     assert results["int"][1].shape == (5, 32, 32, 3) and bool((results["int"][1] == results["str"][1]).all())
