@@ -193,7 +193,8 @@ _CFG = ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1, "round":
                   "Classifier-free guidance. 1.0 or less turns it off (one model call a step, negative ignored); "
                   "Stable Audio ~7, LTX-2 ~4, Kinema-Tiny Audio 8 (weaker leaves some knocks too soft)."})
 _SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
-                 "Noise seed. The same seed, settings and model give the same sound on any device."})
+                 "Noise seed. Same seed, settings, model, device, dtype, CPU threads: same sound, bit for bit; "
+                 "other thread counts within 1e-5 (README, Reproducibility)."})
 
 
 class KinemaTextToAudio:

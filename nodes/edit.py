@@ -8,7 +8,8 @@ from . import env
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 _SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
-                 "Noise seed: the same seed, settings and model give the same result on any device."})
+                 "Noise seed. Same seed, settings, model, device, dtype, CPU threads: same result, bit for bit; "
+                 "other thread counts: frames within 0.001/255 (README, Reproducibility)."})
 _STEPS_TIP = ("Steps of the full schedule; only strength x steps of them run (strength 0.6 with 20 steps runs 12). "
               "At least one must run, else an error names the fix.")
 

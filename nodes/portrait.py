@@ -79,8 +79,9 @@ class KinemaPortraitAnimate:
                               "Frames per second; frames = ceil(seconds x fps). Kinema-Tiny Portrait was trained "
                               "at 25, LTX-2 at 24-25. Use the same value in Save Video."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                             "tooltip": "Noise seed (every window starts from it). Same seed and inputs give the "
-                                        "same clip."}),
+                             "tooltip": "Noise seed (every window starts from it). Same seed, inputs, device, dtype, "
+                                        "CPU threads: same clip, bit for bit; other thread counts: frames within "
+                                        "0.001/255 (README, Reproducibility)."}),
             "steps": ("INT", {"default": 8, "min": 1, "max": 1000, "tooltip":
                               "Denoising steps per window. Kinema-Tiny Portrait: 4-10 is enough; LTX-2: about "
                               "40 (8 for a distilled checkpoint)."}),

@@ -54,8 +54,8 @@ class KinemaTemporalSampler:
                               "Classifier-free guidance scale. 1.0 or less turns guidance off (one model call a "
                               "step, negative ignored); Wan ~5, AnimateDiff ~7.5."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True, "tooltip":
-                             "Noise seed. The same seed, settings and model give the same video on any device "
-                             "(noise is drawn on the CPU)."}),
+                             "Noise seed. Same seed, settings, model, device, dtype, CPU threads: same video, bit for "
+                             "bit; other thread counts: frames within 0.001/255 (README, Reproducibility)."}),
             "scheduler": ([c.value for c in SchedulerChoice], {"default": "default", "tooltip":
                           "default: the model folder's own scheduler. flow_euler/flow_unipc for flow models (Wan); "
                           "ddim/euler/lcm for AnimateDiff. A scheduler of the other kind is an error."}),
