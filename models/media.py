@@ -371,11 +371,13 @@ class VideoWriter:
 
 @functools.lru_cache(maxsize=1)
 def _x264_exact() -> dict[str, str]:
-    """x264 options that make its output a function of the frames alone. x264's AVX-512 macroblock-tree code
-    (mbtree_propagate_list_avx512) works on 8 macroblocks at a time past the end of each row of the look-ahead
-    (frame widths that are not a multiple of 128 px), reading whatever the heap held there: the same frames then
-    encode differently from run to run (decoded pixels up to 17/255 apart). So on CPUs with AVX-512 x264 is held to
-    its AVX2 code (which every such CPU has and which reads only the row; same speed, same bitstream as on AVX2 CPUs)."""
+    """x264 options that make its output a function of the frames alone.
+
+    x264's AVX-512 macroblock-tree code (mbtree_propagate_list_avx512) handles 8 macroblocks at a time with no mask at
+    the end of a look-ahead row, so for widths that are not a multiple of 128 px it adds in costs read from heap memory
+    nobody wrote: the same frames then encode differently from run to run (decoded pixels up to 17/255 apart, issue
+    21). On CPUs with AVX-512, x264 is held to its AVX2 code, which every such CPU has (measured: same speed, and the
+    same bytes in every process whatever the heap holds)."""
     import platform
     avx512 = getattr(torch.cpu, "_is_avx512_supported", lambda: False)
     if platform.machine().lower() in ("x86_64", "amd64") and avx512():
