@@ -14,7 +14,8 @@
    visible; finished jobs are never touched again. A failed job (a node error, or its worker died) is retried once,
    then recorded as failed, and the batch goes on.
 4. The manifest `<batch>/manifest.jsonl` has one JSON line per job (overrides, status, attempts, errors, output
-   files, timings, worker, nodes run/cached) and is rewritten atomically as jobs finish. `--resume MANIFEST` runs
+   files, timings, worker, nodes run/cached, and `runtime`: torch's thread count and version and the models' device
+   and dtype, on which the exact bits depend) and is rewritten atomically as jobs finish. `--resume MANIFEST` runs
    the same command again and skips every job recorded ok whose files still exist (jobs are matched by a hash of
    their full prompt, so changing the workflow or a value re-runs what changed).
 
@@ -209,7 +210,7 @@ class Manifest:
 def _new_record(job: Job) -> dict:
     return {"job": job.index, "key": job.key, "dir": job.dirname, "overrides": job.overrides, "status": "pending",
             "attempts": 0, "errors": [], "files": [], "outputs": {}, "worker": None, "seconds": None,
-            "wall_seconds": None, "started": None, "finished": None, "executed": [], "cached": []}
+            "wall_seconds": None, "started": None, "finished": None, "executed": [], "cached": [], "runtime": None}
 
 
 # ---- 3. the worker (one per process: this one, or a Ray actor) ----------------------------------------------------
@@ -246,18 +247,35 @@ class BatchWorker:
             self._drop_models()
             self.model_key = job["model_key"]
         start = time.perf_counter()
-        base = {"worker": self.name, "pid": os.getpid()}
         try:
             result = self.executor.run(job["prompt"], prompt_id=job["key"])
+            res = {"status": "ok", "outputs": result.outputs, "executed": result.executed, "cached": result.cached,
+                   "seconds": round(result.seconds, 3)}
         except Interrupted:
             raise
         except Exception as exc:  # NodeError, PromptInvalid or a host bug: recorded on the job, the batch goes on
-            return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                    "seconds": round(time.perf_counter() - start, 3)}
-        finally:
-            self._keep_only(job["prompt"])
-        return {**base, "status": "ok", "outputs": result.outputs, "executed": result.executed,
-                "cached": result.cached, "seconds": round(result.seconds, 3)}
+            res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                   "seconds": round(time.perf_counter() - start, 3)}
+        runtime = self._runtime(job["prompt"])
+        self._keep_only(job["prompt"])
+        return {"worker": self.name, "pid": os.getpid(), "runtime": runtime, **res}
+
+    def _runtime(self, prompt: dict) -> dict:
+        """What the outputs depend on besides the prompt (bit-identical only when all are equal): torch's CPU thread
+        count and version, and the devices and dtypes of the models the job's loader nodes hold (comma-joined)."""
+        import torch
+        from . import graph
+        ex, models = self.executor, []
+        try:
+            sigs = ex._signatures(prompt, graph.execution_order(prompt, ex.object_info))
+        except (graph.GraphError, KeyError, ValueError, TypeError):
+            sigs = {}
+        for nid, sig in sigs.items():
+            if str(getattr(ex.classes[prompt[nid]["class_type"]], "CATEGORY", "")).endswith("/loaders"):
+                models += [v for v in ex.cache.get(sig, ((),))[0] if hasattr(v, "device") and hasattr(v, "dtype")]
+        names = lambda attr: ",".join(sorted({str(getattr(m, attr)).removeprefix("torch.") for m in models})) or None
+        return {"threads": torch.get_num_threads(), "device": names("device"), "dtype": names("dtype"),
+                "torch": torch.__version__}
 
     def _keep_only(self, prompt: dict) -> None:
         """Keep this job's cached node outputs (models, prompts: reused by the next job) except output nodes (they
@@ -341,7 +359,7 @@ class _State:
         staging = self.batch_dir / PARTIAL_DIR / f"{job.dirname}.{attempt}"
         rec.update(worker=res.get("worker", rec["worker"]), seconds=res.get("seconds"),
                    wall_seconds=round(time.monotonic() - submitted, 3), executed=res.get("executed", []),
-                   cached=res.get("cached", []))
+                   cached=res.get("cached", []), runtime=res.get("runtime"))
         if res["status"] == "ok" and not staging.is_dir():
             res = {**res, "status": "failed", "error": f"the job ran on worker {res.get('worker')} but its folder "
                    f"{staging} is not visible here. Fix: put --output-dir on a filesystem every Ray node shares "

@@ -16,6 +16,7 @@ Plain torch / numpy / PIL / av / kornia: nothing here imports ComfyUI, the nodes
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -382,6 +383,22 @@ class VideoWriter:
         return bool(stack.__exit__(exc_type, exc, tb))
 
 
+@functools.lru_cache(maxsize=1)
+def _x264_exact() -> dict[str, str]:
+    """x264 options that make its output a function of the frames alone.
+
+    x264's AVX-512 macroblock-tree code (mbtree_propagate_list_avx512) handles 8 macroblocks at a time with no mask at
+    the end of a look-ahead row, so for widths that are not a multiple of 128 px it adds in costs read from heap memory
+    nobody wrote: the same frames then encode differently from run to run (decoded pixels up to 17/255 apart, issue
+    21). On CPUs with AVX-512, x264 is held to its AVX2 code, which every such CPU has (measured: same speed, and the
+    same bytes in every process whatever the heap holds)."""
+    import platform
+    avx512 = getattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    if platform.machine().lower() in ("x86_64", "amd64") and avx512():
+        return {"x264-params": "asm=AVX2"}
+    return {}
+
+
 class _AvSink:
     """mp4 (libx264 yuv420p + AAC) or webm (libvpx-vp9 yuv(a)420p + Opus), BT.709 limited range, tagged; frames
     added one at a time, each followed by the audio of its time span (an interleaved file)."""
@@ -395,7 +412,8 @@ class _AvSink:
         self.rate, self.n = rate, 0
         self.wav, self.rate_in = audio if audio is not None else (None, None)
         self.reformatter = VideoReformatter()
-        options = {"movflags": "+faststart+use_metadata_tags"} if mp4 else {}
+        # webm: bitexact, or the Matroska muxer writes a random segment UID (same frames, different bytes)
+        options = {"movflags": "+faststart+use_metadata_tags"} if mp4 else {"fflags": "+bitexact"}
         if mp4 and self.wav is not None:
             # the edit lists that trim AAC's priming and padding count in the movie timescale (1000 by default:
             # the sound track then ends up to ~0.5 ms off frames / fps); a timescale that both the sample rate and
@@ -413,7 +431,7 @@ class _AvSink:
             vs.width, vs.height, vs.pix_fmt = w + self.pad_w, h + self.pad_h, self.pix
             cc = vs.codec_context
             cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1  # BT.709, limited range
-            vs.options = ({"crf": str(19 if crf is None else crf), "preset": "medium"} if mp4 else
+            vs.options = ({"crf": str(19 if crf is None else crf), "preset": "medium", **_x264_exact()} if mp4 else
                           {"crf": str(32 if crf is None else crf), "b": "0", "deadline": "good", "cpu-used": "4",
                            "row-mt": "1"})
             # 2. audio stream (AAC at its own rate when AAC allows it, Opus always at 48 kHz; PyAV resamples)

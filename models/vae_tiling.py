@@ -11,11 +11,13 @@ its chunks are exact too.
 Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache,
 kept on the CPU between chunks when the device is short of memory), and blended with linear cross-fades over
 the overlap. This is not exact: the VAEs' convolutions see across tile borders and their middle attention sees
-the whole frame. tests/models/test_tae.py measures the error against the untiled decode.
+the whole frame. tests/models/test_vae_tiling.py measures the error against the untiled decode.
 
 Memory. `plan()` picks the largest tile (the whole frame when it fits), then a chunk long enough to keep the
 device busy (small clips decode in one call), whose estimated working set fits a budget: TileSettings.memory_mb,
-else the free CUDA memory, else half the available RAM (at most 8 GB) on the CPU. The estimate is bytes per output pixel:
+else the free CUDA memory, else a quarter of the installed RAM (at most 8 GB) on the CPU: not the RAM free at the
+moment, so that the same decode on the same machine is cut the same way (tiles change the pixels; chunks change
+them by float rounding). The estimate is bytes per output pixel:
 the causal cache is measured exactly by a tiny probe decode; activations use a per-architecture factor measured
 on the real Wan 2.1 and SD VAEs (see ACT_FACTOR).
 
@@ -43,7 +45,7 @@ from .checks import check_frames, check_range, fail
 
 LATENTS_SUFFIX = ".latents.safetensors"
 LATENTS_FORMAT = 1
-CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and at most half of what is free)
+CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and at most a quarter of the RAM)
 MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
 MAX_CHUNK = {"causal": 4, "frame": 16}   # latent frames per call: Wan 4 (16 frames), per-frame VAEs 16 frames
 GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512)
@@ -69,7 +71,7 @@ ENCODE_FACTOR = 0.5           # encoders keep fewer full-resolution activations 
 class TileSettings:
     """What a user may set; 0 = automatic."""
     memory_mb: int = 0       # working memory for the VAE (not counting its weights); 0: free CUDA memory, or on the
-                             # CPU half the available RAM (at most CPU_BUDGET_MB)
+                             # CPU a quarter of the RAM (at most CPU_BUDGET_MB)
     tile_px: int = 0         # spatial tile side in pixels (rounded down to whole latent cells); 0: from the budget,
                              # the whole frame when it fits
     overlap_px: int = 0      # pixels shared by neighbouring tiles; 0: a quarter of the tile
@@ -111,27 +113,37 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
 
 def memory_budget(device: torch.device, memory_mb: int = 0) -> int:
     """Bytes the VAE may use for activations and caches: memory_mb when > 0, else 90 % of the free CUDA memory,
-    else on the CPU (and MPS) half the available RAM, at most CPU_BUDGET_MB."""
+    else on the CPU (and MPS) a quarter of the machine's RAM, at most CPU_BUDGET_MB.
+
+    On the CPU this is the installed RAM (or the container's limit), not the RAM free at the moment: the plan
+    (tiles, chunks) follows the budget and changes the pixels, so it must not change with the machine's load."""
     if memory_mb > 0:
         return int(memory_mb) << 20
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.9)
-    return int(min(CPU_BUDGET_MB << 20, _available_ram() // 2))
+    return int(min(CPU_BUDGET_MB << 20, _total_ram() // 4))
 
 
-def _available_ram() -> int:
-    """Bytes of RAM available without swapping (Linux MemAvailable; elsewhere free pages, else 16 GB)."""
+def _total_ram() -> int:
+    """Bytes of RAM of this machine (Linux MemTotal, lowered to a cgroup memory limit; elsewhere the physical pages,
+    else 16 GB)."""
+    sizes = []
+    for path, scale in (("/proc/meminfo", 1024), ("/sys/fs/cgroup/memory.max", 1),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", 1)):
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        if path == "/proc/meminfo":
+            text = next((line.split()[1] for line in text.splitlines() if line.startswith("MemTotal:")), "")
+        if text.strip().isdigit():
+            sizes.append(int(text) * scale)
+    if sizes:
+        return min(sizes)
     try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 16 << 30
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import env, widgets
 
 _TILING = ("KINEMA_TILING", {"tooltip": "Optional memory budget and tile sizes from a Tiled VAE Options node. "
-                                        "Unconnected: automatic (free GPU memory, or half the free RAM on CPU)."})
+                                        "Unconnected: automatic (free GPU memory, or a quarter of the RAM on CPU)."})
 _latents_path = widgets.input_resolver("latents file")
 
 
@@ -33,7 +33,8 @@ class KinemaTileOptions:
         return {"required": {
             "memory_mb": ("INT", {"default": 0, "min": 0, "max": 1048576, "step": 256, "tooltip":
                                   "MB the VAE may use besides its weights. 0: 90% of the free GPU memory, or on CPU "
-                                  "half the free RAM (at most 8192). Too small still decodes, with the smallest "
+                                  "a quarter of the RAM (at most 8192; not the free RAM, so the tiles and the "
+                                  "pixels do not change with the load). Too small still decodes, with the smallest "
                                   "tiles (64 px) and one latent frame per call."}),
             "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip":
                                   "Tile side in pixels (a multiple of the VAE's 8 or 16 px cell; rounded down to "
@@ -45,8 +46,8 @@ class KinemaTileOptions:
             "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip":
                                      "Latent frames per VAE call (Wan: each is 4 frames; its first frame always goes "
                                      "alone). 0: enough to keep a GPU busy within the budget (at most 4 for Wan, "
-                                     "16 for AnimateDiff; 1 on CPU). Chunks are exact: they change memory and "
-                                     "speed, never the pixels."}),
+                                     "16 for AnimateDiff; 1 on CPU). Chunks are exact up to float rounding "
+                                     "(< 1e-6): they change memory and speed, not the picture."}),
         }}
 
     def options(self, memory_mb, tile_size, tile_overlap, chunk_frames):

@@ -71,11 +71,15 @@ def _records(manifest: Path) -> list[dict]:
 
 
 def _check_ok_outputs(records, batch_dir: Path, references) -> None:
+    """Each finished job's video has the bytes `kinema run` of it alone wrote, and the manifest says what they depend
+    on: locally and on Ray workers alike torch ran at 1 thread, on the CPU, in float32."""
+    import torch
     for r in records:
         if r["status"] != "ok":
             continue
         (video,) = [batch_dir / f for f in r["files"]]
         assert video.is_file() and _sha(video) == references[_key(r["overrides"])], r
+        assert r["runtime"] == {"threads": 1, "device": "cpu", "dtype": "float32", "torch": torch.__version__}, r
 
 
 def _models_loaded_once_per_worker(records) -> None:

@@ -3,6 +3,7 @@ the planner follows the memory budget, latents files round-trip; and media.Video
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -153,6 +154,9 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
     assert vae_tiling.plan(sd_vae, (4, 64, 64, 64), TileSettings(memory_mb=1 << 20)).num_tiles(64, 64) == 1
     assert on_gpu(sd_vae, (4, 64, 256, 256)) == 8                                     # 8 frames of 512x512
     assert vae_tiling.memory_budget(torch.device("cpu")) <= vae_tiling.CPU_BUDGET_MB << 20
+    # from the installed RAM, not the RAM free at the moment: the plan, and so the pixels, must not follow the load
+    assert vae_tiling.memory_budget(torch.device("cpu")) == min(vae_tiling.CPU_BUDGET_MB << 20, vae_tiling._total_ram() // 4)
+    assert vae_tiling._total_ram() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     assert vae_tiling.memory_budget(torch.device("cpu"), 100) == 100 << 20
     with pytest.raises(ValueError, match="`memory_mb` must be between"):
         TileSettings(memory_mb=-1).check()
