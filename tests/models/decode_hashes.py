@@ -27,6 +27,7 @@ def _sha(data: bytes) -> str:
 def decode_all(models: Path, work: Path) -> dict[str, str]:
     from kinema.host.cli import main as cli
     from kinema.models import media, vae_tiling
+    from kinema.models.video_io import read_video
     from kinema.nodes import env
     from kinema.nodes.decode import KinemaDecodeAndSave, KinemaVideoDecode
     from kinema.nodes.loaders import KinemaLoadVideoModel
@@ -51,14 +52,14 @@ def decode_all(models: Path, work: Path) -> dict[str, str]:
                                            keep_latents=True)
                 video = dirs["output"] / f"{name}_{tag}_00001_.mp4"
                 out[f"{key}/decode_and_save_mp4"] = _sha(video.read_bytes())
-                out[f"{key}/decode_and_save_pixels"] = _sha(media.load_video(video)[0].numpy().tobytes())
+                out[f"{key}/decode_and_save_pixels"] = _sha(read_video(video)[0].numpy().tobytes())
                 again = work / f"{name}_{tag}_kinema_decode.mp4"
                 args = ["decode", str(vae_tiling.latents_path_for(video)), "--output", str(again), "--quiet",
                         "--models-dir", str(models)] + (["--tile-size", str(tile_px)] if tiling else [])
                 with contextlib.redirect_stdout(sys.stderr):
                     assert cli(args) == 0, args
                 out[f"{key}/kinema_decode_mp4"] = _sha(again.read_bytes())
-                out[f"{key}/kinema_decode_pixels"] = _sha(media.load_video(again)[0].numpy().tobytes())
+                out[f"{key}/kinema_decode_pixels"] = _sha(read_video(again)[0].numpy().tobytes())
     return out
 
 
