@@ -221,8 +221,8 @@ def made_for(shapes: dict[str, tuple[int, ...]]) -> str:
         blocks = 1 + max(int(re.match(r"^(?:vace_)?blocks[._](\d+)", n)[1]) for n, _, _ in wan)
         kind = " image-to-video" if any(re.search(r"k_img|add_k_proj", n) for n in bare) else ""
         dim = dims[0] if dims else None
-        what = _WAN_SIZES.get(dim, f"a Wan-style DiT of hidden size {dim}" if dim else "a Wan-style DiT")
-        return f"{what}{kind} (hidden size {dim}, {blocks} blocks)" if dim else f"{what} ({blocks} blocks)"
+        size = f"hidden size {dim}, " if dim else ""
+        return f"{_WAN_SIZES.get(dim, 'a Wan-style DiT')}{kind} ({size}{blocks} blocks)"
     if any(re.search(r"(down_blocks|input_blocks|up_blocks|output_blocks|mid_block)", n) for n in bare):
         ctx = [s[1] for n, part, s in names.values() if part == "down" and re.search(r"attn2[._]to_k$", n)]
         sdxl = any(k.startswith(("lora_te2_", "text_encoder_2.")) for k in shapes)

@@ -204,12 +204,11 @@ class ParamIndex:
     def __init__(self, denoiser: nn.Module):
         self.params = dict(denoiser.named_parameters())
         names = list(self.params)
-        aliases: dict[str, str] = {}
-        for n in names:
-            aliases[n] = n
-            if ".to_out.0." in n:                      # old diffusers attention processors: `to_out_lora`
-                aliases[n.replace(".to_out.0.", ".to_out.")] = n
+        aliases = {n: n for n in names}
         aliases.update({o: n for o, n in original_names(denoiser, names).items() if o not in aliases})
+        for alias, n in list(aliases.items()):         # old diffusers attention processors: `to_out_lora`
+            if ".to_out.0." in alias:
+                aliases.setdefault(alias.replace(".to_out.0.", ".to_out."), n)
         self.names = dict(aliases)
         for alias, n in aliases.items():
             self.names.setdefault(_kohya(alias), n)
