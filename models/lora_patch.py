@@ -62,30 +62,47 @@ def group(layers: tuple[Layer, ...]) -> dict[tuple[str, str], list[tuple[str, Lo
     return out
 
 
-def _linear_delta(module: nn.Module, x: torch.Tensor, leaf: str, change, k: float, out: torch.Tensor):
-    """What one change adds to a layer's output out (B, ..., out) or conv (B, out, *space), in out's dtype."""
+def _add(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, inplace: bool) -> torch.Tensor:
+    """out + alpha * a @ b^T for out (..., O), a (..., r), b (O, r): one fused BLAS call (out is the layer's fresh
+    output: updated in place when no gradient is being recorded)."""
+    flat = a.reshape(-1, a.shape[-1])
+    if inplace and out.is_contiguous():
+        out.view(-1, out.shape[-1]).addmm_(flat, b.t(), alpha=alpha)
+        return out
+    return out + alpha * F.linear(a, b)
+
+
+def _apply(module: nn.Module, x: torch.Tensor, leaf: str, change, k: float, out: torch.Tensor) -> torch.Tensor:
+    """A layer's output with one change added: linear out (B, ..., O), conv out (B, O, *space), in out's dtype."""
+    inplace = not torch.is_grad_enabled()
+    linear = isinstance(module, nn.Linear)
     if leaf == "bias":
-        d = change.delta.to(out.device, out.dtype)
-        return k * (d if isinstance(module, nn.Linear) else d.view(-1, *(1,) * (out.ndim - 2)))
+        d = k * change.delta.to(out.device, out.dtype)
+        d = d if linear else d.view(-1, *(1,) * (out.ndim - 2))
+        return out.add_(d) if inplace else out + d
     if leaf != "weight":
         raise RuntimeError(f"LoRA patch on {type(module).__name__}.{leaf} cannot be applied as a hook")
     x = x.to(out.dtype)
     if isinstance(change, LowRank):
         down, up = change.down.to(x.device, x.dtype), change.up.to(x.device, x.dtype)
-        if isinstance(module, nn.Linear):
-            return (k * change.scale) * F.linear(F.linear(x, down), up)                  # (B, ..., out)
+        if linear:
+            return _add(out, F.linear(x, down), up, k * change.scale, inplace)              # (B, ..., O)
         h = module._conv_forward(x, down, None)                                            # (B, r, *space)
         conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[h.ndim]
-        return (k * change.scale) * conv(h, up)                                            # (B, out, *space)
-    delta = change.delta.to(x.device, x.dtype)
-    return k * (F.linear(x, delta) if isinstance(module, nn.Linear) else module._conv_forward(x, delta, None))
+        d = (k * change.scale) * conv(h, up)                                               # (B, O, *space)
+    else:
+        delta = change.delta.to(x.device, x.dtype)
+        if linear:
+            return _add(out, x, delta, k, inplace)
+        d = k * module._conv_forward(x, delta, None)
+    return out.add_(d) if inplace else out + d
 
 
 def _hook(items: list[tuple[str, LowRank | Delta, float]]):
     def hook(module, args, out):
         x = args[0]
         for leaf, change, k in items:
-            out = out + _linear_delta(module, x, leaf, change, k, out)
+            out = _apply(module, x, leaf, change, k, out)
         return out
     return hook
 

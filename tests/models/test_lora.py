@@ -31,7 +31,9 @@ def animatediff(models_dir, one_thread):
 
 
 def _ref_pipe(models_dir, name=WAN):
-    """A separate copy of the fixture as diffusers loads it (for load_lora_weights to change)."""
+    """A separate copy of the fixture as diffusers loads it (for load_lora_weights to change: needs peft, which the
+    `test` extra installs)."""
+    pytest.importorskip("peft")
     from diffusers import DiffusionPipeline
     return DiffusionPipeline.from_pretrained(str(models_dir / "diffusers" / name), local_files_only=True)
 
@@ -122,9 +124,9 @@ def test_musubi_lora_unet_layout_equals_diffusers(wan, models_dir, tmp_path):
 def test_peft_diffusers_layout_equals_the_diffusers_adapter(wan, models_dir, tmp_path):
     """A PEFT adapter made by diffusers (lora_alpha 8 != r 4) and saved with save_lora_weights (transformer.* keys,
     lora_adapter_metadata): the view equals the diffusers model running its own adapter."""
+    ref = _ref_pipe(models_dir)
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    ref = _ref_pipe(models_dir)
     cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                      target_modules=["to_q", "to_k", "to_v", "to_out.0", "net.0.proj", "net.2", "proj_out"])
     torch.manual_seed(5)
