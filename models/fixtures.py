@@ -266,6 +266,7 @@ def build_wan_lightx2v_lora(transformer, rank: int = 4) -> dict[str, torch.Tenso
     return out
 
 
+@_private_rng
 def write_lora_fixtures(models_dir: Path, overwrite: bool = False) -> list[Path]:
     """`<models_dir>/loras/fixture-wan-lightx2v.safetensors`, a lightx2v-layout LoRA for fixture-wan-t2v (whose
     saved config it reads), written beside and renamed into place."""

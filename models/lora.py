@@ -173,7 +173,8 @@ def load_lora(model, path, strength: float = 1.0) -> tuple[Any, LoraReport]:
     mods = _check_model(base)
     tensors, metadata = read_lora(path)
     device = next(iter(mods.values())).parameters().__next__().device
-    on_device = {k: v.to(device, base.dtype if v.is_floating_point() else v.dtype) for k, v in tensors.items()}
+    # LoRA tensors in the model's dtype on its device (alphas stay as stored: a scale, not a weight)
+    on_device = {k: v.to(device, base.dtype) if v.is_floating_point() and v.ndim else v for k, v in tensors.items()}
     resolved = resolve(on_device, mods, metadata)
     name = Path(path).name
     report = LoraReport(name, strength, len(resolved.used), len(resolved.keys),
