@@ -239,14 +239,68 @@ def build_ltx2():
                         duration_head=None)
 
 
+def build_wan_lightx2v_lora(transformer, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A LoRA for `transformer` (a WanTransformer3DModel, weights not read) in the layout of lightx2v's few-step
+    distillation LoRAs for ComfyUI: original Wan names under `diffusion_model.`, lora_down/lora_up/alpha on every
+    linear layer, `diff_b` on their biases, full-rank `diff` on norm weights and the patch embedding, `diff_m` on
+    the modulation tables. Seeded random values (no distillation: it tests the format, not few-step quality)."""
+    from .lora_keys import wan_original
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape, std=1.0):
+        return torch.randn(*shape, generator=g) * std
+
+    out = {}
+    for name, p in transformer.named_parameters():
+        orig = wan_original(name)
+        mod, _, leaf = orig.rpartition(".")
+        key = f"diffusion_model.{mod}"
+        if leaf == "modulation":                       # blocks.N.modulation / head.modulation -> `<parent>.diff_m`
+            out[f"{key}.diff_m"] = randn(*p.shape, std=0.02)
+        elif p.ndim == 2 and leaf == "weight":
+            out[f"{key}.lora_down.weight"] = randn(rank, p.shape[1], std=p.shape[1] ** -0.5)
+            out[f"{key}.lora_up.weight"] = randn(p.shape[0], rank, std=0.05)
+            out[f"{key}.alpha"] = torch.tensor(float(rank))
+        else:                                          # biases, norm weights, the patch embedding's Conv3d
+            out[f"{key}.{'diff_b' if leaf == 'bias' else 'diff'}"] = randn(*p.shape, std=0.02)
+    return out
+
+
+@_private_rng
+def write_lora_fixtures(models_dir: Path, overwrite: bool = False) -> list[Path]:
+    """`<models_dir>/loras/fixture-wan-lightx2v.safetensors`, a lightx2v-layout LoRA for fixture-wan-t2v (whose
+    saved config it reads), written beside and renamed into place."""
+    import os
+    import tempfile
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import save_file
+    config = Path(models_dir) / "diffusers" / "fixture-wan-t2v" / "transformer"
+    final = Path(models_dir) / "loras" / "fixture-wan-lightx2v.safetensors"
+    if not (config / "config.json").is_file() or (final.is_file() and not overwrite):
+        return [final] if final.is_file() else []
+    with init_empty_weights():
+        transformer = WanTransformer3DModel.from_config(WanTransformer3DModel.load_config(str(config)))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    os.close(fd)
+    try:
+        save_file(build_wan_lightx2v_lora(transformer), tmp, metadata={"kinema": "fixture: random weights"})
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return [final]
+
+
 BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v, "fixture-wan-vace": build_wan_vace,
             "fixture-animatediff": build_animatediff, "fixture-stable-audio": build_stable_audio,
             "fixture-ltx2": build_ltx2}
 
 
 def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) -> list[Path]:
-    """Save each fixture pipeline to `<models_dir>/diffusers/<name>/`; returns the folders. Skips existing
-    folders unless overwrite. Each folder is written beside and renamed into place (never half-written)."""
+    """Save each fixture pipeline to `<models_dir>/diffusers/<name>/` (and, with fixture-wan-t2v, its LoRA to
+    `<models_dir>/loras/`); returns the paths. Skips existing ones unless overwrite. Each folder is written beside and renamed into place (never half-written)."""
     import shutil
     import tempfile
     root = Path(models_dir) / "diffusers"
@@ -268,4 +322,4 @@ def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) ->
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
-    return out
+    return out + write_lora_fixtures(models_dir, overwrite)

@@ -25,6 +25,7 @@ MODEL_FOLDERS = {
     "diffusers": ["diffusers"],
     "single_file": ["diffusion_models", "checkpoints", "unet"],
     "audio": ["audio_encoders", "diffusers"],
+    "loras": ["loras"],
 }
 
 # models that ship inside the pack (Kinema-Tiny), searched after the user's folders so a user's own folder of the

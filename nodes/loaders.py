@@ -150,7 +150,49 @@ class KinemaLoadPortraitModel:
         return (load_portrait_model(env.find_model("diffusers", model), *_load_args(device, dtype)),)
 
 
+def _lora_path(name: str):
+    return env.find_model("loras", name, files=True)
+
+
+class KinemaLoadLoRA:
+    DESCRIPTION = ("Applies a LoRA (models/loras) to a video model, as ComfyUI's LoraLoaderModelOnly: kohya/ComfyUI, "
+                   "diffusers/PEFT, lightx2v/CausVid few-step LoRAs for Wan, AnimateDiff motion LoRAs. Chain nodes to "
+                   "stack LoRAs. The loaded model is shared, never changed: other nodes using it see no LoRA.")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA (and those before it) active when it samples; connect it to the "
+                       "sampler, or to another Load LoRA.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = env.list_models("loras", files=True) or ["(no LoRAs found: put .safetensors files in models/loras)"]
+        return {"required": {
+            "model": ("KINEMA_MODEL", {"tooltip": "The video model (Load Video Model, or another Load LoRA)."}),
+            "lora": (names, {"tooltip": "A .safetensors LoRA in models/loras. The node's text says how many of its "
+                                        "keys matched; one matching nothing is an error naming the model it seems "
+                                        "made for."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01, "tooltip":
+                                   "How much of the LoRA's change to apply: 1 as trained, 0 none (the model passes "
+                                   "through), negative inverts it."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, lora, **kwargs):
+        return env.file_signature(_lora_path, lora)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora):
+        return env.file_problem(_lora_path, lora)
+
+    def load(self, model, lora, strength):
+        from ..models.lora import load_lora
+        view, report = load_lora(model, _lora_path(lora), strength)
+        return {"ui": {"text": [report.text()]}, "result": (view,)}
+
+
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,
-                       "KinemaLoadPortraitModel": KinemaLoadPortraitModel}
+                       "KinemaLoadPortraitModel": KinemaLoadPortraitModel, "KinemaLoadLoRA": KinemaLoadLoRA}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaLoadVideoModel": "Load Video Model", "KinemaLoadAudioModel": "Load Audio Model",
-                              "KinemaLoadPortraitModel": "Load Portrait Model"}
+                              "KinemaLoadPortraitModel": "Load Portrait Model", "KinemaLoadLoRA": "Load LoRA (Kinema)"}

@@ -63,6 +63,26 @@ WORKFLOWS = {
     }, ["Text to video with Wan 2.x. Bundled: `fixture-wan-t2v`, a tiny RANDOM-WEIGHT model from "
         "`kinema fixtures` (it makes noise). For real videos put a Wan 2.1/2.2 diffusers folder in "
         "models/diffusers, pick it in Load Video Model and set 81 frames at 832x480, 30 steps, cfg 5, shift 3."]),
+    "text_to_video_wan_lora_4step": ({
+        "1": _loader("fixture-wan-t2v"),
+        "7": {"class_type": "KinemaLoadLoRA", "inputs": {"model": _link(1), "lora": "fixture-wan-lightx2v.safetensors",
+                                                         "strength": 1.0}},
+        "2": _text(1, "a paper boat drifts across a calm blue pond, soft morning light", "Positive Prompt"),
+        "3": _text(1, "", "Negative Prompt (unused at cfg 1)"),
+        "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+            **_sampler(model=7, length=17, size=64, steps=4, cfg=1.0)["inputs"], "scheduler": "flow_euler",
+            "shift": 5.0}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/text_to_video_wan_lora_4step"}},
+    }, ["Few-step Wan with a distillation LoRA: Load LoRA puts lightx2v's 4-step LoRA on the model, and the sampler "
+        "runs 4 steps at cfg 1 (no negative pass: 4 denoiser calls on one prompt instead of 20 on two, about "
+        "10x less work than 20 steps at cfg 5) with flow_euler and shift 5, the settings of ComfyUI's Wan 2.2 lightx2v template. Bundled: "
+        "`fixture-wan-t2v` and `fixture-wan-lightx2v.safetensors` from `kinema fixtures` (tiny, RANDOM weights in "
+        "lightx2v's key layout: noise). For real videos load Wan 2.1/2.2 and put a lightx2v LoRA (e.g. "
+        "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors for Wan 2.1 14B) in models/loras.",
+        "The LoRA never changes the loaded model: connect Load Video Model straight to another sampler and it "
+        "samples without the LoRA; change or remove the LoRA and the model is not loaded again."]),
     "image_to_video_wan": ({
         "1": _loader("fixture-wan-i2v"),
         "2": _text(1, "the red ball rolls to the right across the grass", "Positive Prompt"),

@@ -27,6 +27,7 @@ class AnimateDiffFamily(VideoFamily):
     spatial_ratio = 8
     spatial_multiple = 8
     default_frames = 16
+    denoisers = ("unet",)              # the UNetMotionModel (SD 1.5 layers + motion modules): what a LoRA patches
     denoiser_attr = "motion_adapter"   # a single .safetensors file replaces the motion module (mm_sd_v15 etc.)
 
     def __init__(self, path, device, dtype, pipe):

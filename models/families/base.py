@@ -134,6 +134,7 @@ class VideoFamily:
     latent_channels: int = 4
     default_scheduler: Any = None             # the folder's scheduler (make_scheduler copies it per run)
     denoiser_attr: ClassVar[str] = "transformer"   # the component a single .safetensors file replaces
+    denoisers: ClassVar[tuple[str, ...]] = ("transformer",)   # the module(s) predict runs: what a LoRA patches
     text_keys: ClassVar[tuple[str, ...]] = ("encoder_hidden_states",)   # batch entries a prompt schedule blends
     frame_keys: ClassVar[dict[str, int]] = {}  # batch entries with a frame axis -> that axis, sliced per window
 

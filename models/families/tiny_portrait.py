@@ -35,6 +35,7 @@ class KinemaTinyPortraitFamily(VideoFamily):
     default_frames = 9         # frames per window (the training clips)
     latent_channels = 3
     default_overlap = 2        # frames shared by neighbouring windows
+    denoisers = ("unet",)      # what a LoRA patches
 
     def __init__(self, path, device, dtype, models):
         from diffusers import FlowMatchEulerDiscreteScheduler

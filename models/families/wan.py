@@ -38,6 +38,7 @@ class WanFamily(VideoFamily):
     default_frames = 81
     max_sequence_length = 512
     frame_keys = {"condition": 2, "first_frame_condition": 2, "first_frame_mask": 2}
+    denoisers = ("transformer", "transformer_2")   # Wan 2.2's two experts: a LoRA patches each it fits
 
     def __init__(self, path, device, dtype, pipe):
         super().__init__(path, device, dtype)

@@ -5,8 +5,8 @@ workflows/ folder as templates, so it holds only workflows and their assets).
 Expectations: a video output {format, frames, fps, width, height, alpha, loop?, audio?: {codec, sample_rate,
 channels}, latents?} (a muxed sound track must last frames / fps within one video frame and start at 0, read back
 with PyAV; latents: true when Decode And Save Video keeps the latents beside the video, and `kinema decode` must
-redo the video from them), or an audio file {"kind": "audio", format, seconds, sample_rate, channels} (exact
-sample count)."""
+redo the video from them), an audio file {"kind": "audio", format, seconds, sample_rate, channels} (exact
+sample count), or a node's text {"kind": "text", "contains": [phrases]}."""
 from __future__ import annotations
 
 import json
@@ -77,6 +77,10 @@ def test_workflow_runs_headless(path, kinema_dirs, capsys):
     expect = json.loads((EXPECT / path.name).read_text())["outputs"]
     assert set(outputs) == set(expect)
     for nid, want in expect.items():
+        if want.get("kind") == "text":       # a node's text (Load LoRA's report): each expected phrase appears
+            text = " ".join(outputs[nid]["text"])
+            assert all(phrase in text for phrase in want["contains"]), text
+            continue
         entry = outputs[nid]["audio" if want.get("kind") == "audio" else "images"][0]
         file = kinema_dirs["output"] / entry["subfolder"] / entry["filename"]
         if want.get("kind") == "audio":
