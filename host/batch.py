@@ -270,17 +270,12 @@ class BatchWorker:
         except (KeyError, ValueError, TypeError):           # GraphError is a ValueError
             ex.cache.clear()
             return
-        keep = {sigs[n] for n in order if not getattr(ex.classes[prompt[n]["class_type"]], "OUTPUT_NODE", False)}
-        for sig in [s for s in ex.cache if s not in keep]:
-            del ex.cache[sig]
+        ex.cache.retain({sigs[n] for n in order
+                         if not getattr(ex.classes[prompt[n]["class_type"]], "OUTPUT_NODE", False)})
 
     def _drop_models(self) -> None:
-        import gc
         self.executor.cache.clear()
-        gc.collect()
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.executor.cache.release_memory(force=True)
 
 
 # ---- 4. the driver ------------------------------------------------------------------------------------------------

@@ -7,10 +7,8 @@ through the two callables it is given, which may be called from the worker threa
 from __future__ import annotations
 
 import functools
-import gc
 import io
 import logging
-import sys
 import threading
 import time
 import uuid
@@ -210,10 +208,7 @@ class JobQueue:
 
     def _free(self) -> None:
         self.executor.cache.clear()
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.executor.cache.release_memory(force=True)
 
     def free_memory(self) -> None:
         """Drop cached outputs and free GPU memory now when idle, or before the next job when one is running."""

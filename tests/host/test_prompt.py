@@ -127,9 +127,9 @@ def _t2v() -> dict:
 
 
 def _frames(folder: Path, outputs: dict):
-    from kinema.models.media import load_video
+    from kinema.models.video_io import read_video
     (entry,) = outputs["6"]["images"]
-    return load_video(folder / entry["subfolder"] / entry["filename"])[0]
+    return read_video(folder / entry["subfolder"] / entry["filename"])[0]
 
 
 def test_int_id_links_run_through_the_executor_like_string_ids(kinema_dirs, one_thread):
