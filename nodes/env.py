@@ -181,7 +181,12 @@ def list_models(kind: str, files: bool = False) -> list[str]:
 
 
 def find_model(kind: str, name: str, files: bool = False) -> Path:
-    """Resolve a dropdown name to a path; FileNotFoundError lists the folders searched."""
+    """Resolve a dropdown name to a path; FileNotFoundError lists the folders searched. A name is a path inside the
+    model folders: absolute paths and '..' are refused (a name read from a file cannot point elsewhere)."""
+    parts = Path(str(name)).parts
+    if not parts or Path(str(name)).is_absolute() or ".." in parts or "\0" in str(name):
+        raise FileNotFoundError(f"model {str(name)[:200]!r}: not a name inside the model folders (no absolute "
+                                f"paths or '..'). Fix: give the folder's name as listed in models/diffusers.")
     dirs = model_search_dirs(kind)
     for d in dirs:
         p = d / name

@@ -114,3 +114,112 @@ def test_nodes_and_fixtures_commands(tmp_path, capsys):
     assert "RANDOM" in cap.err
     for name in ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-animatediff"):
         assert (tmp_path / "diffusers" / name / "model_index.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 18, finding 8 (and 10, 15, 16, 17): one line and exit 2, never a traceback
+# ---------------------------------------------------------------------------------------------------------------
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("kinema: ") and len(err.strip().splitlines()) <= 2, err
+    return err
+
+
+def _file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _chain(n: int, bad_at: int | None = None) -> dict:
+    """Load Image (sprite.png) -> n - 1 Resize Video -> Preview Video; scale_by 40 (over the max) at node bad_at."""
+    prompt = {"1": {"class_type": "KinemaLoadImage", "inputs": {"image": "sprite.png"}}}
+    for i in range(2, n + 1):
+        prompt[str(i)] = {"class_type": "KinemaResizeVideo", "inputs": {"images": [str(i - 1), 0], "method": "nearest",
+                                                                       "scale_by": 40.0 if i == bad_at else 1.0}}
+    prompt[str(n + 1)] = {"class_type": "KinemaPreviewVideo", "inputs": {"images": [str(n), 0], "fps": 8.0}}
+    return prompt
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda d: d, "is a folder"),
+    (lambda d: _file(d / "deep.json", "[" * 100_000 + "]" * 100_000), "nested too deep"),
+    (lambda d: _api(d, {"1": {"class_type": ["KinemaLoadImage"], "inputs": {}}}), "class_type is not a string"),
+    (lambda d: _api(d, {"1": {"class_type": "KinemaLoadImage", "inputs": {"image": "sprite.png"}},
+                        "2": {"class_type": "KinemaPreviewVideo", "inputs": {"images": ["1", "zero"], "fps": 8.0}}}),
+     "node 2 (KinemaPreviewVideo), input 'images': Bad linked input"),
+    (lambda d: _api(d, _chain(3000, bad_at=1500)), "node 1500 (KinemaResizeVideo), input 'scale_by'"),
+])
+def test_bad_workflow_files_exit_2_with_a_line(kinema_dirs, tmp_path, capsys, make, needle):
+    (kinema_dirs["input"] / "sprite.png").write_bytes((REPO / "workflows" / "assets" / "sprite.png").read_bytes())
+    path = make(tmp_path)
+    assert _run([str(path)], kinema_dirs) == cli.EXIT_INVALID
+    assert needle in _one_line_error(capsys)
+
+
+def test_ui_link_slot_that_is_not_a_number(kinema_dirs, tmp_path, capsys):
+    ui = json.loads(T2V.read_text())
+    ui["links"][0][2] = "zero"
+    p = tmp_path / "ui.json"
+    p.write_text(json.dumps(ui))
+    assert _run([str(p)], kinema_dirs) == cli.EXIT_INVALID
+    assert f"link {ui['links'][0][0]}: origin slot 'zero' is not a slot number" in _one_line_error(capsys)
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed_and_a_long_chain_runs(kinema_dirs, tmp_path, capsys):
+    """Finding 10: kill -9 left `.name.<hex>.part.mp4` behind; the next run removes those older than an hour."""
+    import os
+    import time
+    out = kinema_dirs["output"]
+    stale, fresh = out / ".Kinema_00001_.0a1b2c3d.part.mp4", out / ".Kinema_00002_.0a1b2c3e.part.mp4"
+    for p in (stale, fresh):
+        p.write_bytes(b"half a video")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    path = _api(tmp_path, _chain(300))
+    (kinema_dirs["input"] / "sprite.png").write_bytes((REPO / "workflows" / "assets" / "sprite.png").read_bytes())
+    assert _run([str(path)], kinema_dirs) == 0, capsys.readouterr().err
+    assert not stale.exists() and fresh.exists()
+
+
+def test_batch_refuses_duplicate_jobs_and_an_unwritable_folder(kinema_dirs, tmp_path, capsys):
+    """Finding 17: `--sweep 4.seed=5,5,6` made two jobs share one manifest record; finding 8: a batch into a folder
+    it cannot write ended in a traceback."""
+    path = _api(tmp_path, _t2v_prompt())
+    dirs = ["--models-dir", str(kinema_dirs["models"]), "--input-dir", str(kinema_dirs["input"]), "--quiet"]
+    assert cli.main(["batch", str(path), "--sweep", "4.seed=5,5,6", "--output-dir", str(tmp_path / "o"),
+                     *dirs]) == cli.EXIT_INVALID
+    err = _one_line_error(capsys)
+    assert "job 1" in err and "job 2" in err and '"4.seed": 5' in err and not (tmp_path / "o").exists()
+    assert cli.main(["batch", str(path), "--sweep", "4.seed=05,5", "--output-dir", str(tmp_path / "o"),
+                     *dirs]) == cli.EXIT_INVALID              # the same value written twice
+    _one_line_error(capsys)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert cli.main(["batch", str(path), "--sweep", "4.seed=5,6", "--output-dir", str(blocker / "sub"),
+                     *dirs]) == cli.EXIT_INVALID
+    assert "`--output-dir` must be a folder Kinema can write" in _one_line_error(capsys)
+
+
+def _latents(path: Path, meta, audio: bool = False) -> Path:
+    import torch
+    from safetensors.torch import save_file
+    tensors = {"latents": torch.zeros(1, 8, 3, 4, 4)}
+    if audio:
+        tensors["audio"] = torch.zeros(1, 800)
+    save_file(tensors, str(path), metadata={"kinema": json.dumps(meta)})
+    return path
+
+
+@pytest.mark.parametrize("meta,audio,args,needle", [
+    ([1, 2], False, [], "must carry Kinema's metadata"),                            # finding 8: a list
+    ({"family": "tiny", "model": "kinema-tiny-video", "frames": 9, "fps": 8.0}, True, [], "sample_rate"),
+    ({"family": "tiny", "model": "../../../../..", "frames": 9, "fps": 8.0}, False, [],        # finding 15
+     "not a name inside the model folders"),
+    ({"family": "tiny", "model": "/etc", "frames": 9, "fps": 8.0}, False, [], "not a name inside"),
+    ({"family": "tiny", "model": "kinema-tiny-video", "frames": 9, "fps": 8.0}, False,          # finding 16
+     ["--output", "/dev/null", "--overwrite"], "not a regular file"),
+])
+def test_decode_refuses_bad_latents_and_targets(tmp_path, capsys, meta, audio, args, needle):
+    latents = _latents(tmp_path / "x.latents.safetensors", meta, audio)
+    rc = cli.main(["decode", str(latents), "--quiet", "--models-dir", str(tmp_path / "models"), *args])
+    assert rc == cli.EXIT_INVALID and needle in _one_line_error(capsys)
+    assert Path("/dev/null").is_char_device()
