@@ -388,7 +388,16 @@ def read_model_index(path: Path) -> dict:
     if not index.is_file():
         raise FileNotFoundError(f"`model` {str(path)!r} has no model_index.json. Fix: pick a diffusers-format "
                                 f"folder (the one that holds model_index.json, unet/ or transformer/, vae/ ...).")
-    return json.loads(index.read_text())
+    try:
+        index_data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:         # unreadable, not UTF-8, not JSON
+        raise ValueError(f"`model` {str(path)!r} must hold a readable model_index.json, got {str(index)!r} which "
+                         f"cannot be read ({type(exc).__name__}: {str(exc)[:200]}). Fix: repair or re-copy the "
+                         f"model folder.") from None
+    if not isinstance(index_data, dict):
+        raise ValueError(f"`model` {str(path)!r} must hold a model_index.json with a JSON object, got "
+                         f"{type(index_data).__name__} in {str(index)!r}. Fix: repair or re-copy the model folder.")
+    return index_data
 
 
 def quiet_diffusers() -> None:

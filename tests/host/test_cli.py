@@ -223,3 +223,35 @@ def test_decode_refuses_bad_latents_and_targets(tmp_path, capsys, meta, audio, a
     rc = cli.main(["decode", str(latents), "--quiet", "--models-dir", str(tmp_path / "models"), *args])
     assert rc == cli.EXIT_INVALID and needle in _one_line_error(capsys)
     assert Path("/dev/null").is_char_device()
+
+
+def _broken_models(root: Path) -> Path:
+    """A models folder with two unreadable model_index.json files (bytes that are not UTF-8 JSON; a JSON list)."""
+    for name, data in (("broken", b"\xff{not json"), ("listish", b"[1, 2]")):
+        (root / "diffusers" / name).mkdir(parents=True)
+        (root / "diffusers" / name / "model_index.json").write_bytes(data)
+    return root
+
+
+def test_an_unreadable_model_index_breaks_nothing_else(tmp_path, capsys, caplog):
+    """Finding 5: one bad model_index.json made every run exit 1 with a traceback naming no folder (the loaders list
+    models when node definitions are built). Now the listing skips it with a warning naming it, other workflows
+    run, and using that folder is an error naming the file."""
+    import logging
+    caplog.set_level(logging.WARNING, logger="kinema")
+    models = _broken_models(tmp_path / "models")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sprite.png").write_bytes((REPO / "workflows" / "assets" / "sprite.png").read_bytes())
+    path = _api(tmp_path, _chain(2))
+    dirs = {"models": models, "output": tmp_path / "out", "input": tmp_path / "in"}
+    assert _run([str(path)], dirs) == 0, capsys.readouterr().err
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert str(models / "diffusers" / "broken" / "model_index.json") in warned and "listish" in warned
+    from kinema.nodes import env
+    with env.using(env.Folders.of(models=models)):
+        assert "broken" not in env.list_models("diffusers") and "kinema-tiny-video" in env.list_models("diffusers")
+    latents = _latents(tmp_path / "x.latents.safetensors", {"family": "tiny", "model": "broken", "frames": 9,
+                                                            "fps": 8.0})
+    assert cli.main(["decode", str(latents), "--quiet", "--models-dir", str(models)]) == cli.EXIT_INVALID
+    err = _one_line_error(capsys)
+    assert str(models / "diffusers" / "broken" / "model_index.json") in err and "cannot be read" in err

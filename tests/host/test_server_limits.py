@@ -352,3 +352,32 @@ def test_stale_temp_files_are_removed_when_the_server_starts(folders):
         assert (await c.get("/api/prompt")).status == 200
     run_app(folders, check)
     assert [p for p in stale if p.exists()] == [] and all(p.exists() for p in kept)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding 5: an unreadable model_index.json
+# ---------------------------------------------------------------------------------------------------------------
+def test_an_unreadable_model_index_does_not_stop_the_server(folders, tmp_path):
+    """Before: /object_info and /prompt answered 500 (and `kinema serve` would not start)."""
+    import kinema
+    from kinema.nodes import env
+    from test_cli import _broken_models
+    models = _broken_models(tmp_path / "models")
+    ex = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS,
+                  folders=env.folders().replace(models=models))
+
+    async def check(c, srv):
+        r = await c.get("/api/object_info")
+        assert r.status == 200
+        names = (await r.json())["KinemaLoadVideoModel"]["input"]["required"]["model"][0]
+        assert "kinema-tiny-video" in names and "broken" not in names and "listish" not in names
+        r = await c.post("/api/prompt", json={"prompt": {"1": {"class_type": "KinemaLoadVideoModel", "inputs": {
+            "model": "broken", "family": "auto", "device": "cpu", "dtype": "auto"}}, "2": {
+            "class_type": "KinemaTextEncode", "inputs": {"model": ["1", 0], "text": "x"}}}})
+        assert r.status == 400                                      # not offered, so not accepted: no 500
+    app = make_app(ex, user_dir=folders["user"])
+
+    async def main():
+        async with TestClient(TestServer(app)) as client:
+            await check(client, app[SERVER])
+    asyncio.run(main())
