@@ -255,3 +255,28 @@ def test_an_unreadable_model_index_breaks_nothing_else(tmp_path, capsys, caplog)
     assert cli.main(["decode", str(latents), "--quiet", "--models-dir", str(models)]) == cli.EXIT_INVALID
     err = _one_line_error(capsys)
     assert str(models / "diffusers" / "broken" / "model_index.json") in err and "cannot be read" in err
+
+
+def test_pickled_weights_are_refused_naming_the_safetensors_alternative(kinema_dirs, tmp_path, capsys, monkeypatch):
+    """Finding 14: a folder whose transformer is saved as diffusion_pytorch_model.bin (save_pretrained with
+    safe_serialization=False). It is never unpickled, and the error says what to do."""
+    import shutil
+    import torch
+    from diffusers import WanTransformer3DModel
+    models = tmp_path / "models"
+    folder = models / "diffusers" / "wan-bin"
+    shutil.copytree(kinema_dirs["models"] / "diffusers" / "fixture-wan-t2v", folder)
+    transformer = WanTransformer3DModel.from_pretrained(str(folder / "transformer"))
+    (folder / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    transformer.save_pretrained(str(folder / "transformer"), safe_serialization=False)
+    assert sorted(p.name for p in (folder / "transformer").iterdir()) == ["config.json", "diffusion_pytorch_model.bin"]
+    unpickled = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: unpickled.append(a) or {})
+    prompt = _t2v_prompt()
+    prompt["1"]["inputs"]["model"] = "wan-bin"
+    rc = _run([str(_api(tmp_path, prompt))], {**kinema_dirs, "models": models})
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_FAILED and not unpickled, err
+    for needle in ("node 1 (KinemaLoadVideoModel)", "must hold .safetensors weights", "diffusion_pytorch_model.bin",
+                   "WanTransformer3DModel.from_pretrained", ".save_pretrained("):
+        assert needle in err, (needle, err)
