@@ -280,3 +280,40 @@ def test_pickled_weights_are_refused_naming_the_safetensors_alternative(kinema_d
     for needle in ("node 1 (KinemaLoadVideoModel)", "must hold .safetensors weights", "diffusion_pytorch_model.bin",
                    "WanTransformer3DModel.from_pretrained", ".save_pretrained("):
         assert needle in err, (needle, err)
+
+
+def test_huge_sizes_are_refused_before_anything_is_allocated(kinema_dirs, tmp_path, capsys):
+    """Finding 9: a Load Video size that cannot fit in RAM (before: decoded and resized until it did not), and a
+    model config.json claiming absurd sizes (before: built, asking for 16 GB and more), are refused with the numbers
+    and the fix. Both sizes exceed this machine's total RAM, so the test never depends on what is free."""
+    import json as _json
+    import shutil
+    import psutil
+    import torch
+    from kinema.models.media import VideoWriter
+    side = 16384
+    frames = psutil.virtual_memory().total // (side * side * 12) + 1         # float32 frames > all of the RAM
+    with VideoWriter(kinema_dirs["input"] / "long.mp4", fps=8) as out:
+        out.write(torch.rand(frames, 16, 16, 3))
+    prompt = {"1": {"class_type": "KinemaLoadVideo", "inputs": {"video": "long.mp4", "start_frame": 0,
+                                                                "frame_count": 0, "width": side, "height": side}},
+              "2": {"class_type": "KinemaPreviewVideo", "inputs": {"images": ["1", 0], "fps": 8.0}}}
+    assert _run([str(_api(tmp_path, prompt))], kinema_dirs) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    need = frames * side * side * 12 / 2**30
+    assert "node 1 (KinemaLoadVideo)" in err and f"asks for {frames} frames at {side}x{side}" in err
+    assert f"need {need:.1f} GB of RAM" in err and "frames fit" in err, err
+
+    models = tmp_path / "models"
+    folder = models / "diffusers" / "tiny-absurd"
+    shutil.copytree(REPO / "models" / "tiny" / "weights" / "kinema-tiny-video", folder)
+    config = folder / "transformer" / "config.json"
+    config.write_text(_json.dumps({**_json.loads(config.read_text()), "dim": 65536, "depth": 64}))
+    ui = _json.loads((REPO / "workflows" / "text_to_video.json").read_text())
+    ui["nodes"][0]["widgets_values"][0] = "tiny-absurd"
+    path = tmp_path / "absurd.json"
+    path.write_text(_json.dumps(ui))
+    assert _run([str(path)], {**kinema_dirs, "models": models}) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "node 1 (KinemaLoadVideoModel)" in err and str(config) in err and "diffusion_pytorch_model.safetensors holds" \
+        in err and "GB as float32" in err and "Restore the folder's config.json" in err, err
