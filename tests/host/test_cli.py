@@ -23,10 +23,12 @@ def _api(tmp_path, prompt):
     return p
 
 
-def _t2v_prompt(**sampler):
+def _t2v_prompt(prefix: str | None = None, **sampler):
     from tools import make_workflows
     prompt = json.loads(json.dumps(make_workflows.WORKFLOWS["text_to_video_wan"][0]))
     prompt["4"]["inputs"].update(length=5, width=32, height=32, steps=2, **sampler)
+    if prefix is not None:
+        prompt["6"]["inputs"]["filename_prefix"] = prefix
     return prompt
 
 
@@ -148,12 +150,27 @@ def _chain(n: int, bad_at: int | None = None) -> dict:
                         "2": {"class_type": "KinemaPreviewVideo", "inputs": {"images": ["1", "zero"], "fps": 8.0}}}),
      "node 2 (KinemaPreviewVideo), input 'images': Bad linked input"),
     (lambda d: _api(d, _chain(3000, bad_at=1500)), "node 1500 (KinemaResizeVideo), input 'scale_by'"),
+    # finding 11: a NUL in filename_prefix wrote the video to a hidden `.a` and left it
+    (lambda d: _api(d, _t2v_prompt(prefix="a\x00b")), "node 6 (KinemaSaveVideo), input 'filename_prefix'"),
+    # finding 12: a literal on a link input failed at run time with AttributeError naming no input
+    (lambda d: _api(d, _t2v_prompt(model="x")), "node 4 (KinemaTemporalSampler), input 'model': Input 'model' "
+                                                 "takes a KINEMA_MODEL from a linked node"),
+    # finding 13: NaN for a FLOAT passed validation and turned guidance off (in a file: refused as it is read)
+    (lambda d: _api(d, _t2v_prompt(cfg=float("nan"))), "wf.json: NaN is not a number JSON allows"),
 ])
 def test_bad_workflow_files_exit_2_with_a_line(kinema_dirs, tmp_path, capsys, make, needle):
     (kinema_dirs["input"] / "sprite.png").write_bytes((REPO / "workflows" / "assets" / "sprite.png").read_bytes())
     path = make(tmp_path)
     assert _run([str(path)], kinema_dirs) == cli.EXIT_INVALID
     assert needle in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity"])
+def test_a_float_set_to_nan_is_refused(kinema_dirs, tmp_path, capsys, value):
+    """Finding 13, through --set (the file is read strictly): refused by validation, naming the input."""
+    assert _run([str(_api(tmp_path, _t2v_prompt())), "--set", f"4.cfg={value}"], kinema_dirs) == cli.EXIT_INVALID
+    err = _one_line_error(capsys)
+    assert "node 4 (KinemaTemporalSampler), input 'cfg'" in err and "finite" in err
 
 
 def test_ui_link_slot_that_is_not_a_number(kinema_dirs, tmp_path, capsys):
@@ -317,3 +334,14 @@ def test_huge_sizes_are_refused_before_anything_is_allocated(kinema_dirs, tmp_pa
     err = capsys.readouterr().err
     assert "node 1 (KinemaLoadVideoModel)" in err and str(config) in err and "diffusion_pytorch_model.safetensors holds" \
         in err and "GB as float32" in err and "Restore the folder's config.json" in err, err
+
+
+def test_output_naming_refuses_control_characters_inside_comfyui_too(tmp_path):
+    """Finding 11 where Kinema's validation does not run (inside ComfyUI): the file namer refuses the prefix before
+    anything is written (before: PyAV wrote to a hidden `.a`, cut at the NUL, and left it)."""
+    from kinema.models.media import next_output_path
+    for prefix in ("a\x00b", "Kinema/a\nb", "x\x1b[0m"):
+        with pytest.raises(ValueError, match="`filename_prefix` must not contain control characters"):
+            next_output_path(tmp_path, prefix, "mp4")
+    assert not list(tmp_path.iterdir())
+    assert next_output_path(tmp_path, "Kinema/vidéo", "mp4").name == "vidéo_00001_.mp4"
