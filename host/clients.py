@@ -2,9 +2,12 @@
 
 Events come from any thread (the job worker, request handlers) through `Clients.post` / `post_preview`, which hand
 them to the event loop; there `_deliver` puts each on the queue of every client it is for, without waiting for
-any socket. Each client's own sender task writes its queue to its socket. A client that stops reading only fills
-its own queue: past MAX_QUEUED messages or MAX_QUEUED_BYTES it is dropped (its connection aborted, logged), and
-the server and every other client go on. A message that cannot be delivered (a bad client id, a payload that does
+any socket. Each client's own sender task writes its queue to its socket. A client that falls behind (more than
+COALESCE_AFTER bytes waiting) gets progress coalesced: a new `progress_state` of a job (or `progress` of a node)
+replaces one still waiting in its queue, so it gets the latest state, not every state (a 3000-node graph's state
+map is ~0.6 MB); a client that keeps up gets every message. A client that stops reading only
+fills its own queue: past MAX_QUEUED messages or MAX_QUEUED_BYTES it is dropped (its connection aborted, logged),
+and the server and every other client go on. A message that cannot be delivered (a bad client id, a payload that does
 not encode) is logged and skipped; nothing ends the delivery of the next one.
 """
 from __future__ import annotations
@@ -25,7 +28,26 @@ log = logging.getLogger("kinema.server")
 
 MAX_QUEUED = 4096                 # messages waiting for one client before it is dropped
 MAX_QUEUED_BYTES = 16 << 20       # bytes waiting for one client before it is dropped
+COALESCE_AFTER = 1 << 20          # bytes waiting: from here on a newer progress message replaces a waiting one
 BIN_PREVIEW, BIN_PREVIEW_WITH_METADATA = 1, 4   # binary WebSocket event types
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A queued message; a coalescing key lets a newer message of the same key take its place while it waits."""
+    message: str | bytes
+    key: tuple | None = None
+
+
+def _coalescing_key(kind: str, payload) -> tuple | None:
+    data = payload.get("data") if kind == "json" and isinstance(payload, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if payload.get("type") == "progress_state":
+        return ("progress_state", str(data.get("prompt_id")))
+    if payload.get("type") == "progress":
+        return ("progress", str(data.get("prompt_id")), str(data.get("node")))
+    return None
 
 
 @dataclass(eq=False)
@@ -36,7 +58,8 @@ class Client:
     transport: asyncio.BaseTransport | None = None
     flags: dict = field(default_factory=dict)
     got_flags: bool = False
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)     # (str | bytes) messages, in order
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)     # _Slot messages, in order
+    waiting: dict = field(default_factory=dict)                     # coalescing key -> its _Slot still queued
     queued_bytes: int = 0
     sender: asyncio.Task | None = None
     dropped: bool = False
@@ -91,28 +114,40 @@ class Clients:
                 target = self.clients.get(sid) if isinstance(sid, str) else None
                 targets = [target] if target is not None else []
             text = dumps(payload) if kind == "json" else None
+            key = _coalescing_key(kind, payload)
             for client in targets:
-                self._enqueue(client, text if kind == "json" else client.preview_frame(*payload))
+                self._enqueue(client, text if kind == "json" else client.preview_frame(*payload), key)
         except Exception:           # one bad message must never stop the next ones
             log.exception("a %s message for client %r could not be delivered", kind, sid)
 
-    def _enqueue(self, client: Client, message: str | bytes) -> None:
+    def _enqueue(self, client: Client, message: str | bytes, key: tuple | None = None) -> None:
         if client.dropped:
             return
         size = len(message)
+        waiting = client.waiting.get(key) if key is not None else None
+        if waiting is not None and client.queued_bytes > COALESCE_AFTER:     # behind: the newer state replaces it
+            client.queued_bytes += size - len(waiting.message)
+            waiting.message = message
+            return
         if client.queue.qsize() >= MAX_QUEUED or client.queued_bytes + size > MAX_QUEUED_BYTES:
             log.warning("WebSocket client %s stopped reading (%d messages, %d bytes waiting): dropped",
                         client.sid[:64], client.queue.qsize(), client.queued_bytes)
             self.drop(client)
             return
         client.queued_bytes += size
-        client.queue.put_nowait(message)
+        slot = _Slot(message, key)
+        if key is not None:
+            client.waiting[key] = slot
+        client.queue.put_nowait(slot)
 
     async def _send(self, client: Client) -> None:
         """The client's sender: its queue to its socket, one message at a time, until it closes."""
         try:
             while True:
-                message = await client.queue.get()
+                slot = await client.queue.get()
+                if slot.key is not None and client.waiting.get(slot.key) is slot:
+                    del client.waiting[slot.key]
+                message = slot.message
                 client.queued_bytes -= len(message)
                 if isinstance(message, str):
                     await client.ws.send_str(message)
@@ -154,4 +189,5 @@ class Clients:
             client.sender.cancel()
         while not client.queue.empty():
             client.queue.get_nowait()
+        client.waiting.clear()
         client.queued_bytes = 0

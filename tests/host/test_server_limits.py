@@ -189,6 +189,26 @@ def test_a_client_that_stops_reading_is_dropped_and_the_others_go_on(folders, ca
     run_app(folders, check)
 
 
+def test_a_lagging_client_gets_the_latest_progress_not_every_one(folders):
+    """A big graph's progress_state is the whole state map (~0.6 MB at 3000 nodes): a client that lags gets the
+    newest one in place of the one still waiting, so it is not dropped for progress alone; anything else still
+    counts against its bound."""
+    async def check(c, srv):
+        lag = await asyncio.to_thread(never_reading_client, c.port, "lag")
+        nodes = {str(i): {"state": "finished", "value": 1, "max": 1, "pad": "x" * 100} for i in range(1000)}
+        for step in range(200):                                     # 200 x ~0.15 MB = 30 MB of states
+            srv.clients.post("progress_state", {"prompt_id": "p", "nodes": {**nodes, "step": step}}, "lag")
+        await asyncio.sleep(1.0)
+        client = srv.clients.clients.get("lag")
+        assert client is not None and client.queued_bytes < 3 << 20, "dropped for progress alone"
+        for _ in range(200):                                        # other messages are not coalesced
+            srv.clients.post("status", {"pad": "y" * 150_000}, "lag")
+        await asyncio.sleep(1.0)
+        assert "lag" not in srv.clients.clients
+        lag.close()
+    run_app(folders, check)
+
+
 def test_client_id_must_be_a_string_and_one_bad_message_stops_nothing(folders):
     """Before: a list client_id was accepted (200) and then killed the dispatcher: no events to anyone."""
     async def check(c, srv):
