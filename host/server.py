@@ -521,7 +521,7 @@ async def upload_image(request):
                 filename = part.filename
                 spool, _ = await receive_upload(part, srv.max_upload_size)
             elif part.name in ("type", "subfolder", "overwrite"):
-                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:1000]
+                fields[part.name] = await _small_field(part)
         if spool is None:
             raise Refused(400, "no `image` file field in the upload")
         name = sanitize_upload_name(filename or "")
@@ -537,6 +537,16 @@ async def upload_image(request):
         if spool is not None:
             spool.close()
     return _json({"name": final, "subfolder": "/".join(check_subfolder(subfolder)), "type": kind})
+
+
+async def _small_field(part, limit: int = 4096) -> str:
+    """A short form field's text; Refused(400) past `limit` bytes (never read whole into memory)."""
+    data = b""
+    while chunk := await part.read_chunk(1024):
+        data += chunk
+        if len(data) > limit:
+            raise Refused(400, f"the upload's `{part.name}` field is longer than {limit} bytes")
+    return data.decode("utf-8", "replace")
 
 
 async def _next_part(reader):

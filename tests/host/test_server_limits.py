@@ -281,6 +281,9 @@ def test_hostile_inputs_get_4xx_not_500(folders):
         assert r.status == 200 and len(name.encode()) <= 200 and (folders["input"] / name).is_file()
         body, headers = _form(png, "a\x00b.png")
         assert (await c.post("/api/upload/image", data=body, headers=headers)).status == 400
+        body, headers = _form(png, "ok.png", subfolder="s" * 100_000)     # form fields are not read whole
+        r = await c.post("/api/upload/image", data=body, headers=headers)
+        assert r.status == 400 and "longer than" in (await r.json())["error"]
         (folders["input"] / "taken.png").mkdir()
         body, headers = _form(png, "taken.png", overwrite="true")
         assert (await c.post("/api/upload/image", data=body, headers=headers)).status == 409
