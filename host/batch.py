@@ -157,7 +157,20 @@ def expand_jobs(prompt: dict, sweeps: list[Sweep], sets: list[str], object_info:
         if error is not None or node_errors:
             raise GraphError(f"job {index} {json.dumps(overrides)}: {PromptInvalid(error, node_errors)}")
         jobs.append(Job(index, _hash(job_prompt), overrides, job_prompt, _model_key(job_prompt, classes)))
+    _refuse_duplicates(jobs)
     return jobs
+
+
+def _refuse_duplicates(jobs: list[Job]) -> None:
+    """Two jobs with the same prompt would write the same record (the manifest and --resume key jobs by their
+    prompt): BatchError naming both."""
+    first: dict[str, Job] = {}
+    for job in jobs:
+        twin = first.setdefault(job.key, job)
+        if twin is not job:
+            raise BatchError(f"`--sweep` values must make different jobs, got job {twin.index} "
+                             f"{json.dumps(twin.overrides)} and job {job.index} {json.dumps(job.overrides)} with the "
+                             f"same prompt. Fix: remove the repeated value.")
 
 
 def group_by_model(jobs: list[Job]) -> list[Job]:
@@ -288,17 +301,12 @@ class BatchWorker:
         except (KeyError, ValueError, TypeError):           # GraphError is a ValueError
             ex.cache.clear()
             return
-        keep = {sigs[n] for n in order if not getattr(ex.classes[prompt[n]["class_type"]], "OUTPUT_NODE", False)}
-        for sig in [s for s in ex.cache if s not in keep]:
-            del ex.cache[sig]
+        ex.cache.retain({sigs[n] for n in order
+                         if not getattr(ex.classes[prompt[n]["class_type"]], "OUTPUT_NODE", False)})
 
     def _drop_models(self) -> None:
-        import gc
         self.executor.cache.clear()
-        gc.collect()
-        import torch
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.executor.cache.release_memory(force=True)
 
 
 # ---- 4. the driver ------------------------------------------------------------------------------------------------
@@ -439,7 +447,11 @@ def run_batch(workflow, sweeps: list[Sweep], sets: list[str] | None = None, *, o
     todo = _still_to_do(jobs, manifest, result)
     state = _State(manifest, batch_dir, result, on_event or (lambda kind, data: None))
     state.queue.extend((job, 1) for job in group_by_model(todo))
-    manifest.write()
+    try:
+        manifest.write()
+    except OSError as exc:                      # a read-only or missing output folder: before any job runs
+        raise BatchError(f"`--output-dir` must be a folder Kinema can write, got {str(batch_dir)!r} ("
+                         f"{exc.strerror or exc}). Fix: pass --output-dir with a writable folder.") from None
     dirs = {"models": str(folders.models), "input": str(folders.input), "temp": str(folders.temp),
             "search": [str(p) for p in folders.extra_inputs] + [str(assets)]}
     start = time.perf_counter()

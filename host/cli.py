@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="open the ComfyUI editor against Kinema's own server")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8188)
+    s.add_argument("--cache-mb", type=int, metavar="MB",
+                   help="RAM for cached node outputs of earlier runs (default: $KINEMA_CACHE_MB, else 1024 or an "
+                        "eighth of the RAM if less); the current workflow's loaded models are kept in any case")
     _add_dirs(s)
     return p
 
@@ -97,6 +100,7 @@ def cmd_run(args) -> int:
     executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS,
                         folders=env.folders().searching(wf_path.resolve().parent / "assets"))
     executor.previews = False                   # a terminal shows no previews: do not make them
+    _clean_temp_files(executor.folders)
     info = executor.node_definitions()          # once: to read the workflow, type --set, validate and run
     try:
         prompt, _ui = load_workflow(wf_path, info)
@@ -146,6 +150,12 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _clean_temp_files(folders) -> None:
+    """Remove the hidden temp files a killed run left (files.remove_stale_temp_files) before this one writes."""
+    from .files import remove_stale_temp_files
+    remove_stale_temp_files([folders.output, folders.input, folders.temp])
+
+
 def cmd_nodes(args) -> int:
     from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     for name, cls in NODE_CLASS_MAPPINGS.items():
@@ -177,6 +187,9 @@ def cmd_decode(args) -> int:
             raise ValueError("`--fps` is needed: the latents file does not record the video's fps. Fix: pass e.g. "
                              "--fps 16.")
         out = Path(args.output) if args.output else vae_tiling.video_path_for(Path(args.latents), fmt)
+        if out.exists() and not out.is_file():
+            raise ValueError(f"`--output` must be a video file path, got {str(out)!r}, which exists and is not a "
+                             f"regular file (a folder, device or pipe). Fix: give a new file path.")
         if out.exists() and not args.overwrite:
             raise ValueError(f"`--output` {str(out)!r} already exists. Fix: pass --overwrite or another --output.")
         name = args.model or info.model
@@ -217,8 +230,10 @@ def cmd_batch(args) -> int:
     from . import batch
     from .prompt import GraphError
     from .validate import PromptInvalid
+    from ..nodes import env
     try:
         sweeps = [batch.parse_sweep(s) for s in args.sweep]
+        _clean_temp_files(env.folders())
         result = batch.run_batch(args.workflow, sweeps, args.set, name=args.name, resume=args.resume, ray=args.ray,
                                  workers=args.workers, cpus_per_job=args.cpus_per_job,
                                  gpus_per_job=args.gpus_per_job, quiet=args.quiet)
@@ -247,7 +262,11 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         print(f"kinema serve needs the server extra: pip install -e '.[server]' ({exc})", file=sys.stderr)
         return EXIT_FAILED
-    return serve(args.host, args.port)
+    if args.cache_mb is not None and args.cache_mb < 0:
+        print(f"kinema: `--cache-mb` must be 0 or more, got {args.cache_mb}. Fix: e.g. --cache-mb 1024.",
+              file=sys.stderr)
+        return EXIT_INVALID
+    return serve(args.host, args.port, cache_mb=args.cache_mb)
 
 
 def main(argv=None) -> int:

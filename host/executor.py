@@ -2,7 +2,10 @@
 
 Outputs are cached by node signature (class, IS_CHANGED, literal inputs, and the signatures of linked
 inputs, recursively) for the life of the Executor, as in ComfyUI: run the same graph with only the seed
-changed and only the sampler and what follows it run again. Events mirror ComfyUI's WebSocket messages.
+changed and only the sampler and what follows it run again. The cache keeps the current prompt's models and a
+least-recently-used set of outputs within a RAM budget (cache.py); a node whose output is cached does not need its
+inputs, and a run lets go of each intermediate output once its last consumer has run. Events mirror ComfyUI's
+WebSocket messages.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..nodes import env
+from .cache import OutputCache
 from .object_info import object_info
 from .prompt import execution_order, is_link, link_source, literal_inputs
 from .validate import PromptInvalid, custom_errors, deferred, validate
@@ -47,12 +51,13 @@ class RunResult:
 
 class Executor:
     def __init__(self, class_mappings: dict, display_mappings: dict | None = None,
-                 folders: env.Folders | None = None):
+                 folders: env.Folders | None = None, cache_bytes: int | None = None):
+        """cache_bytes: the output cache's RAM budget (default: cache.default_budget(), $KINEMA_CACHE_MB)."""
         self.classes = class_mappings
         self.display = display_mappings or {}
         self.folders = folders or env.folders()   # what the nodes see as models/input/output/temp folders
         self.object_info: dict = {}            # the node definitions of the current (or last) run
-        self.cache: dict[str, tuple] = {}      # signature -> (outputs tuple, ui dict or None)
+        self.cache = OutputCache(cache_bytes)  # signature -> (outputs tuple, ui dict or None), bounded
         self.interrupt_requested = False
         self.previews = True                   # make live previews (the editor shows them; headless runs do not)
 
@@ -110,34 +115,76 @@ class Executor:
         order = execution_order(prompt, self.object_info)
         sigs = self._signatures(prompt, order)
         self.interrupt_requested = False          # as ComfyUI: a stop pressed while idle does not kill the next run
+        self.cache.begin(sigs.values())
         result = RunResult()
         start = time.perf_counter()
         emit("execution_start", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         cached = [nid for nid in order if sigs[nid] in self.cache]
         emit("execution_cached", {"nodes": cached, "prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
-        values: dict[str, tuple] = {}
-        self._execute(prompt, order, sigs, values, result, prompt_id, emit, extra_data or {})
+        result.cached.extend(cached)
+        try:
+            self._execute(prompt, order, sigs, result, prompt_id, emit, extra_data or {})
+        finally:
+            self.cache.release_memory()
         result.seconds = time.perf_counter() - start
         emit("execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)})
         return result
 
-    def _execute(self, prompt, order, sigs, values, result, prompt_id, emit, extra_data):
+    def _plan(self, prompt, order, sigs) -> tuple[dict, dict, set]:
+        """(cached (outputs, ui) of the nodes the run takes from the cache, {node: how many links of nodes that run
+        read its output}, every node the run needs).
+
+        Walking back from the output nodes: a cached node is taken as it is (its inputs are not needed), any other
+        node runs and needs its linked nodes. The cached values are taken now, so an eviction during the run
+        cannot lose them.
+        """
+        roots = [nid for nid in order if getattr(self.classes[prompt[nid]["class_type"]], "OUTPUT_NODE", False)]
+        values, readers, seen, stack = {}, {}, set(), roots or list(order)
+        while stack:
+            nid = stack.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            hit = self.cache.get(sigs[nid])
+            if hit is not None:
+                values[nid] = hit
+                continue
+            for value in (prompt[nid].get("inputs") or {}).values():
+                if is_link(value):
+                    readers[link_source(value)] = readers.get(link_source(value), 0) + 1
+                    stack.append(link_source(value))
+        return values, readers, seen
+
+    def _execute(self, prompt, order, sigs, result, prompt_id, emit, extra_data):
+        hits, readers, needed = self._plan(prompt, order, sigs)
+        values: dict[str, tuple] = {}              # outputs that nodes still to run will read
         for nid in order:
-            node = prompt[nid]
-            if sigs[nid] in self.cache:
-                values[nid], ui = self.cache[sigs[nid]]
-                result.cached.append(nid)
+            if nid not in needed:
+                continue
+            if nid in hits:
+                outputs, ui = hits.pop(nid)
+                if readers.get(nid, 0):
+                    values[nid] = outputs
                 if ui:
                     result.outputs[nid] = ui
                     emit("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id})
                 continue
             if self.interrupt_requested:
                 raise Interrupted()
+            node = prompt[nid]
             emit("executing", {"node": nid, "display_node": nid, "prompt_id": prompt_id})
             outputs, ui = self._run_node(nid, node, prompt, values, prompt_id, emit, extra_data)
             values[nid] = outputs
-            self.cache[sigs[nid]] = (outputs, ui)
+            self.cache.put(sigs[nid], outputs, ui)
             result.executed.append(nid)
+            for value in (node.get("inputs") or {}).values():      # let go of inputs nobody else reads
+                if is_link(value):
+                    source = link_source(value)
+                    readers[source] -= 1
+                    if readers[source] == 0:
+                        values.pop(source, None)
+            if readers.get(nid, 0) == 0:
+                values.pop(nid, None)
             if ui:
                 result.outputs[nid] = ui
                 emit("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id})

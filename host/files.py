@@ -23,6 +23,9 @@ log = logging.getLogger("kinema.server")
 
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024          # bytes, as ComfyUI's default --max-upload-size 100 (MB)
 FOLDER_TYPES = ("output", "input", "temp")
+MAX_NAME_BYTES = 255                         # one path component, in UTF-8 (ext4, xfs, btrfs, APFS allow no more)
+UPLOAD_NAME_BYTES = 200                      # an upload's name is cut to this, leaving room for " (12).png"
+STALE_AFTER = 3600                           # s: a hidden temp file untouched this long is a killed run's leftover
 
 
 def _riff(kind: bytes):
@@ -65,29 +68,35 @@ class Refused(Exception):
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25|00)", re.IGNORECASE)
 
 
-def check_name(name: str, what: str = "filename") -> str:
-    """One path component: refuses empty names, '.', '..', separators (plain or percent-encoded), drive letters and
-    control characters with Refused(400)."""
+def check_name(name: str, what: str = "filename", max_bytes: int | None = MAX_NAME_BYTES) -> str:
+    """One path component: refuses empty names, '.', '..', separators (plain or percent-encoded), drive letters,
+    control characters and (with max_bytes) names longer than that in UTF-8, with Refused(400)."""
     if not isinstance(name, str) or not name:
         raise Refused(400, f"{what} is empty")
     if name in (".", "..") or "/" in name or "\\" in name or _ENCODED_SEPARATOR.search(name) or \
-            re.match(r"^[A-Za-z]:", name) or any(unicodedata.category(c) == "Cc" for c in name):
-        raise Refused(400, f"{what} {name!r} is not a plain file name (no '..', separators or absolute paths)")
+            re.match(r"^[A-Za-z]:", name) or any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise Refused(400, f"{what} {name[:100]!r} is not a plain file name (no '..', separators, control "
+                           f"characters or absolute paths)")
+    if max_bytes is not None and len(name.encode("utf-8")) > max_bytes:
+        raise Refused(400, f"{what} {name[:40]!r}... is {len(name.encode('utf-8'))} bytes long; names may have at "
+                           f"most {max_bytes} bytes (UTF-8)")
     return name
 
 
-def check_subfolder(subfolder: str) -> list[str]:
+def check_subfolder(subfolder: str, what: str = "subfolder") -> list[str]:
     """A relative folder path ('', 'a', 'a/b'): every component must pass check_name; absolute paths are refused."""
     if not subfolder:
         return []
     if subfolder.startswith(("/", "\\")):
-        raise Refused(400, f"subfolder {subfolder!r} is absolute; give a folder relative to the output/input folder")
-    return [check_name(part, "subfolder") for part in subfolder.strip("/").split("/")]
+        raise Refused(400, f"{what} {subfolder[:100]!r} is absolute; give a path relative to its folder")
+    return [check_name(part, what) for part in subfolder.strip("/").split("/")]
 
 
 def confined(base: Path, parts: list[str]) -> Path:
     """base/parts, resolved (symlinks followed); Refused(403) when the result leaves base."""
     root = base.resolve()
+    if sum(len(p.encode("utf-8")) + 1 for p in parts) + len(str(root)) > 4000:     # PATH_MAX is 4096
+        raise Refused(400, "the path is too long; use shorter folder and file names")
     target = root.joinpath(*parts).resolve()
     if target != root and not target.is_relative_to(root):
         raise Refused(403, "path leads outside its folder")
@@ -113,7 +122,7 @@ def folder_for(kind: str | None) -> Path:
 
 def userdata_path(user_root: Path, rel: str, must_exist: bool = False) -> Path:
     """A file under the user's folder named by a relative path; Refused(404) when must_exist and it is missing."""
-    parts = check_subfolder(rel)
+    parts = check_subfolder(rel, "userdata path")
     if not parts:
         raise Refused(400, "userdata path is empty")
     path = confined(user_root, parts)
@@ -168,10 +177,46 @@ def _temp_file(directory: Path, prefix: str, chunks):
             os.unlink(tmp)
 
 
+def replace_into(source: Path, dest: Path) -> None:
+    """Move source onto dest (os.replace); Refused(409) when dest is a folder or another non-regular file."""
+    if dest.is_dir() or (dest.exists() and not dest.is_file()):
+        raise Refused(409, f"{dest.name!r} exists and is a folder (or not a regular file); pick another name")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, dest)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file beside `path` and rename it into place: readers never see a half-written file."""
-    with _temp_file(path.parent, f".{path.name}.", [data]) as tmp:
+    short = path.name.encode("utf-8")[:200].decode("utf-8", "ignore")     # the temp name stays under 255 bytes
+    with _temp_file(path.parent, f".{short}.", [data]) as tmp:
         os.replace(tmp, path)
+
+
+# Hidden temp files of atomic writes: `.name.<8 hex>.part.ext` (models/media.atomic_write), `.upload.<random>.tmp`
+# (uploads) and `.name.<random>.tmp` (settings and userdata). A process killed mid-write leaves them behind.
+_TEMP_FILE = re.compile(r"^\.(?:.+\.[0-9a-f]{8}\.part(?:\.[A-Za-z0-9]{1,8})?|upload\..+\.tmp|.+\.[a-z0-9_]{8}\.tmp)$")
+
+
+def remove_stale_temp_files(folders, older_than: float = STALE_AFTER) -> list[Path]:
+    """Delete the hidden temp files (see _TEMP_FILE) under `folders` untouched for `older_than` seconds: what a
+    killed run or server left. Files in flight are newer (a writer touches its file as it writes). Returns them."""
+    import time
+    removed, cutoff = [], time.time() - older_than
+    for folder in folders:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = [d for d in dirs if d != ".partial"]        # kinema batch cleans its own
+            for name in files:
+                path = Path(root) / name
+                try:
+                    if _TEMP_FILE.match(name) and path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path)
+                except OSError as exc:                              # read-only, vanished: not ours to insist
+                    log.debug("could not remove %s: %s", path, exc)
+    if removed:
+        log.info("removed %d temp file(s) left by killed runs: %s", len(removed),
+                 ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
+    return removed
 
 
 # Not stored: with it set, a browser with no open workflow starts on ComfyUI's default graph of core nodes, which
@@ -209,16 +254,19 @@ class Settings:
 # ---------------------------------------------------------------------------------------------------------------
 def sanitize_upload_name(name: str) -> str:
     """A safe file name from a client's: refuses paths, keeps letters, digits and ` ._-()[]+,@=`, replaces the rest
-    with '_', drops leading dots (no hidden files) and keeps the name under 200 characters."""
-    check_name(name)
+    with '_', drops leading dots (no hidden files) and cuts the stem so the name has at most UPLOAD_NAME_BYTES bytes
+    in UTF-8 (a long name is shortened, not refused)."""
+    check_name(name, max_bytes=None)
     name = unicodedata.normalize("NFC", name)
     name = "".join(c if (c.isalnum() or c in " ._-()[]+,@=") else "_" for c in name).strip(" .")
     stem, ext = os.path.splitext(name)
-    if len(name) > 200:
-        name = stem[:200 - len(ext)] + ext
-    if not stem or not name:
+    if len(ext.encode("utf-8")) > 16:                       # not an extension: part of the name
+        stem, ext = name, ""
+    budget = UPLOAD_NAME_BYTES - len(ext.encode("utf-8"))
+    stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip(" .")
+    if not stem:
         raise Refused(400, "filename has no usable characters")
-    return name
+    return stem + ext
 
 
 def check_upload_type(name: str, head: bytes) -> None:
@@ -265,7 +313,7 @@ def store_upload(spool, name: str, directory: Path, overwrite: bool) -> str:
 
     with _temp_file(directory, ".upload.", hashed()) as tmp:
         if overwrite:
-            os.replace(tmp, directory / name)
+            replace_into(Path(tmp), directory / name)
             return name
         stem, ext = os.path.splitext(name)
         for i in range(10000):

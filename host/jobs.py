@@ -7,10 +7,9 @@ through the two callables it is given, which may be called from the worker threa
 from __future__ import annotations
 
 import functools
-import gc
 import io
 import logging
-import sys
+import math
 import threading
 import time
 import uuid
@@ -20,11 +19,17 @@ from typing import Callable
 from .executor import Executor, Interrupted, NodeError, format_traceback
 from .prompt import ancestors, literal_inputs
 from .validate import PromptInvalid, validate
+from .wire import dumps
 
 log = logging.getLogger("kinema.server")
 
-MAX_HISTORY = 1000
+MAX_HISTORY = 1000                           # finished jobs kept (oldest forgotten first)
+MAX_HISTORY_BYTES = 64 << 20                 # ... and at most this much of their prompts and workflows, as JSON
+MAX_KEPT_WORKFLOW_BYTES = 4 << 20            # a finished job's workflow larger than this is not kept
+MAX_ID_LENGTH = 256                          # characters of a client_id or prompt_id
 PREVIEW_MAX_SIZE = 512                       # px, longest side of a live preview frame
+STATES_UNTHROTTLED, STATES_INTERVAL = 64, 0.25   # progress_state of bigger graphs: at most every 0.25 s
+KEPT_EXTRA = ("extra_pnginfo",)              # what a job keeps of extra_data (the editor's workflow), + client_id
 SENSITIVE_EXTRA = ("auth_token_comfy_org", "api_key_comfy_org")
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 PREVIEWABLE = {"images", "video", "audio", "gifs", "3d", "text"}
@@ -52,6 +57,8 @@ class Job:
     current_node: str | None = None
     node_states: dict = field(default_factory=dict)    # progress_state nodes
     object_info: dict | None = field(default=None, repr=False)   # the definitions it was checked with, until it runs
+    size: int = 0                                      # bytes of its prompt and workflow as JSON (in the history)
+    states_sent: float = 0.0                           # time.monotonic() of the last progress_state
 
     def queue_item(self) -> list:
         return [self.number, self.id, self.prompt, self.extra_data, self.outputs_to_execute]
@@ -70,8 +77,7 @@ class Job:
         job = {"id": self.id, "status": self.status, "priority": self.number, "create_time": self.create_time,
                "execution_start_time": self.start_time, "execution_end_time": self.end_time,
                "execution_error": self.error, "outputs_count": count, "previewable_outputs_count": previewable,
-               "preview_output": preview,
-               "workflow_id": ((self.extra_data.get("extra_pnginfo") or {}).get("workflow") or {}).get("id")}
+               "preview_output": preview, "workflow_id": _workflow_id(self.extra_data)}
         if detail:
             job.update(outputs=self.outputs, workflow={"prompt": self.prompt, "extra_data": self.extra_data},
                        execution_status=self.history_entry()["status"] if self.status != "pending" else None)
@@ -90,6 +96,29 @@ class Job:
 
     def class_of(self, nid: str | None) -> str:
         return self.prompt.get(nid, {}).get("class_type", "") if nid is not None else ""
+
+    def file(self) -> None:
+        """Finished: keep what the editor needs (the workflow when not huge) and measure what the history holds."""
+        self.node_states.clear()
+        workflow_bytes = len(dumps(self.extra_data.get("extra_pnginfo"))) if "extra_pnginfo" in self.extra_data else 0
+        if workflow_bytes > MAX_KEPT_WORKFLOW_BYTES:
+            log.info("job %s: its workflow (%d bytes) is not kept in the history", self.id, workflow_bytes)
+            self.extra_data = {k: v for k, v in self.extra_data.items() if k != "extra_pnginfo"}
+            workflow_bytes = 0
+        self.size = len(dumps(self.prompt)) + workflow_bytes + len(dumps(self.outputs)) + len(dumps(self.messages))
+
+
+def _workflow_id(extra_data: dict):
+    """The editor's workflow id from extra_data.extra_pnginfo.workflow.id, or None."""
+    info = extra_data.get("extra_pnginfo")
+    workflow = info.get("workflow") if isinstance(info, dict) else None
+    return workflow.get("id") if isinstance(workflow, dict) else None
+
+
+def _short_inputs(node: dict) -> dict:
+    """A node's literal inputs as an error shows them: [value], long text cut to 1000 characters."""
+    return {k: [v[:1000] + f"... ({len(v)} characters)" if isinstance(v, str) and len(v) > 1000 else v]
+            for k, v in literal_inputs(node).items()}
 
 
 def _outputs_summary(outputs: dict) -> tuple[int, int, dict | None]:
@@ -124,6 +153,33 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def request_problem(body: dict) -> tuple[str, str] | None:
+    """(message, details) when a /prompt body's fields other than the prompt have the wrong shape, else None."""
+    for key in ("client_id", "prompt_id"):
+        value = body.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_ID_LENGTH):
+            return f"{key} must be a string of at most {MAX_ID_LENGTH} characters", repr(value)[:200]
+    targets = body.get("partial_execution_targets")
+    if targets is not None and not (isinstance(targets, list) and all(isinstance(t, (str, int)) for t in targets)):
+        return "partial_execution_targets must be a list of node ids", repr(targets)[:200]
+    if body.get("number") is not None and not _is_number(body["number"]):
+        return "number must be a finite number", repr(body["number"])[:200]
+    extra = body.get("extra_data")
+    if extra is not None and not isinstance(extra, dict):
+        return "extra_data must be an object", repr(extra)[:200]
+    info = (extra or {}).get("extra_pnginfo")
+    if info is not None and not isinstance(info, dict):
+        return "extra_data.extra_pnginfo must be an object", repr(info)[:200]
+    workflow = (info or {}).get("workflow")
+    if workflow is not None and not isinstance(workflow, dict):
+        return "extra_data.extra_pnginfo.workflow must be an object (the editor's workflow)", repr(workflow)[:200]
+    return None
+
+
 def error_body(kind: str, message: str, details: str = "", node_errors: dict | None = None, **extra) -> dict:
     """ComfyUI's /prompt error response."""
     return {"error": {"type": kind, "message": message, "details": details, "extra_info": extra},
@@ -148,6 +204,7 @@ class JobQueue:
         self.pending: list[Job] = []
         self.running: Job | None = None
         self.history: dict[str, Job] = {}              # oldest first
+        self.history_bytes = 0                         # sum of their sizes
         self.counter = 0
         self.free_requested = False
         self.stopping = False
@@ -199,21 +256,21 @@ class JobQueue:
             except Exception:       # never let the worker die: the next job must still run
                 log.exception("job %s: unexpected server error", job.id)
                 job.status = "failed"
-            # 3. file it in the history, dropping the oldest past MAX_HISTORY
+            # 3. file it in the history, dropping the oldest past MAX_HISTORY jobs or MAX_HISTORY_BYTES
+            job.file()
             with self.cond:
                 self.running = None
                 self.history[job.id] = job
-                while len(self.history) > MAX_HISTORY:
-                    self.history.pop(next(iter(self.history)))
+                self.history_bytes += job.size
+                while len(self.history) > MAX_HISTORY or (self.history_bytes > MAX_HISTORY_BYTES
+                                                          and len(self.history) > 1):
+                    self.history_bytes -= self.history.pop(next(iter(self.history))).size
             self.broadcast_status()
             self.post("executing", {"node": None, "prompt_id": job.id}, job.client_id)
 
     def _free(self) -> None:
         self.executor.cache.clear()
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self.executor.cache.release_memory(force=True)
 
     def free_memory(self) -> None:
         """Drop cached outputs and free GPU memory now when idle, or before the next job when one is running."""
@@ -246,12 +303,19 @@ class JobQueue:
             job.outputs[data["node"]] = data["output"]
         elif kind == "execution_success" and job.current_node is not None:
             job.set_state(job.current_node, "finished")
-            self._send_states(job)              # before the end event: the editor resets its state on it
+            self._send_states(job, force=True)  # before the end event: the editor resets its state on it
         self.post(kind, data, job.client_id)
         if kind in ("executing", "progress"):
             self._send_states(job)
 
-    def _send_states(self, job: Job) -> None:
+    def _send_states(self, job: Job, force: bool = False) -> None:
+        """progress_state holds every node's state (the editor replaces its map with it): for a graph of more than
+        STATES_UNTHROTTLED nodes it is sent at most every STATES_INTERVAL s (else a 3000-node chain sends 3000
+        messages of 3000 states), always at the end."""
+        now = time.monotonic()
+        if not force and len(job.node_states) > STATES_UNTHROTTLED and now - job.states_sent < STATES_INTERVAL:
+            return
+        job.states_sent = now
         self.post("progress_state", {"prompt_id": job.id, "nodes": job.node_states}, job.client_id)
 
     def _run(self, job: Job) -> None:
@@ -282,7 +346,7 @@ class JobQueue:
     def _fail(self, job: Job, nid: str | None, class_type: str, error: BaseException) -> None:
         job.status = "failed"
         node = job.prompt.get(nid, {}) if nid is not None else {}
-        inputs = {k: [v] for k, v in literal_inputs(node).items()}
+        inputs = _short_inputs(node)
         msg = {"prompt_id": job.id, "node_id": nid, "node_type": class_type, "executed": list(job.executed),
                "exception_message": str(error), "exception_type": _exception_type(error),
                "traceback": format_traceback(error), "current_inputs": inputs,
@@ -291,7 +355,7 @@ class JobQueue:
         job.messages.append(["execution_error", msg])
         if nid is not None and nid in job.node_states:
             job.node_states[nid]["state"] = "error"
-            self._send_states(job)
+            self._send_states(job, force=True)
         self.post("execution_error", msg, job.client_id)
 
     def _send_preview(self, job: Job, data: dict) -> None:
@@ -321,12 +385,10 @@ class JobQueue:
         prompt = body.get("prompt")
         if prompt is None:
             return 400, error_body("no_prompt", "No prompt provided", "No prompt provided")
+        problem = request_problem(body)
+        if problem is not None:
+            return 400, error_body("invalid_prompt", *problem)
         targets = body.get("partial_execution_targets")
-        if targets is not None and not (isinstance(targets, list) and all(isinstance(t, (str, int)) for t in targets)):
-            return 400, error_body("invalid_prompt", "partial_execution_targets must be a list of node ids",
-                                   repr(targets))
-        if not isinstance(body.get("extra_data") or {}, dict):
-            return 400, error_body("invalid_prompt", "extra_data must be an object", repr(body["extra_data"]))
         info = self.object_info()                  # once per job: the run uses these definitions too
         error, node_errors, outputs = validate(prompt, info, self.executor.classes, targets)
         if error is not None:
@@ -335,13 +397,13 @@ class JobQueue:
         keep = ancestors(prompt, outputs)
         prompt = {nid: node for nid, node in prompt.items() if nid in keep}
         prompt_id = body.get("prompt_id") or str(uuid.uuid4())
-        if not isinstance(prompt_id, str) or prompt_id in self.history or self.find(prompt_id):
+        if prompt_id in self.history or self.find(prompt_id):
             return 400, error_body("invalid_prompt", "prompt_id must be a new string id", repr(prompt_id))
-        extra = {k: v for k, v in (body.get("extra_data") or {}).items() if k not in SENSITIVE_EXTRA}
+        extra = {k: v for k, v in (body.get("extra_data") or {}).items() if k in KEPT_EXTRA}
         client_id = body.get("client_id") or None
         with self.cond:
             self.counter += 1
-            number = float(body["number"]) if isinstance(body.get("number"), (int, float)) else \
+            number = float(body["number"]) if _is_number(body.get("number")) else \
                 (-self.counter if body.get("front") else self.counter)
             extra.update(client_id=client_id, create_time=_now_ms())
             job = Job(prompt_id, number, prompt, extra, client_id, outputs, extra["create_time"], object_info=info)
@@ -393,6 +455,7 @@ class JobQueue:
                 self.history.clear()
             for pid in ids or []:
                 self.history.pop(pid, None)
+            self.history_bytes = sum(j.size for j in self.history.values())
 
     def cancel(self, job_id: str) -> bool:
         """Cancel one job: interrupt it when running, drop it when pending; a finished job is left as it is."""

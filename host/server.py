@@ -2,11 +2,12 @@
 
 One aiohttp app: the frontend's static files, the HTTP routes frontend 1.58.1 calls (each under /api/... and, where
 ComfyUI has both, without the prefix) and the /ws WebSocket. Graphs run one at a time in the job queue's worker
-thread (jobs.py); events from the worker reach the event loop through one outbox queue, so every client sees them in
-order.
+thread (jobs.py); events reach each WebSocket client in order through its own bounded queue (clients.py).
 
-Safety: binds 127.0.0.1 by default; /view, uploads and userdata are confined to their folders, uploads are
-size-limited and type-checked, and files the server writes are written atomically (files.py).
+Safety: binds 127.0.0.1 by default and refuses requests from other sites' pages and DNS rebinding (origin.py);
+/view, uploads and userdata are confined to their folders, uploads are size-limited and type-checked, request
+bodies are strict JSON (wire.py: no NaN, bounded nesting, MAX_JSON_BODY bytes), and files the server writes are
+written atomically (files.py); hidden temp files a killed server left behind are removed when it starts.
 """
 from __future__ import annotations
 
@@ -16,111 +17,60 @@ import logging
 import mimetypes
 import os
 import platform
-import struct
 import sys
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
 
 from ..nodes import env
+from .clients import Clients
 from .executor import Executor
 from .files import (MAX_UPLOAD_SIZE, Refused, Settings, check_name, check_subfolder, check_upload_type, confined,
-                    file_info, folder_for, inside, receive_upload, sanitize_upload_name, store_upload, userdata_path,
-                    view_headers, write_bytes_atomic)
+                    file_info, folder_for, inside, receive_upload, remove_stale_temp_files, replace_into,
+                    sanitize_upload_name, store_upload, userdata_path, view_headers, write_bytes_atomic)
 from .jobs import JOB_STATUSES, JobQueue, error_body
+from .origin import is_loopback_bind, origin_guard
+from .wire import JSONRefused, dumps, loads
 
 log = logging.getLogger("kinema.server")
 
 FRONTEND_PACKAGE, FRONTEND_VERSION = "comfyui-frontend-package", "1.58.1"
-MAX_JSON_BODY = 64 * 1024 * 1024             # prompts and saved workflows can be large
-BIN_PREVIEW, BIN_PREVIEW_WITH_METADATA = 1, 4   # binary WebSocket event types
+MAX_JSON_BODY = 64 * 1024 * 1024             # bytes of a request body: prompts and saved workflows can be large
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class _Client:
-    ws: web.WebSocketResponse
-    flags: dict = field(default_factory=dict)
-    got_flags: bool = False
-
-
 class KinemaServer:
-    """State shared by the routes and the WebSocket clients: the job queue, the clients, the outbox, settings."""
+    """State shared by the routes and the WebSocket clients: the job queue, the clients, settings."""
 
     def __init__(self, executor: Executor, user_dir: Path, static_dir: Path, max_upload_size: int):
-        self.jobs = JobQueue(executor, self.post, self.post_preview)
+        self.clients = Clients()
+        self.jobs = JobQueue(executor, self.clients.post, self.clients.post_preview)
         self.user_root = Path(user_dir).resolve() / "default"
         self.settings = Settings(self.user_root / "comfy.settings.json")
         self.static_dir = static_dir
         self.max_upload_size = max_upload_size
         self.features = {**SERVER_FEATURES, "max_upload_size": max_upload_size}
-        self.clients: dict[str, _Client] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.outbox: asyncio.Queue | None = None
-        self._dispatcher: asyncio.Task | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, app) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.outbox = asyncio.Queue()
-        self._dispatcher = asyncio.create_task(self._dispatch())
+        self.clients.start()
+        folders = self.jobs.executor.folders
+        await asyncio.to_thread(remove_stale_temp_files, [folders.output, folders.input, folders.temp,
+                                                          self.user_root])
         self.jobs.start()
 
     async def stop(self, app) -> None:
         self.jobs.stop()
-        for client in list(self.clients.values()):
-            await client.ws.close()
-        if self._dispatcher:
-            self._dispatcher.cancel()
+        await self.clients.close_all()
         await asyncio.to_thread(self.jobs.join, 10)
 
-    # ---- messages ------------------------------------------------------------------------------------------
     def post(self, kind: str, data, sid: str | None = None) -> None:
         """Queue a JSON message for one client (sid) or everyone (None); callable from any thread."""
-        self._enqueue(("json", json.dumps({"type": kind, "data": data}, default=str), sid))
-
-    def post_preview(self, image: bytes, metadata: dict, sid: str | None) -> None:
-        """Queue a JPEG preview frame for one client (sid) or everyone (None); callable from any thread."""
-        self._enqueue(("preview", (image, metadata), sid))
-
-    def _enqueue(self, item) -> None:
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self.outbox.put_nowait, item)
-        except RuntimeError:        # loop shut down meanwhile
-            pass
-
-    async def _dispatch(self) -> None:
-        while True:
-            kind, payload, sid = await self.outbox.get()
-            if sid is None:
-                targets = list(self.clients.items())
-            else:
-                targets = [(sid, self.clients[sid])] if sid in self.clients else []
-            for target_sid, client in targets:
-                try:
-                    if kind == "json":
-                        await client.ws.send_str(payload)
-                    elif kind == "preview":
-                        await client.ws.send_bytes(self._preview_frame(client, *payload))
-                except (ConnectionError, RuntimeError) as exc:
-                    log.debug("dropping message to %s: %s", target_sid, exc)
-                except Exception:   # one bad message must not stop the messages of every client
-                    log.exception("message to %s failed", target_sid)
-
-    @staticmethod
-    def _preview_frame(client: _Client, image: bytes, metadata: dict) -> bytes:
-        if client.flags.get("supports_preview_metadata"):
-            meta = json.dumps(metadata).encode()
-            return struct.pack(">II", BIN_PREVIEW_WITH_METADATA, len(meta)) + meta + image
-        return struct.pack(">II", BIN_PREVIEW, 1) + image        # 1 = JPEG
+        self.clients.post(kind, data, sid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,20 +95,33 @@ def _srv(request) -> KinemaServer:
 
 
 def _json_error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return _json({"error": message}, status=status)
+
+
+async def _read_body(request) -> bytes:
+    """The raw body; Refused(413) past MAX_JSON_BODY (as JSON, not aiohttp's plain-text page)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refused(413, f"request body is larger than the limit of {MAX_JSON_BODY} bytes") from None
 
 
 async def _read_json(request, default=None):
-    """The JSON body, or Refused(400) naming the problem."""
-    raw = await request.read()
+    """The JSON body (strict: wire.loads), or Refused(400/413) naming the problem."""
+    raw = await _read_body(request)
     if not raw.strip():
         if default is not None:
             return default
         raise Refused(400, "empty request body; send JSON")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Refused(400, f"request body is not valid JSON: {exc}") from None
+        return loads(raw)
+    except JSONRefused as exc:
+        raise Refused(400, str(exc)) from None
+
+
+def _json(data, status: int = 200) -> web.Response:
+    """A JSON response that is always valid JSON (no NaN, unknown objects as text)."""
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 @web.middleware
@@ -169,6 +132,8 @@ async def _refusals(request, handler):
             response = await handler(request)
     except Refused as exc:
         return _json_error(exc.status, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, f"request body is larger than the limit of {MAX_JSON_BODY} bytes")
     if request.path == "/" or request.path.startswith("/api/"):
         response.headers.setdefault("Cache-Control", "no-cache")
     return response
@@ -177,7 +142,7 @@ async def _refusals(request, handler):
 # ---- users, settings, userdata --------------------------------------------------------------------------------
 @api("GET", "/users")
 async def get_users(request):
-    return web.json_response({"storage": "server", "migrated": True})      # single user: no login screen
+    return _json({"storage": "server", "migrated": True})      # single user: no login screen
 
 
 @api("POST", "/users")
@@ -187,7 +152,7 @@ async def post_users(request):
 
 @api("GET", "/settings")
 async def get_settings(request):
-    return web.json_response(_srv(request).settings.get())
+    return _json(_srv(request).settings.get())
 
 
 @api("POST", "/settings")
@@ -201,7 +166,7 @@ async def post_settings(request):
 
 @api("GET", "/settings/{id}")
 async def get_setting(request):
-    return web.json_response(_srv(request).settings.get().get(request.match_info["id"]))
+    return _json(_srv(request).settings.get().get(request.match_info["id"]))
 
 
 @api("POST", "/settings/{id}")
@@ -237,7 +202,7 @@ async def list_userdata(request):
             found.append([rel.as_posix(), *rel.parts])
         else:
             found.append(rel.as_posix())
-    return web.json_response(found)
+    return _json(found)
 
 
 @api("GET", "/userdata/{file}")
@@ -253,8 +218,8 @@ def _flag(request, name: str, default: bool) -> bool:
 def _saved_response(request, path: Path) -> web.Response:
     root = _srv(request).user_root
     if _flag(request, "full_info", False):
-        return web.json_response(file_info(path, root))
-    return web.json_response(path.relative_to(root).as_posix())
+        return _json(file_info(path, root))
+    return _json(path.relative_to(root).as_posix())
 
 
 @api("POST", "/userdata/{file}")
@@ -264,7 +229,7 @@ async def post_userdata(request):
         raise Refused(409, f"{request.match_info['file']!r} exists; pass overwrite=true to replace it")
     if path.is_dir():
         raise Refused(409, "a folder of that name exists")
-    write_bytes_atomic(path, await request.read())
+    write_bytes_atomic(path, await _read_body(request))
     return _saved_response(request, path)
 
 
@@ -280,42 +245,41 @@ async def move_userdata(request):
     dest = _userdata_path(request, request.match_info["dest"])
     if dest.exists() and not _flag(request, "overwrite", False):
         raise Refused(409, f"{request.match_info['dest']!r} exists; pass overwrite=true to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, dest)
+    replace_into(source, dest)
     return _saved_response(request, dest)
 
 
 # ---- node definitions and server facts ------------------------------------------------------------------------
 @api("GET", "/extensions")
 async def get_extensions(request):
-    return web.json_response([])        # the frontend's core extensions are bundled; Kinema ships no web/ folder
+    return _json([])        # the frontend's core extensions are bundled; Kinema ships no web/ folder
 
 
 @api("GET", "/object_info")
 async def get_object_info(request):
-    return web.json_response(await asyncio.to_thread(_srv(request).jobs.object_info))
+    return _json(await asyncio.to_thread(_srv(request).jobs.object_info))
 
 
 @api("GET", "/object_info/{node_class}")
 async def get_object_info_node(request):
     name = request.match_info["node_class"]
     info = await asyncio.to_thread(_srv(request).jobs.object_info)
-    return web.json_response({name: info[name]} if name in info else {})
+    return _json({name: info[name]} if name in info else {})
 
 
 @api("GET", "/embeddings")
 async def get_embeddings(request):
-    return web.json_response([])
+    return _json([])
 
 
 @api("GET", "/features")
 async def get_features(request):
-    return web.json_response(_srv(request).features)
+    return _json(_srv(request).features)
 
 
 @api("GET", "/i18n")
 async def get_i18n(request):
-    return web.json_response({})
+    return _json({})
 
 
 WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
@@ -326,7 +290,7 @@ TEMPLATE_MODULE = "kinema"
 async def get_workflow_templates(request):
     """Kinema's workflows/*.json as the editor's custom-node templates (Templates -> kinema)."""
     names = sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json") if not p.name.endswith(".expect.json"))
-    return web.json_response({TEMPLATE_MODULE: names} if names else {})
+    return _json({TEMPLATE_MODULE: names} if names else {})
 
 
 @api("GET", "/workflow_templates/{module}/{name}")
@@ -341,7 +305,7 @@ async def get_workflow_template(request):
 
 @api("GET", "/global_subgraphs")
 async def get_global_subgraphs(request):
-    return web.json_response({})
+    return _json({})
 
 
 def _system_stats() -> dict:
@@ -375,7 +339,7 @@ def _system_stats() -> dict:
 
 @api("GET", "/system_stats")
 async def get_system_stats(request):
-    return web.json_response(await asyncio.to_thread(_system_stats))
+    return _json(await asyncio.to_thread(_system_stats))
 
 
 # ---- running graphs -------------------------------------------------------------------------------------------
@@ -384,22 +348,22 @@ async def post_prompt(request):
     try:
         body = await _read_json(request)
     except Refused as exc:
-        return web.json_response(error_body("invalid_prompt", "Invalid request body", str(exc)), status=400)
+        return _json(error_body("invalid_prompt", "Invalid request body", str(exc)), status=exc.status)
     if not isinstance(body, dict):
-        return web.json_response(error_body("invalid_prompt", "Invalid request body",
-                                             "the body must be a JSON object with a `prompt`"), status=400)
+        return _json(error_body("invalid_prompt", "Invalid request body",
+                                "the body must be a JSON object with a `prompt`"), status=400)
     status, response = await asyncio.to_thread(_srv(request).jobs.submit, body)
-    return web.json_response(response, status=status)
+    return _json(response, status=status)
 
 
 @api("GET", "/prompt")
 async def get_prompt(request):
-    return web.json_response(_srv(request).jobs.queue_info())
+    return _json(_srv(request).jobs.queue_info())
 
 
 @api("GET", "/queue")
 async def get_queue(request):
-    return web.json_response(_srv(request).jobs.queue())
+    return _json(_srv(request).jobs.queue())
 
 
 async def _clear_or_delete(request) -> dict:
@@ -435,13 +399,13 @@ async def get_history(request):
         done = done[offset:] if max_items is None else done[offset:offset + max_items]
     elif max_items is not None:
         done = done[max(len(done) - max_items, 0):] if max_items > 0 else []     # the latest max_items
-    return web.json_response({j.id: j.history_entry() for j in done}, dumps=_dumps)
+    return _json({j.id: j.history_entry() for j in done})
 
 
 @api("GET", "/history/{prompt_id}")
 async def get_history_item(request):
     job = _srv(request).jobs.history.get(request.match_info["prompt_id"])
-    return web.json_response({job.id: job.history_entry()} if job else {}, dumps=_dumps)
+    return _json({job.id: job.history_entry()} if job else {})
 
 
 @api("POST", "/history")
@@ -452,10 +416,6 @@ async def post_history(request):
         jobs.delete_history()
     jobs.delete_history([str(pid) for pid in body.get("delete") or []])
     return web.Response(status=200)
-
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, default=str)
 
 
 @api("GET", "/jobs")
@@ -480,9 +440,9 @@ async def get_jobs(request):
     jobs.sort(key=key, reverse=order != "asc")
     total = len(jobs)
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
-    return web.json_response({"jobs": page, "pagination": {
+    return _json({"jobs": page, "pagination": {
         "offset": offset, "limit": limit if limit is not None else total, "total": total,
-        "has_more": offset + len(page) < total}}, dumps=_dumps)
+        "has_more": offset + len(page) < total}})
 
 
 @api("GET", "/jobs/{job_id}")
@@ -490,14 +450,14 @@ async def get_job(request):
     job = _srv(request).jobs.find(request.match_info["job_id"])
     if job is None:
         raise Refused(404, "job not found")
-    return web.json_response(job.summary(detail=True), dumps=_dumps)
+    return _json(job.summary(detail=True))
 
 
 @api("POST", "/jobs/{job_id}/cancel")
 async def cancel_job(request):
     if not _srv(request).jobs.cancel(request.match_info["job_id"]):
         raise Refused(404, "job not found")
-    return web.json_response({"id": request.match_info["job_id"], "cancelled": True})
+    return _json({"id": request.match_info["job_id"], "cancelled": True})
 
 
 @api("POST", "/jobs/cancel")
@@ -506,7 +466,7 @@ async def cancel_jobs(request):
     ids = body.get("job_ids") if isinstance(body, dict) else None
     if not isinstance(ids, list):
         raise Refused(400, 'send {"job_ids": [ids]}')
-    return web.json_response({"cancelled": [str(i) for i in ids if _srv(request).jobs.cancel(str(i))]})
+    return _json({"cancelled": [str(i) for i in ids if _srv(request).jobs.cancel(str(i))]})
 
 
 @api("POST", "/interrupt")
@@ -547,18 +507,21 @@ async def upload_image(request):
         raise Refused(413, f"upload is larger than the limit of {srv.max_upload_size} bytes")
     if not request.content_type.startswith("multipart/"):
         raise Refused(400, "send multipart/form-data with an `image` file field")
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise Refused(400, f"the multipart body cannot be read: {exc}") from None
     fields: dict[str, str] = {}
     spool, filename = None, None
     try:
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             if part.name == "image" and part.filename is not None:
                 if spool is not None:
                     raise Refused(400, "send one `image` file per request")
                 filename = part.filename
                 spool, _ = await receive_upload(part, srv.max_upload_size)
             elif part.name in ("type", "subfolder", "overwrite"):
-                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")[:1000]
+                fields[part.name] = await _small_field(part)
         if spool is None:
             raise Refused(400, "no `image` file field in the upload")
         name = sanitize_upload_name(filename or "")
@@ -573,7 +536,28 @@ async def upload_image(request):
     finally:
         if spool is not None:
             spool.close()
-    return web.json_response({"name": final, "subfolder": "/".join(check_subfolder(subfolder)), "type": kind})
+    return _json({"name": final, "subfolder": "/".join(check_subfolder(subfolder)), "type": kind})
+
+
+async def _small_field(part, limit: int = 4096) -> str:
+    """A short form field's text; Refused(400) past `limit` bytes (never read whole into memory)."""
+    data = b""
+    while chunk := await part.read_chunk(1024):
+        data += chunk
+        if len(data) > limit:
+            raise Refused(400, f"the upload's `{part.name}` field is longer than {limit} bytes")
+    return data.decode("utf-8", "replace")
+
+
+async def _next_part(reader):
+    """The next multipart part; Refused(400) for a malformed one (a NUL or bad header in a part's headers)."""
+    from aiohttp.http_exceptions import HttpProcessingError
+    try:
+        return await reader.next()
+    except (HttpProcessingError, ValueError) as exc:
+        said = (getattr(exc, "message", "") or str(exc)).strip().splitlines()
+        raise Refused(400, f"the upload's multipart body is malformed ({said[0][:200] if said else type(exc).__name__})"
+                      f"; send the file name without control characters") from None
 
 
 # ---- WebSocket ------------------------------------------------------------------------------------------------
@@ -582,11 +566,12 @@ async def websocket(request):
     ws = web.WebSocketResponse(max_msg_size=1 << 20)
     await ws.prepare(request)
     sid = request.query.get("clientId") or uuid.uuid4().hex
-    client = _Client(ws)
-    old = srv.clients.get(sid)
-    srv.clients[sid] = client           # a reconnecting tab keeps its id and replaces the old socket
-    if old is not None:
-        await old.ws.close()
+    client, old = srv.clients.connect(sid, ws, request.transport)
+    if old is not None:                 # a reconnecting tab keeps its id: its old socket is closed
+        try:
+            await asyncio.wait_for(old.ws.close(), 2)
+        except asyncio.TimeoutError:
+            srv.clients.drop(old)
     try:
         srv.post("status", {"status": srv.jobs.queue_info(), "sid": sid}, sid)
         running = srv.jobs.running
@@ -605,8 +590,7 @@ async def websocket(request):
                 client.got_flags = True
                 srv.post("feature_flags", srv.features, sid)
     finally:
-        if srv.clients.get(sid) is client:
-            del srv.clients[sid]
+        srv.clients.disconnect(client)
     return ws
 
 
@@ -639,7 +623,7 @@ async def index(request):
 
 async def templates_index(request):
     # the frontend's own template index (none here: Kinema's come from /api/workflow_templates) and logo index
-    return web.json_response({} if request.match_info["name"] == "index_logo.json" else [])
+    return _json({} if request.match_info["name"] == "index_logo.json" else [])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -651,15 +635,19 @@ def default_user_dir() -> Path:
 
 
 def make_app(executor: Executor | None = None, user_dir=None, max_upload_size: int = MAX_UPLOAD_SIZE,
-             static_dir=None) -> web.Application:
+             static_dir=None, host: str = "127.0.0.1", cache_bytes: int | None = None) -> web.Application:
     """The aiohttp app. executor: the one Executor for the server's life (default: every Kinema node); user_dir:
-    where settings and userdata live (default: $KINEMA_USER_DIR or <output dir>/../user)."""
+    where settings and userdata live (default: $KINEMA_USER_DIR or <output dir>/../user); host: the address it
+    listens on (on a loopback address, requests naming another Host are refused: origin.py); cache_bytes: the
+    default executor's output cache budget."""
     if executor is None:
         from .. import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-        executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, folders=bundled_assets(env.folders()))
+        executor = Executor(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, folders=bundled_assets(env.folders()),
+                            cache_bytes=cache_bytes)
     static = Path(static_dir) if static_dir else frontend_dir()
     srv = KinemaServer(executor, Path(user_dir) if user_dir else default_user_dir(), static, max_upload_size)
-    app = web.Application(client_max_size=MAX_JSON_BODY, middlewares=[_refusals])
+    app = web.Application(client_max_size=MAX_JSON_BODY,
+                          middlewares=[origin_guard(loopback_only=is_loopback_bind(host)), _refusals])
     app[SERVER] = srv
     app.on_startup.append(srv.start)
     app.on_shutdown.append(srv.stop)
@@ -677,15 +665,16 @@ def bundled_assets(folders: env.Folders) -> env.Folders:
     return folders.searching(WORKFLOWS_DIR / "assets") if (WORKFLOWS_DIR / "assets").is_dir() else folders
 
 
-def serve(host: str = "127.0.0.1", port: int = 8188, user_dir=None) -> int:
-    """Run the editor's server until Ctrl-C; returns the exit code."""
+def serve(host: str = "127.0.0.1", port: int = 8188, user_dir=None, cache_mb: int | None = None) -> int:
+    """Run the editor's server until Ctrl-C; returns the exit code. cache_mb: the output cache's RAM budget
+    (default: cache.default_budget())."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        app = make_app(user_dir=user_dir)
-    except RuntimeError as exc:
+        app = make_app(user_dir=user_dir, host=host, cache_bytes=None if cache_mb is None else cache_mb << 20)
+    except (RuntimeError, ValueError) as exc:
         print(f"kinema serve: {exc}", file=sys.stderr)
         return 1
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback_bind(host):
         print(f"kinema serve: listening on {host}: anyone who can reach this address can run graphs, read "
               f"outputs and upload files. Use --host 127.0.0.1 to keep it local.", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host

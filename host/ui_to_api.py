@@ -5,7 +5,7 @@ Plain Python on JSON-shaped dicts; no torch, no ComfyUI.
 """
 from __future__ import annotations
 
-import json
+import logging
 import random
 import re
 from dataclasses import dataclass, field
@@ -14,8 +14,12 @@ from typing import Any, NamedTuple
 
 from .object_info import combo_values, is_widget, ordered_inputs, spec_options, spec_type
 from .prompt import GraphError, is_api_format, is_link, link_source, node_error
+from .wire import JSONRefused, loads
 
 __all__ = ["ui_to_api", "load_workflow", "process_dynamic_prompt"]
+
+log = logging.getLogger("kinema.workflow")
+KNOWN_VERSIONS = (0.4, 1)           # the UI formats the editor saves (0.4: links as lists; 1: links as objects)
 
 # Serialised widgets that the frontend's own extensions add to core nodes (the 3D viewer's on SaveGLB, 1.58.1).
 FRONTEND_EXTRA_WIDGETS = {"SaveGLB": ("image",)}
@@ -138,17 +142,30 @@ class _Link(NamedTuple):
     type: Any
 
 
+def _slot(value, link_id, which: str) -> int:
+    """A link's slot index: a whole number (or its digits as text); GraphError naming the link otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise GraphError(f"link {link_id!r}: {which} {value!r} is not a slot number (0, 1, ...). Fix: reconnect the link "
+                     f"in the editor and save the workflow again.")
+
+
 def _parse_links(raw) -> dict:
     links = {}
-    for item in raw or []:
+    for item in raw if isinstance(raw, list) else []:
         if isinstance(item, (list, tuple)) and len(item) >= 5:
-            link = _Link(item[0], str(item[1]), int(item[2]), str(item[3]), int(item[4]),
-                         item[5] if len(item) > 5 else None)
+            link = _Link(item[0], str(item[1]), _slot(item[2], item[0], "origin slot"), str(item[3]),
+                         _slot(item[4], item[0], "target slot"), item[5] if len(item) > 5 else None)
         elif isinstance(item, dict) and "id" in item:
-            link = _Link(item["id"], str(item.get("origin_id")), int(item.get("origin_slot", 0)),
-                         str(item.get("target_id")), int(item.get("target_slot", 0)), item.get("type"))
+            link = _Link(item["id"], str(item.get("origin_id")), _slot(item.get("origin_slot", 0), item["id"],
+                         "origin_slot"), str(item.get("target_id")),
+                         _slot(item.get("target_slot", 0), item["id"], "target_slot"), item.get("type"))
         else:
             continue        # null entries appear in some saved files
+        if not isinstance(link.id, (str, int)) or isinstance(link.id, bool):
+            continue        # an id that cannot be looked up is no link
         links[link.id] = link
     return links
 
@@ -432,7 +449,33 @@ def ui_to_api(workflow: dict, object_info: dict, rng: random.Random | None = Non
     if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
         raise GraphError("not a UI workflow: expected a JSON object with a 'nodes' list. "
                          "Fix: save the workflow from the editor (Workflow > Save) or pass an API prompt.")
-    return _Converter(workflow, object_info, rng).convert()
+    _warn_unusual(workflow)
+    try:
+        return _Converter(workflow, object_info, rng).convert()
+    except RecursionError:
+        raise GraphError("links pass through too many reroutes, bypassed nodes or nested subgraphs to follow. "
+                         "Fix: connect the nodes directly in the editor and save again.") from None
+
+
+def _warn_unusual(workflow: dict) -> None:
+    """Log a warning (naming the node) for what is converted on a guess: an unknown format version, widget values
+    that are neither a list nor a {name: value} object (the node's widgets then take their defaults)."""
+    version = workflow.get("version")
+    if version is not None and version not in KNOWN_VERSIONS:
+        log.warning("workflow version %r is not one Kinema knows (%s); converting it as version 0.4. Re-save it "
+                    "from the editor if the result looks wrong.", str(version)[:40],
+                    ", ".join(map(str, KNOWN_VERSIONS)))
+    subgraphs = _flatten_definitions((workflow.get("definitions") or {}).get("subgraphs")) \
+        if isinstance(workflow.get("definitions"), dict) else []
+    for nodes in [workflow.get("nodes")] + [d.get("nodes") for d in subgraphs]:
+        for node in nodes if isinstance(nodes, list) else []:
+            if not isinstance(node, dict) or node.get("type") in VIRTUAL_TYPES:
+                continue
+            values = node.get("widgets_values")
+            if values is not None and not isinstance(values, (list, dict)):
+                log.warning("node %s (%s): widgets_values is a %s, not a list; its widgets take their default "
+                            "values. Fix: re-save the workflow from the editor.", node.get("id"),
+                            str(node.get("type"))[:80], type(values).__name__)
 
 
 def load_workflow(path, object_info: dict | None = None) -> tuple[dict, dict | None]:
@@ -443,11 +486,17 @@ def load_workflow(path, object_info: dict | None = None) -> tuple[dict, dict | N
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads(path.read_bytes(), str(path))
     except FileNotFoundError:
         raise GraphError(f"{path}: no such file. Fix: check the path.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GraphError(f"{path}: not valid JSON ({exc}). Fix: re-save the workflow from the editor.") from None
+    except IsADirectoryError:
+        raise GraphError(f"{path}: is a folder, not a workflow file. Fix: give the path of a workflow .json "
+                         f"file.") from None
+    except OSError as exc:
+        raise GraphError(f"{path}: cannot be read ({exc.strerror or exc}). Fix: check the path and its "
+                         f"permissions.") from None
+    except JSONRefused as exc:
+        raise GraphError(f"{path}: {exc.reason}. Fix: re-save the workflow from the editor.") from None
     if isinstance(data, dict) and is_api_format(data.get("prompt")):
         ui = ((data.get("extra_data") or {}).get("extra_pnginfo") or {}).get("workflow")
         return data["prompt"], ui if isinstance(ui, dict) else None

@@ -2,7 +2,10 @@
 
 `validate` does what ComfyUI's /prompt does before anything runs, with its error shapes: unknown class types,
 missing required inputs, links to missing nodes or output slots, link type mismatches, values that do not convert,
-INT/FLOAT outside min/max, COMBO values not in the list, and then the node's own VALIDATE_INPUTS. As in ComfyUI, an
+INT/FLOAT outside min/max, COMBO values not in the list, and then the node's own VALIDATE_INPUTS. Beyond ComfyUI it
+refuses NaN and infinities for FLOAT inputs, control characters in text (any but tab and newline in multiline text;
+all in one-line text such as file name prefixes), a literal value on an input that takes a linked node's output
+(`"model": "x"`), and a class_type or inputs of the wrong JSON type. As in ComfyUI, an
 input that VALIDATE_INPUTS takes is left to it (no min/max or list check): a Load node's file name that is not in
 the dropdown is reported by its validator, which names the folders searched and the fix.
 
@@ -15,9 +18,13 @@ One text for one failure: /prompt answers `error` and `node_errors`; `kinema run
 from __future__ import annotations
 
 import inspect
+import math
+import unicodedata
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .object_info import combo_values, jsonable, ordered_inputs, spec_options, spec_type
+from .object_info import (FRONTEND_WIDGET_TYPES, WIDGET_TYPES, combo_values, jsonable, ordered_inputs, spec_options,
+                          spec_type)
 from .prompt import is_link, link_source, literal_inputs, output_nodes
 
 __all__ = ["Validation", "PromptInvalid", "validate", "deferred", "custom_errors", "format_node_errors"]
@@ -124,29 +131,53 @@ def _output_type_matches(received, expected) -> bool:
     return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
 
 
-def _converted(kind, value):
+_TEXT_WHITESPACE = frozenset("\t\n\r")
+
+
+def _converted(kind, value, options: dict):
     if kind == "INT":
         if isinstance(value, float) and not value.is_integer():
             raise ValueError(f"{value} is not a whole number")
         return int(value)
     if kind == "FLOAT":
-        return float(value)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number; give a number such as 1.0")
+        return value
     if kind == "BOOLEAN" and not isinstance(value, (bool, int)):
         raise ValueError(f"{value!r} is not true or false")
+    if kind == "STRING" and isinstance(value, str):
+        allowed = _TEXT_WHITESPACE if options.get("multiline") else frozenset()
+        bad = next((c for c in value if c not in allowed and unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise ValueError(f"the text holds the control character {bad!r} at position {value.index(bad)}; "
+                             f"remove it")
     return value
+
+
+def _takes_link_only(spec) -> bool:
+    """An input fed only by a link (IMAGE, KINEMA_MODEL, ...): not a widget type, not a combo, not "*"."""
+    kind = spec_type(spec)
+    return (isinstance(kind, str) and kind != "*" and kind not in WIDGET_TYPES and kind not in FRONTEND_WIDGET_TYPES
+            and combo_values(spec) is None)
 
 
 def _check_value(name: str, value, spec, limits: bool = True) -> dict | None:
     """One literal input against its spec: type conversion, then (with `limits`) min/max and combo membership."""
     kind, options = spec_type(spec), spec_options(spec)
     config = jsonable(spec)
+    if _takes_link_only(spec):
+        return _error("bad_linked_input", f"Input '{name}' takes a {kind} from a linked node, not a literal value",
+                      f"{name}: got {_short(value)}; connect it to a node that outputs {kind}", input_name=name,
+                      input_config=config, received_value=_short(value))
     if isinstance(value, dict) and "__value__" in value:
         value = value["__value__"]
     try:
-        value = _converted(kind, value)
+        value = _converted(kind, value, options)
     except (TypeError, ValueError, OverflowError) as exc:
         return _error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                      f"{name}, {value}, {exc}", input_name=name, input_config=config, received_value=value,
+                      f"{name}, {_short(value)}, {exc}", input_name=name, input_config=config,
+                      received_value=_short(value),
                       exception_message=str(exc))
     if not limits:
         return None
@@ -163,17 +194,26 @@ def _check_value(name: str, value, spec, limits: bool = True) -> dict | None:
         missing = [v for v in picked if not isinstance(v, (str, int, float)) or v not in combo]
         if missing:
             listed = f"(list of length {len(combo)})" if len(combo) > 20 else str(combo)
-            return _error("value_not_in_list", "Value not in list", f"{name}: '{missing[0]}' not in {listed}",
-                          input_name=name, input_config=None if len(combo) > 20 else config,
-                          received_value=value)
+            return _error("value_not_in_list", "Value not in list",
+                          f"{name}: '{_short(missing[0])}' not in {listed}", input_name=name,
+                          input_config=None if len(combo) > 20 else config, received_value=_short(value))
     return None
+
+
+def _short(value, limit: int = 200):
+    """A value as an error may echo it: numbers and short text as they are; NaN/infinity, lists and objects as their
+    repr; text longer than `limit` characters cut (a 50 MB prompt is not sent back or logged whole)."""
+    if isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)) or value is None:
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _check_link(name: str, value, spec, prompt: dict, object_info: dict) -> dict | None:
     """One linked input: the shape, the source node and slot, and the type it delivers."""
     if not is_link(value):
         return _error("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                      name, input_name=name, received_value=value)
+                      name, input_name=name, received_value=_short(value))
     source_id, slot = link_source(value), value[1]
     source = prompt.get(source_id)
     if source is None:
@@ -194,27 +234,53 @@ def _check_link(name: str, value, spec, prompt: dict, object_info: dict) -> dict
 
 
 # ---- the prompt ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Visit:
+    """One node on the walk's path: its own errors so far and the linked nodes still to check."""
+    nid: str
+    errors: list
+    sources: list = field(default_factory=list)
+    next: int = 0
+
+
 class _Walk:
-    """Validates nodes depth-first from the outputs, each once: {node id: (valid, its own errors)}."""
+    """Validates nodes depth-first from the outputs, each once: {node id: (valid, its own errors)}.
+
+    Iterative (an explicit stack, not recursion): a chain of thousands of nodes is checked like a short one.
+    """
 
     def __init__(self, prompt: dict, object_info: dict, classes: dict):
         self.prompt, self.info, self.classes = prompt, object_info, classes
         self.validated: dict[str, tuple[bool, list]] = {}
         self.in_progress: set[str] = set()
 
-    def check(self, nid: str) -> bool:
-        if nid in self.validated:
-            return self.validated[nid][0]
+    def check(self, root: str) -> bool:
+        if root not in self.validated:
+            stack = [self._enter(root)]
+            while stack:
+                visit = stack[-1]
+                if visit.next < len(visit.sources):
+                    source = visit.sources[visit.next]
+                    visit.next += 1
+                    if source not in self.validated and source not in self.in_progress:
+                        stack.append(self._enter(source))
+                    continue
+                stack.pop()
+                self._leave(visit)
+        return self.validated[root][0]
+
+    def _enter(self, nid: str) -> _Visit:
+        """Check the node's own inputs; its linked nodes are checked next (cycles are errors here)."""
         self.in_progress.add(nid)
         node = self.prompt[nid]
         cls = self.classes.get(node["class_type"])
         inputs = node.get("inputs") or {}
-        errors, upstream_ok = [], True
+        visit = _Visit(nid, [])
         for name, spec, section in ordered_inputs(self.info[node["class_type"]]):
             if name not in inputs:
                 if section == "required":
-                    errors.append(_error("required_input_missing", "Required input is missing", name,
-                                         input_name=name))
+                    visit.errors.append(_error("required_input_missing", "Required input is missing", name,
+                                               input_name=name))
                 continue
             value = inputs[name]
             if not isinstance(value, list):
@@ -226,15 +292,22 @@ class _Walk:
                                      f"{name}: node {link_source(value)} depends on node {nid}", input_name=name,
                                      linked_node=value)
                 if problem is None:
-                    upstream_ok = self.check(link_source(value)) and upstream_ok
+                    visit.sources.append(link_source(value))
             if problem:
-                errors.append(problem)
+                visit.errors.append(problem)
+        return visit
+
+    def _leave(self, visit: _Visit) -> None:
+        """All linked nodes checked: the node's VALIDATE_INPUTS, then its verdict."""
+        node = self.prompt[visit.nid]
+        cls = self.classes.get(node["class_type"])
+        errors = visit.errors
+        upstream_ok = all(self.validated[s][0] for s in visit.sources)
         literal = literal_inputs(node)
         if not errors and not deferred(cls, literal):
             errors = custom_errors(cls, literal)
-        self.in_progress.discard(nid)
-        self.validated[nid] = (upstream_ok and not errors, errors)
-        return self.validated[nid][0]
+        self.in_progress.discard(visit.nid)
+        self.validated[visit.nid] = (upstream_ok and not errors, errors)
 
 
 def _malformed(prompt, object_info: dict) -> tuple[dict | None, dict]:
@@ -246,6 +319,12 @@ def _malformed(prompt, object_info: dict) -> tuple[dict | None, dict]:
         if not isinstance(node, dict) or "class_type" not in node:
             return _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                           f"Node ID '#{nid}'"), {}
+        if not isinstance(node["class_type"], str):
+            return _error("invalid_prompt", "Cannot execute because a node's class_type is not a string.",
+                          f"Node ID '#{nid}': class_type is {_short(node['class_type'])}"), {}
+        if not isinstance(node.get("inputs") or {}, dict):
+            return _error("invalid_prompt", "Cannot execute because a node's inputs are not an object.",
+                          f"Node ID '#{nid}': inputs is {_short(node['inputs'])}"), {}
     node_errors = {nid: {"errors": [_error("invalid_prompt", f"Cannot execute because node {node['class_type']} "
                                            "does not exist.", f"Node ID '#{nid}'")],
                          "dependent_outputs": [], "class_type": node["class_type"]}

@@ -181,6 +181,9 @@ def next_output_path(folder, prefix: str, ext: str) -> Path:
     """
     folder = Path(os.path.normpath(Path(folder).absolute()))
     clean = str(prefix).strip().replace("\\", "/")
+    if any(ord(c) < 32 or ord(c) == 127 for c in clean):
+        fail("filename_prefix", "must not contain control characters (a NUL cuts the name short)", prefix,
+             'Use letters, digits, "_", "-" and "/" for subfolders, e.g. "Kinema/video".')
     target = Path(os.path.normpath(folder / clean))
     if not clean or clean.endswith("/") or target == folder:
         fail("filename_prefix", "must end in a file name", prefix, 'Use e.g. "Kinema/video".')

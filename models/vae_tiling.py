@@ -589,9 +589,14 @@ def load_latents(path) -> tuple[torch.Tensor, LatentsInfo, dict | None]:
     if meta is None or tensor is None:
         fail("latents", "must be a Kinema latents file (a `latents` tensor and `kinema` metadata)", path.name,
              f"Pick a *{LATENTS_SUFFIX} file written by Decode And Save Video.")
-    raw = json.loads(meta)
-    info = LatentsInfo(**{k: raw[k] for k in LatentsInfo.__dataclass_fields__ if k in raw})
-    audio = None if wav is None else {"waveform": wav[None], "sample_rate": int(raw["sample_rate"])}
+    try:
+        raw = json.loads(meta)
+        info = LatentsInfo(**{k: raw[k] for k in LatentsInfo.__dataclass_fields__ if k in raw})
+        audio = None if wav is None else {"waveform": wav[None], "sample_rate": int(raw["sample_rate"])}
+    except (ValueError, TypeError, KeyError) as exc:    # metadata that is not an object, lacks a field, ...
+        fail("latents", "must carry Kinema's metadata (a JSON object with family, model, frames and, with audio, "
+             "sample_rate)", path.name, f"Its metadata could not be read ({type(exc).__name__}: {exc}); pick a "
+             f"*{LATENTS_SUFFIX} file written by Decode And Save Video.")
     return tensor, info, audio
 
 

@@ -118,9 +118,53 @@ def iter_frames(path, start: int = 0, count: int = 0, height: int = 0, width: in
 
 
 def read_video(path, start: int = 0, count: int = 0, height: int = 0, width: int = 0) -> tuple[torch.Tensor, float]:
-    """(frames (F, H, W, 3) float32 0..1, fps) of the range [start, start + count) (count 0: to the end)."""
-    frames = torch.cat(list(iter_frames(path, start, count, height, width)))
-    return frames, probe(path).fps
+    """(frames (F, H, W, 3) float32 0..1, fps) of the range [start, start + count) (count 0: to the end).
+
+    The frames are written into one tensor allocated up front, after checking that it fits in the available RAM
+    (F * H * W * 3 * 4 bytes; ValueError with the numbers otherwise), decoded in chunks of at most ~256 MB: the peak
+    is the frames plus one chunk, not twice the frames."""
+    src = probe(path)
+    n = min(src.frames - start, count or src.frames) if 0 <= start < src.frames else 0
+    h, w = target_size(src.height, src.width, height, width)
+    if n > 0:
+        check_fits_in_ram(n, h, w, count)
+    out, done = None, 0
+    per_chunk = max(1, min(16, (256 << 20) // max(1, h * w * 12)))    # chunks of at most ~256 MB beside `out`
+    for chunk in iter_frames(path, start, count, height, width, chunk=per_chunk):    # (k, H, W, 3)
+        if out is None:
+            out = torch.empty((max(n, chunk.shape[0]), *chunk.shape[1:]), dtype=chunk.dtype)
+        out[done:done + chunk.shape[0]] = chunk
+        done += chunk.shape[0]
+    return out[:done], src.fps
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoSource", "iter_frames", "probe", "read_video", "resize_fill", "target_size"]
+def check_fits_in_ram(frames: int, height: int, width: int, count: int) -> None:
+    """ValueError when frames x height x width x 3 float32 values need more than 80% of the RAM available now."""
+    need = frames * height * width * 3 * 4
+    free = _available_ram()
+    if free is not None and need > 0.8 * free:
+        fail("frame_count", f"asks for {frames} frames at {width}x{height}, which need {need / 2**30:.1f} GB of RAM "
+             f"as float32 frames, but {free / 2**30:.1f} GB is available", count,
+             f"Load fewer frames (frame_count, start_frame) or a smaller width/height; at this size about "
+             f"{max(1, int(0.8 * free // (height * width * 12)))} frames fit.")
+
+
+def _available_ram() -> int | None:
+    """Bytes of RAM available for new allocations (psutil, else /proc/meminfo), or None when unknown."""
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoSource", "check_fits_in_ram", "iter_frames", "probe", "read_video", "resize_fill",
+           "target_size"]

@@ -169,7 +169,8 @@ def model_search_dirs(kind: str) -> list[Path]:
 
 
 def list_models(kind: str, files: bool = False) -> list[str]:
-    """Names for a dropdown: sub-folders (diffusers layout, containing model_index.json) or .safetensors files."""
+    """Names for a dropdown: sub-folders (diffusers layout, containing a readable model_index.json) or .safetensors
+    files. A folder whose model_index.json cannot be read as a JSON object is left out, with a warning naming it."""
     found: set[str] = set()
     for d in model_search_dirs(kind):
         if not d.is_dir():
@@ -177,12 +178,41 @@ def list_models(kind: str, files: bool = False) -> list[str]:
         if files:
             found.update(str(p.relative_to(d)) for p in d.rglob("*.safetensors"))
         else:
-            found.update(p.parent.name for p in d.glob("*/model_index.json"))
+            found.update(p.parent.name for p in d.glob("*/model_index.json") if _readable_index(p))
     return sorted(found)
 
 
+_WARNED: set = set()     # (path, mtime) of unreadable model_index.json files already reported
+
+
+def _readable_index(path: Path) -> bool:
+    """Whether a model_index.json reads as a JSON object; else log once (per file version) and return False."""
+    import json
+    import logging
+    try:
+        if isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+            return True
+        problem = "is not a JSON object"
+    except (OSError, ValueError) as exc:        # unreadable, not UTF-8, not JSON
+        problem = f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError:
+        key = (str(path), None)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logging.getLogger("kinema").warning("model folder %s is not listed: %s %s. Fix: repair or remove that file.",
+                                            path.parent, path, problem)
+    return False
+
+
 def find_model(kind: str, name: str, files: bool = False) -> Path:
-    """Resolve a dropdown name to a path; FileNotFoundError lists the folders searched."""
+    """Resolve a dropdown name to a path; FileNotFoundError lists the folders searched. A name is a path inside the
+    model folders: absolute paths and '..' are refused (a name read from a file cannot point elsewhere)."""
+    parts = Path(str(name)).parts
+    if not parts or Path(str(name)).is_absolute() or ".." in parts or "\0" in str(name):
+        raise FileNotFoundError(f"model {str(name)[:200]!r}: not a name inside the model folders (no absolute "
+                                f"paths or '..'). Fix: give the folder's name as listed in models/diffusers.")
     dirs = model_search_dirs(kind)
     for d in dirs:
         p = d / name

@@ -13,7 +13,7 @@ import torch
 
 from .. import vae_tiling
 from ..checks import fail
-from .base import Capabilities, Conditioning, VideoFamily, load_pipeline
+from .base import Capabilities, Conditioning, VideoFamily, load_pipeline, refuse_pickled
 
 ANIMATEDIFF_PIPELINES = {"AnimateDiffPipeline", "AnimateDiffVideoToVideoPipeline"}
 
@@ -51,6 +51,7 @@ class AnimateDiffFamily(VideoFamily):
         from diffusers import AnimateDiffPipeline, MotionAdapter
         kwargs = {}
         if motion_adapter is not None:
+            refuse_pickled(motion_adapter, "MotionAdapter")
             kwargs["motion_adapter"] = MotionAdapter.from_pretrained(str(motion_adapter), dtype=dtype,
                                                                      local_files_only=True, use_safetensors=True)
         return cls(path, device, dtype, load_pipeline(AnimateDiffPipeline, path, device, dtype, fp32=(), **kwargs))

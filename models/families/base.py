@@ -364,12 +364,35 @@ def load_pipeline(pipeline, path: Path, device: torch.device, dtype: torch.dtype
     small and precision-sensitive); extra components (e.g. a motion adapter) are passed through."""
     if pipeline == "auto":
         from diffusers import DiffusionPipeline as pipeline
+    index = read_model_index(path)
+    for name, entry in index.items():
+        if isinstance(entry, list) and len(entry) == 2 and not name.startswith("_"):
+            refuse_pickled(Path(path) / name, entry[1])
     quiet_diffusers()
     pipe = pipeline.from_pretrained(str(path), dtype={"default": dtype, **{k: torch.float32 for k in fp32}},
                                     local_files_only=True, use_safetensors=True, **components)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickled(folder: Path, class_name: str | None = None) -> None:
+    """ValueError when a component folder holds pickled weights (.bin, .pt, ...) and no .safetensors: Kinema never
+    unpickles (a pickle can run code), and diffusers' own message names only the missing .safetensors file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    files = [p for p in folder.iterdir() if p.is_file()]
+    pickled = sorted(p.name for p in files if p.suffix in PICKLED_SUFFIXES and not p.name.startswith("training_"))
+    if pickled and not any(p.suffix == ".safetensors" for p in files):
+        load = f"{class_name}.from_pretrained('{folder}')" if class_name else "the model class's from_pretrained"
+        fail("model", f"must hold .safetensors weights (Kinema never unpickles .bin/.pt files: they can run code); "
+             f"{folder} has only {', '.join(pickled)}", f"{folder.name}/{pickled[0]}",
+             f"Download the model's .safetensors files, or convert the folder once in a Python you trust: "
+             f"`{load}.save_pretrained('{folder}')` writes {folder.name}'s .safetensors weights.")
 
 
 def check_weights_file(file) -> Path:
@@ -389,7 +412,16 @@ def read_model_index(path: Path) -> dict:
     if not index.is_file():
         raise FileNotFoundError(f"`model` {str(path)!r} has no model_index.json. Fix: pick a diffusers-format "
                                 f"folder (the one that holds model_index.json, unet/ or transformer/, vae/ ...).")
-    return json.loads(index.read_text())
+    try:
+        index_data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:         # unreadable, not UTF-8, not JSON
+        raise ValueError(f"`model` {str(path)!r} must hold a readable model_index.json, got {str(index)!r} which "
+                         f"cannot be read ({type(exc).__name__}: {str(exc)[:200]}). Fix: repair or re-copy the "
+                         f"model folder.") from None
+    if not isinstance(index_data, dict):
+        raise ValueError(f"`model` {str(path)!r} must hold a model_index.json with a JSON object, got "
+                         f"{type(index_data).__name__} in {str(index)!r}. Fix: repair or re-copy the model folder.")
+    return index_data
 
 
 def quiet_diffusers() -> None:

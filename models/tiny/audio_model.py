@@ -294,6 +294,7 @@ def save_folder(path: Path, encoder: VideoEncoder, flow: FlowNet, mel_config: Me
 def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TinyAudioModels:
     """Read a Kinema-Tiny Audio folder: configs from JSON, weights with safetensors (never torch.load)."""
     from safetensors.torch import load_file
+    from .pipeline import build_checked
     path = Path(path)
     index = json.loads((path / "model_index.json").read_text())
     needed = [path / n / w for n, w in WEIGHTS.items()] + [path / "mel" / "config.json"]
@@ -305,7 +306,8 @@ def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dty
     modules = {}
     for name, (cfg_cls, cls) in {"video_encoder": (VideoEncoderConfig, VideoEncoder),
                                  "transformer": (FlowNetConfig, FlowNet)}.items():
-        module = cls(_from_dict(cfg_cls, json.loads((path / name / "config.json").read_text())))
+        cfg = _from_dict(cfg_cls, json.loads((path / name / "config.json").read_text()))
+        module = build_checked(lambda: cls(cfg), path / name / WEIGHTS[name], path / name / "config.json")
         state = load_file(str(path / name / WEIGHTS[name]))
         module.load_state_dict({k: v.float() for k, v in state.items()})
         modules[name] = module.to(device, dtype)

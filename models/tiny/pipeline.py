@@ -10,11 +10,13 @@ Folder layout (every weight file is safetensors, every config JSON; nothing is u
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+from ..checks import fail
 from .tae import TAEConfig, TemporalAutoencoder
 from .text import TextEncoderConfig, TinyTextEncoder, vocabulary
 from .transformer import TinyVideoTransformer, TransformerConfig
@@ -68,6 +70,23 @@ def save_folder(path: Path, text_encoder: TinyTextEncoder, transformer: TinyVide
     (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+def build_checked(make, weights: Path, config: Path) -> torch.nn.Module:
+    """`make()` (a module built from `config`), built only after checking on the meta device (no memory) that the
+    config describes no more weights than `weights` (a .safetensors file) holds: a config.json claiming absurd
+    sizes (dim 65536, depth 64: 16 GB) is refused with the numbers instead of allocated."""
+    from safetensors import safe_open
+    with torch.device("meta"):
+        wanted = sum(t.numel() for t in make().state_dict().values())
+    with safe_open(str(weights), framework="pt") as f:
+        stored = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    if wanted > stored:
+        fail("model", f"config {config} must describe the weights beside it: it asks for {wanted:,} numbers "
+             f"({wanted * 4 / 2**30:.2f} GB as float32) but {weights.name} holds {stored:,}", config.name,
+             "Restore the folder's config.json (re-copy the model folder); Kinema does not build a model its "
+             "weights cannot fill.")
+    return make()
+
+
 def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TinyModels:
     """Read a Kinema-Tiny folder: configs from JSON, weights with safetensors (never torch.load)."""
     from safetensors.torch import load_file
@@ -83,7 +102,7 @@ def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dty
     built = {}
     for name, (cfg_cls, mod_cls) in builders.items():
         cfg = _config(cfg_cls, json.loads((path / name / "config.json").read_text()))
-        module = mod_cls(cfg)
+        module = build_checked(lambda: mod_cls(cfg), path / name / WEIGHTS[name], path / name / "config.json")
         state = load_file(str(path / name / WEIGHTS[name]))
         module.load_state_dict({k: v.float() for k, v in state.items()})
         # the TAE stays fp32 (it is small, and half precision bands colours); the rest follows dtype

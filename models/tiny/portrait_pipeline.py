@@ -47,6 +47,7 @@ def save_folder(path: Path, unet: PortraitUNet, scheduler_config: dict, extra: d
 def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> PortraitModels:
     """Read a Kinema-Tiny Portrait folder (never torch.load)."""
     from safetensors.torch import load_file
+    from .pipeline import build_checked
     path = Path(path)
     file = path / "unet" / WEIGHTS
     if not file.is_file():
@@ -57,7 +58,7 @@ def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dty
     raw = json.loads((path / "unet" / "config.json").read_text())
     names = {f.name for f in fields(PortraitUNetConfig)}
     cfg = PortraitUNetConfig(**{k: (tuple(v) if k == "channels" else v) for k, v in raw.items() if k in names})
-    unet = PortraitUNet(cfg)
+    unet = build_checked(lambda: PortraitUNet(cfg), file, path / "unet" / "config.json")
     unet.load_state_dict({k: v.float() for k, v in load_file(str(file)).items()})
     unet.to(device, dtype).eval().requires_grad_(False)
     sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())

@@ -45,6 +45,11 @@ def vocabulary() -> tuple[str, ...]:
     return SPECIALS + WORDS
 
 
+def _short(text: str, limit: int = 100) -> str:
+    """A prompt as a message quotes it: at most `limit` characters, and its length when cut."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def tokenize(text: str, max_length: int, warn: bool = True) -> list[int]:
     """Prompt -> token ids: <bos>, the known words in order, <pad> up to max_length (extra words are cut).
 
@@ -61,10 +66,13 @@ def tokenize(text: str, max_length: int, warn: bool = True) -> list[int]:
         else:
             unknown.append(word)
     if unknown and warn:
-        warnings.warn(f"Kinema-Tiny does not know the word(s) {', '.join(map(repr, unknown))} in prompt {text!r}; "
-                      f"they are ignored. It knows: {', '.join(WORDS)}.", UserWarning, stacklevel=3)
+        words = list(dict.fromkeys(unknown))            # each once, in order; a long prompt is not echoed whole
+        listed = ", ".join(repr(w[:30]) for w in words[:10]) + (f" and {len(words) - 10} more" if len(words) > 10
+                                                                 else "")
+        warnings.warn(f"Kinema-Tiny does not know the word(s) {listed} in prompt {_short(text)}; they are ignored. "
+                      f"It knows: {', '.join(WORDS)}.", UserWarning, stacklevel=3)
     if len(ids) > max_length:
-        warnings.warn(f"Kinema-Tiny prompt {text!r} is longer than {max_length - 1} words; the rest is cut.",
+        warnings.warn(f"Kinema-Tiny prompt {_short(text)} is longer than {max_length - 1} words; the rest is cut.",
                       UserWarning, stacklevel=3)
         ids = ids[:max_length]
     return ids + [_NUMBER["<pad>"]] * (max_length - len(ids))

@@ -86,3 +86,37 @@ def test_node_list_built_once_per_job(tmp_path, monkeypatch, capsys):
     assert cli.main(["batch", str(path), "--sweep", "1.value=1,2", *dirs]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] == 2
     assert Counted.calls == 1 + 2                           # the sweep is expanded with one, then one per job
+
+
+def test_a_huge_prompt_is_not_echoed_into_the_log(tmp_path):
+    """Issue 18, finding 18: Kinema-Tiny's unknown-word warning quoted the whole prompt and every unknown word (a
+    50 MB prompt added 100 MB of log). Now a few words and the prompt's first 100 characters."""
+    import warnings
+    from kinema.nodes import env
+    ex = Executor(kinema.NODE_CLASS_MAPPINGS, kinema.NODE_DISPLAY_NAME_MAPPINGS,
+                  folders=env.Folders.of(models=tmp_path, input=tmp_path, output=tmp_path, temp=tmp_path))
+    def word(i: int) -> str:                                                  # zqa, zqb, ... zqbaa: letters only
+        letters = ""
+        while True:
+            i, d = divmod(i, 26)
+            letters = chr(97 + d) + letters
+            if not i:
+                return "zq" + letters
+    words = " ".join(word(i) for i in range(200_000))                         # 1.4 MB of words it does not know
+    prompt = {"1": {"class_type": "KinemaLoadVideoModel", "inputs": {"model": "kinema-tiny-video", "family": "auto",
+                                                                     "device": "cpu", "dtype": "auto"}},
+              "2": {"class_type": "KinemaTextEncode", "inputs": {"model": ["1", 0], "text": "a red circle " + words}},
+              "3": {"class_type": "KinemaTextEncode", "inputs": {"model": ["1", 0], "text": ""}},
+              "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+                  "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "length": 9, "width": 32,
+                  "height": 32, "steps": 1, "cfg": 4.0, "seed": 1, "scheduler": "default", "shift": 0.0,
+                  "denoise": 1.0}},
+              "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": ["1", 0], "latent": ["4", 0]}},
+              "6": {"class_type": "KinemaPreviewVideo", "inputs": {"images": ["5", 0], "fps": 8.0}}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex.run(prompt)
+    said = [str(w.message) for w in caught if "Kinema-Tiny" in str(w.message)]
+    assert said and all(len(m) < 1500 for m in said), [len(m) for m in said]
+    assert any("'zqa', 'zqb'" in m and "and 199990 more" in m and f"({len(prompt['2']['inputs']['text'])} characters)" in m
+               for m in said), said

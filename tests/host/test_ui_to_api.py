@@ -392,3 +392,27 @@ def test_saved_loader_without_the_parallel_widgets_keeps_one_device():
     inputs = ui_to_api(ui, info)[str(loader["id"])]["inputs"]
     assert inputs == {"model": "fixture-wan-t2v", "family": "auto", "device": "auto", "dtype": "auto",
                       "weights": "none", "parallel": "none", "gpus": 0}
+
+
+def test_unknown_version_and_odd_widgets_values_are_warned_naming_the_node(info, caplog):
+    """Issue 18 ("Also"): both were converted on a guess without a word."""
+    import logging
+    caplog.set_level(logging.WARNING, logger="kinema.workflow")
+    assert ui_to_api(basic(), info) and not caplog.records           # the usual file: nothing to say
+    wf = basic()
+    wf["version"] = 7.3
+    wf["nodes"][1]["widgets_values"] = "0.5"                          # Filter (node 2): not a list
+    prompt = ui_to_api(wf, info)
+    assert prompt["2"]["inputs"]["strength"] == 1.0                  # its widget took the default
+    said = [r.getMessage() for r in caplog.records]
+    assert any("version '7.3'" in m and "0.4" in m for m in said)
+    assert any(m.startswith("node 2 (Filter): widgets_values is a str, not a list") for m in said)
+
+
+def test_link_slots_must_be_numbers(info):
+    wf = basic()
+    wf["links"][0][2] = "zero"
+    with pytest.raises(GraphError, match="link 1: origin slot 'zero' is not a slot number"):
+        ui_to_api(wf, info)
+    wf["links"][0][2] = "1"                                           # digits as text: what some tools write
+    assert ui_to_api(wf, info)["2"]["inputs"]["image"] == ["1", 1]

@@ -256,3 +256,71 @@ def test_same_failure_same_words_in_run_serve_and_batch(kinema_dirs, tmp_path, c
     err = capsys.readouterr().err
     assert "job 1" in err and _printed(err) == lines
     assert not list(kinema_dirs["output"].rglob("*.mp4"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 18: values that used to pass or crash validation
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("change,kind,input_name,needle", [
+    # finding 13: NaN/infinity for a FLOAT passed (NaN compares false with min and max) and turned guidance off
+    (lambda p: p["2"]["inputs"].update(strength=float("nan")), "invalid_input_type", "strength", "finite"),
+    (lambda p: p["2"]["inputs"].update(strength=float("inf")), "invalid_input_type", "strength", "finite"),
+    (lambda p: p["2"]["inputs"].update(strength="nan"), "invalid_input_type", "strength", "finite"),
+    # finding 12: a literal on a link-typed input passed and failed at run time naming no input
+    (lambda p: p["2"]["inputs"].update(image="x"), "bad_linked_input", "image", "IMAGE from a linked node"),
+    (lambda p: p["2"]["inputs"].update(image={"__value__": [1, 2]}), "bad_linked_input", "image", "linked node"),
+    # finding 11: control characters in one-line text (a file name prefix) wrote a hidden file
+    (lambda p: p["3"]["inputs"].update(filename_prefix="a\x00b"), "invalid_input_type", "filename_prefix",
+     "control character '\\x00'"),
+    (lambda p: p["3"]["inputs"].update(filename_prefix="a\nb"), "invalid_input_type", "filename_prefix", "'\\n'"),
+])
+def test_refused_values(info, small_classes, good_prompt, change, kind, input_name, needle):
+    prompt = good_prompt()
+    change(prompt)
+    error, node_errors, outputs = validate(prompt, info, small_classes)
+    node_id = "3" if input_name == "filename_prefix" else "2"
+    found = only_error(node_errors, node_id)
+    assert found["type"] == kind and found["extra_info"]["input_name"] == input_name and outputs == []
+    assert needle in found["message"] + found["details"], found
+    json.dumps(found, allow_nan=False)                        # nothing to echo that is not JSON
+
+
+def test_multiline_text_keeps_newlines_and_tabs(info, small_classes):
+    prompt = {"1": {"class_type": "Text", "inputs": {"text": "a\n\tb\r\n", "count": 1}},
+              "2": {"class_type": "Save", "inputs": {"images": ["9", 0], "filename_prefix": "x",
+                                                     "anything": ["1", 0]}}}
+    def text_errors():
+        _, node_errors, _ = validate(prompt, info, small_classes)
+        return [e for e in node_errors["1"]["errors"] if e["extra_info"]["input_name"] == "text"]
+    assert text_errors() == []                                  # (1 misses its linked `n`: not what this checks)
+    prompt["1"]["inputs"]["text"] = "a\x1b[31mred"
+    assert "control character '\\x1b'" in text_errors()[0]["details"]
+
+
+@pytest.mark.parametrize("node,details", [
+    ({"class_type": ["Loader"], "inputs": {}}, "class_type is ['Loader']"),        # was TypeError: unhashable
+    ({"class_type": {"a": 1}, "inputs": {}}, "class_type is {'a': 1}"),
+    ({"class_type": "Loader", "inputs": [1, 2]}, "inputs is [1, 2]"),              # was AttributeError
+])
+def test_malformed_nodes_are_invalid_prompts_not_crashes(info, small_classes, good_prompt, node, details):
+    prompt = good_prompt()
+    prompt["1"] = node
+    error, node_errors, outputs = validate(prompt, info, small_classes)
+    assert error["type"] == "invalid_prompt" and details in error["details"] and outputs == []
+
+
+def test_long_chains_validate_without_recursion(info, small_classes):
+    """Finding 7/8: a 3000-node chain hit RecursionError in the recursive walk; the walk is iterative now."""
+    prompt = {"1": {"class_type": "Loader", "inputs": {"name": "a.safetensors"}}}
+    for i in range(2, 3002):
+        prompt[str(i)] = {"class_type": "Filter", "inputs": {"image": [str(i - 1), 1 if i == 2 else 0],
+                                                             "strength": 1.0}}
+    prompt["3002"] = {"class_type": "Save", "inputs": {"images": ["3001", 0], "filename_prefix": "x"}}
+    assert validate(prompt, info, small_classes) == (None, {}, ["3002"])
+    prompt["1500"]["inputs"]["strength"] = 5.0                  # one bad node deep in the chain
+    _, node_errors, outputs = validate(prompt, info, small_classes)
+    assert list(node_errors) == ["1500"] and node_errors["1500"]["dependent_outputs"] == ["3002"] and outputs == []
+    prompt["1500"]["inputs"]["strength"] = 1.0
+    prompt["2"]["inputs"]["image"] = ["3000", 0]                # a cycle through 2999 nodes
+    _, node_errors, _ = validate(prompt, info, small_classes)
+    assert [e["type"] for entry in node_errors.values() for e in entry["errors"]] == ["dependency_cycle"]
