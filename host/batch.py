@@ -277,15 +277,15 @@ class BatchWorker:
         """What the outputs depend on besides the prompt (bit-identical only when all are equal): torch's CPU thread
         count and version, and the devices and dtypes of the models the job's loader nodes hold (comma-joined)."""
         import torch
-        from . import graph
+        from .prompt import GraphError, execution_order
         ex, models = self.executor, []
         try:
-            sigs = ex._signatures(prompt, graph.execution_order(prompt, ex.object_info))
-        except (graph.GraphError, KeyError, ValueError, TypeError):
+            sigs = ex._signatures(prompt, execution_order(prompt, ex.object_info))
+        except (GraphError, KeyError, ValueError, TypeError):
             sigs = {}
         for nid, sig in sigs.items():
             if str(getattr(ex.classes[prompt[nid]["class_type"]], "CATEGORY", "")).endswith("/loaders"):
-                models += [v for v in ex.cache.get(sig, ((),))[0] if hasattr(v, "device") and hasattr(v, "dtype")]
+                models += [v for v in (ex.cache.get(sig) or ((),))[0] if hasattr(v, "device") and hasattr(v, "dtype")]
         names = lambda attr: ",".join(sorted({str(getattr(m, attr)).removeprefix("torch.") for m in models})) or None
         return {"threads": torch.get_num_threads(), "device": names("device"), "dtype": names("dtype"),
                 "torch": torch.__version__}
