@@ -17,6 +17,8 @@ What it writes (all small; the ComfyUI commit goes to tests/data/comfy/COMFY_COM
 - Wan 2.1 and 2.2 VAEs (comfy.ldm.wan.vae / vae2_2, tiny dims), UMT5 text encoders (comfy.text_encoders.t5 through
   sd1_clip.SDClipModel as UMT5XXlModel builds it) with a SentencePiece model trained here stored as `spiece_model`
   (fp16 and scaled fp8), and ComfyUI's tokens and embeddings for fixed prompts.
+- A CLIP vision tower (comfy.clip_vision.ClipVisionModel, clip_vision_h's config fields, tiny) saved as ComfyUI saves it, and
+  its encode_image outputs (the preprocessed pixels, penultimate and last hidden states, image embeds).
 - reference.safetensors: every input and output.
 """
 from __future__ import annotations
@@ -46,6 +48,11 @@ UMT5 = {"d_ff": 96, "d_kv": 16, "d_model": 64, "decoder_start_token_id": 0, "dro
         "is_gated_act": True, "layer_norm_epsilon": 1e-06, "model_type": "umt5", "num_decoder_layers": 2,
         "num_heads": 4, "num_layers": 2, "output_past": True, "pad_token_id": 0,
         "relative_attention_num_buckets": 32, "tie_word_embeddings": False, "vocab_size": 320}
+CLIP_VISION = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 128, "image_size": 56,
+               "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 256,
+               "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 2,
+               "num_channels": 3, "num_hidden_layers": 3, "patch_size": 14, "projection_dim": 64,
+               "torch_dtype": "float32"}  # clip_vision_config_h.json's fields, tiny (heads 64 wide)
 PROMPTS = ["a red fox runs through fresh snow at dawn", "Zwei Katzen spielen im Garten, slow motion!",
            "  double  spaces and UPPER case 123 "]
 
@@ -264,6 +271,30 @@ def make_vaes(out: Path, ref: dict, recipes: dict) -> None:
         ref.update({f"{name}.x": x, f"{name}.mu": mu, f"{name}.z": z, f"{name}.decoded": dec})
 
 
+# ---------------------------------------------------------------- CLIP vision
+def make_clip_vision(out: Path, ref: dict, work: Path) -> None:
+    """comfy.clip_vision.ClipVisionModel (what CLIPVisionLoader builds for clip_vision_h) from a tiny config with
+    clip_vision_config_h.json's fields, saved as ComfyUI saves it (get_sd, fp16), and its encode_image outputs on a
+    fixed non-square image: the preprocessed pixels (clip_preprocess, centre crop) and the three outputs."""
+    import comfy.clip_vision
+    cfg_path = work / "clip_vision_tiny.json"
+    cfg_path.write_text(json.dumps(CLIP_VISION))
+    clip = comfy.clip_vision.ClipVisionModel(str(cfg_path))
+    fill(clip.model)
+    sd = {k: v.to(torch.float16) for k, v in clip.get_sd().items()}
+    save(sd, out / "clip_vision_tiny.fp16.safetensors")
+    clip.load_sd({k: v.float() for k, v in sd.items()})
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(1, 72, 96, 3, generator=g)  # IMAGE (B, H, W, C) 0..1
+    with torch.no_grad():
+        pixels = comfy.clip_vision.clip_preprocess(image, size=CLIP_VISION["image_size"])
+        enc = clip.encode_image(image)
+    ref.update({"clip_vision.image": image, "clip_vision.pixels": pixels.float(),
+                "clip_vision.penultimate": enc["penultimate_hidden_states"].float(),
+                "clip_vision.last_hidden_state": enc["last_hidden_state"].float(),
+                "clip_vision.image_embeds": enc["image_embeds"].float()})
+
+
 # ---------------------------------------------------------------- UMT5 + SentencePiece
 def train_spm(work: Path, normalization: str = "nmt_nfkc") -> bytes:
     import sentencepiece as spm
@@ -357,9 +388,11 @@ def main() -> None:
         make_wan_recipes(a.out, ref, detected, recipes)
         make_vaes(a.out, ref, recipes)
         tokens = make_umt5(a.out, ref, Path(tmp))
+        make_clip_vision(a.out, ref, Path(tmp))
     save_file({k: v.contiguous() for k, v in ref.items()}, str(a.out / "reference.safetensors"))
     meta = {"detected": detected, "recipes": recipes, "umt5": tokens, "wan_t2v_config": WAN_T2V,
-            "vae21": VAE21, "vae22": VAE22, "umt5_config": UMT5}
+            "vae21": VAE21, "vae22": VAE22, "umt5_config": UMT5,
+            "clip_vision_config": CLIP_VISION}
     (a.out / "reference.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     commit = subprocess.run(["git", "-C", str(a.comfy), "log", "-1", "--format=%H %cs"], capture_output=True,
                             text=True).stdout.strip()
