@@ -19,6 +19,8 @@ What it writes (all small; the ComfyUI commit goes to tests/data/comfy/COMFY_COM
   (fp16 and scaled fp8), and ComfyUI's tokens and embeddings for fixed prompts.
 - A CLIP vision tower (comfy.clip_vision.ClipVisionModel, clip_vision_h's config fields, tiny) saved as ComfyUI saves it, and
   its encode_image outputs (the preprocessed pixels, penultimate and last hidden states, image embeds).
+- Sets that pair for the files loader (recipes): T2V and I2V denoisers 64 wide on the text side (the tiny UMT5's
+  width) and a 1280-wide CLIP vision tower; ComfyUI's denoiser outputs on its own UMT5 embeddings and CLIP features.
 - reference.safetensors: every input and output.
 """
 from __future__ import annotations
@@ -295,6 +297,42 @@ def make_clip_vision(out: Path, ref: dict, work: Path) -> None:
                 "clip_vision.image_embeds": enc["image_embeds"].float()})
 
 
+def make_wan_sets(ref: dict, recipes: dict, work: Path) -> None:
+    """Whole sets of files that pair (the files loader's input): a T2V and an I2V denoiser whose text side is the
+    tiny UMT5's width (64), with a 1280-wide CLIP vision tower (what Wan's image projection takes; 2 layers, 28 px),
+    as recipes. ComfyUI's outputs on the prompt ComfyUI's own UMT5 file encodes (PROMPTS[0]) and, for I2V, the
+    image ComfyUI's own CLIP vision encodes: `set_*.out`."""
+    import comfy.clip_vision
+    cv_cfg = dict(CLIP_VISION, hidden_size=1280, num_attention_heads=16, num_hidden_layers=2, image_size=28,
+                  intermediate_size=64)
+    cfg_path = work / "clip_vision_h_tiny.json"
+    cfg_path.write_text(json.dumps(cv_cfg))
+    clip = comfy.clip_vision.ClipVisionModel(str(cfg_path))
+    fill(clip.model)
+    sd = {k: v.to(torch.float16) for k, v in clip.get_sd().items()}
+    recipes["clip_vision_h_tiny"] = as_recipe(sd)
+    clip.load_sd({k: v.float() for k, v in sd.items()})
+    with torch.no_grad():
+        enc = clip.encode_image(ref["clip_vision.image"])
+    ref["set_i2v.pixels"] = comfy.clip_vision.clip_preprocess(ref["clip_vision.image"], size=28).float()
+    ref["set_i2v.clip_fea"] = enc["penultimate_hidden_states"].float()
+    emb = ref["umt5.0.embeds"]  # ComfyUI's UMT5 on PROMPTS[0]: the tokens, then zeros up to 512 (zero_out_masked)
+    ctx = torch.cat([emb, emb.new_zeros(1, 512 - emb.shape[1], emb.shape[2])], 1)
+    g = torch.Generator().manual_seed(5)
+    for name, kw in (("set_t2v", dict(in_dim=16)), ("set_i2v", dict(in_dim=36, model_type="i2v"))):
+        cfg = dict(WAN_T2V, text_dim=UMT5["d_model"], in_dim=kw.pop("in_dim"))
+        m = wan_model(cfg, dtype=torch.float16, **kw)
+        fill(m)
+        sd = m.state_dict()
+        recipes[name] = as_recipe(sd)
+        back = wan_model(cfg, **kw)
+        back.load_state_dict({k: v.float() for k, v in sd.items()})
+        x = torch.randn(1, cfg["in_dim"], 3, 8, 8, generator=g)
+        t = torch.tensor([640.0])
+        extra = {"clip_fea": ref["set_i2v.clip_fea"]} if name == "set_i2v" else {}
+        ref.update({f"{name}.x": x, f"{name}.t": t, f"{name}.out": run_wan(back, x, t, ctx, **extra)})
+
+
 # ---------------------------------------------------------------- UMT5 + SentencePiece
 def train_spm(work: Path, normalization: str = "nmt_nfkc") -> bytes:
     import sentencepiece as spm
@@ -389,6 +427,7 @@ def main() -> None:
         make_vaes(a.out, ref, recipes)
         tokens = make_umt5(a.out, ref, Path(tmp))
         make_clip_vision(a.out, ref, Path(tmp))
+        make_wan_sets(ref, recipes, Path(tmp))
     save_file({k: v.contiguous() for k, v in ref.items()}, str(a.out / "reference.safetensors"))
     meta = {"detected": detected, "recipes": recipes, "umt5": tokens, "wan_t2v_config": WAN_T2V,
             "vae21": VAE21, "vae22": VAE22, "umt5_config": UMT5,
