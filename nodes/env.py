@@ -25,7 +25,15 @@ MODEL_FOLDERS = {
     "diffusers": ["diffusers"],
     "single_file": ["diffusion_models", "checkpoints", "unet"],
     "audio": ["audio_encoders", "diffusers"],
+    # ComfyUI's own folders for the single files its users have (Load Video Model (Files) / (Checkpoint))
+    "diffusion_models": ["diffusion_models", "unet"],
+    "text_encoders": ["text_encoders", "clip"],
+    "vae": ["vae"],
+    "clip_vision": ["clip_vision"],
+    "checkpoints": ["checkpoints"],
+    "animatediff_models": ["animatediff_models"],
 }
+MODEL_SUFFIXES = (".safetensors",)      # what list_models(files=True) lists unless told otherwise
 
 # models that ship inside the pack (Kinema-Tiny), searched after the user's folders so a user's own folder of the
 # same name wins; the pack works out of the box with no model download
@@ -167,14 +175,16 @@ def model_search_dirs(kind: str) -> list[Path]:
     return dirs + [d for d in BUNDLED_FOLDERS.get(kind, []) if d not in dirs]
 
 
-def list_models(kind: str, files: bool = False) -> list[str]:
-    """Names for a dropdown: sub-folders (diffusers layout, containing model_index.json) or .safetensors files."""
+def list_models(kind: str, files: bool = False, suffixes: tuple[str, ...] = MODEL_SUFFIXES) -> list[str]:
+    """Names for a dropdown: sub-folders (diffusers layout, containing model_index.json) or files with one of
+    `suffixes` (default .safetensors; the denoiser of Load Video Model (Files) also lists .gguf)."""
     found: set[str] = set()
     for d in model_search_dirs(kind):
         if not d.is_dir():
             continue
         if files:
-            found.update(str(p.relative_to(d)) for p in d.rglob("*.safetensors"))
+            found.update(p.relative_to(d).as_posix() for p in d.rglob("*")
+                         if p.suffix.lower() in suffixes and p.is_file())
         else:
             found.update(p.parent.name for p in d.glob("*/model_index.json"))
     return sorted(found)

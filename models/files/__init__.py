@@ -52,7 +52,7 @@ def detect_denoiser(path, strict: bool = True, arg: str = "denoiser") -> Detecte
 
 
 def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict: bool = True,
-                  arg: str = "denoiser", storage: torch.dtype | None = None):
+                  arg: str = "denoiser", storage: torch.dtype | None = None, heads: int | None = None):
     """Build the diffusers denoiser (WanTransformer3DModel, or WanVACETransformer3DModel for VACE files) from ONE
     file of any supported layout and format, its config detected from the tensors' names and shapes.
 
@@ -65,6 +65,8 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
         storage: how the Linear layers' weights are kept (None: in dtype). fp8 (torch.float8_e4m3fn): an fp8
             file keeps its fp8 weights and scales, a wider file is quantised per tensor; float16/bfloat16: 16-bit.
             The layers compute in their input's dtype (dtype) either way (storage.StoredLinear).
+        heads: the attention head count, for unpublished tiny models only (no shape tells it: every published Wan
+            has 128-wide heads, the rule detection uses); None keeps the detected count.
     Returns: the module in eval mode, with `.kinema_variant` (the variant name, or None) set.
     """
     from accelerate import init_empty_weights
@@ -74,6 +76,9 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
         check_target_dtype(arg, f, dtype)
         _prefix, _layout, names = _denoiser_layout(f, arg)
         det = detect_wan({n: f.shape(k) for k, n in names.items()}, arg, f.path.name, strict=strict)
+        if heads is not None and det.variant is None:
+            dim = det.config["num_attention_heads"] * det.config["attention_head_dim"]
+            det.config.update(num_attention_heads=heads, attention_head_dim=dim // heads)
         cls = WanVACETransformer3DModel if det.is_vace else WanTransformer3DModel
         with init_empty_weights():
             model = cls.from_config(det.config)

@@ -106,6 +106,25 @@ class TextEncoderFile:
             torch.cuda.empty_cache()
 
 
+FIXTURE_MARK = "kinema_fixture"   # safetensors metadata key `kinema fixtures` writes into its tiny random files
+
+
+def fixture_info(path) -> dict | None:
+    """The metadata `kinema fixtures` writes into its files (tiny random weights of no published variant, which the
+    files loader loads with the shapes as detected instead of refusing them), e.g. {"num_attention_heads": 2}; None
+    for any other file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".safetensors", ".sft") or not path.is_file():
+        return None
+    with open_tensors(path) as f:
+        raw = f.metadata.get(FIXTURE_MARK)
+    return None if raw is None else json.loads(raw)
+
+
+def is_fixture(path) -> bool:
+    return fixture_info(path) is not None
+
+
 def _storage(weight_dtype: str, f, dtype: torch.dtype) -> torch.dtype:
     """The denoiser's weight storage dtype for a weight_dtype choice and this file."""
     choice = WeightDtypeChoice(weight_dtype)
@@ -199,7 +218,8 @@ def _denoisers(files: WanFiles, pair: bool, dtype, device, weight_dtype: str, st
     for path, arg in ((files.denoiser, "denoiser"), (files.denoiser_2, "denoiser_2"))[: 2 if pair else 1]:
         with open_tensors(path, arg) as f:
             storage = _storage(weight_dtype, f, dtype)
-        out.append(load_denoiser(path, dtype, device, strict=strict, arg=arg, storage=storage))
+        heads = (fixture_info(path) or {}).get("num_attention_heads")
+        out.append(load_denoiser(path, dtype, device, strict=strict, arg=arg, storage=storage, heads=heads))
     return out[0], (out[1] if pair else None)
 
 

@@ -157,3 +157,24 @@ def encode_prompt(te: TextEncoder, prompts: list[str] | str, max_sequence_length
     out = te.model(ids, attention_mask=mask).last_hidden_state
     out = out * mask[..., None].to(out.dtype)  # (B, L, dim), zeros after each prompt
     return out, mask.sum(1)
+
+
+def spiece_from_vocab(pieces: list[tuple[str, float]], unk_id: int, eos_id: int, pad_id: int) -> bytes:
+    """A SentencePiece Unigram model (the bytes ComfyUI stores as `spiece_model`) for a vocabulary of (piece, score):
+    no normaliser rules, a dummy `▁` prefix and extra whitespace removed, as SentencePiece's defaults. Used to give
+    the fixture models' text encoder files a tokenizer (`kinema fixtures`)."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+    pb = import_protobuf()
+    proto = pb.ModelProto()
+    specials = {unk_id: pb.ModelProto.SentencePiece.UNKNOWN, eos_id: pb.ModelProto.SentencePiece.CONTROL,
+                pad_id: pb.ModelProto.SentencePiece.CONTROL}
+    for i, (piece, score) in enumerate(pieces):
+        proto.pieces.add(piece=piece, score=score, type=specials.get(i, pb.ModelProto.SentencePiece.NORMAL))
+    proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
+    proto.trainer_spec.unk_id, proto.trainer_spec.eos_id = unk_id, eos_id
+    proto.trainer_spec.pad_id, proto.trainer_spec.bos_id = pad_id, -1
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = True
+    proto.normalizer_spec.remove_extra_whitespaces = True
+    proto.normalizer_spec.escape_whitespaces = True
+    return proto.SerializeToString()

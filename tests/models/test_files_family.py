@@ -151,3 +151,32 @@ def test_weight_dtype_choices():
     with open_tensors(DATA / "wan_t2v.fp16.safetensors") as f:
         assert _storage("auto", f, torch.bfloat16) == torch.bfloat16
         assert _storage("fp8", f, torch.bfloat16) == torch.float8_e4m3fn
+
+
+# ---------------------------------------------------------------- `kinema fixtures`' files (ComfyUI's layout)
+def _fixture_files(models_dir, denoiser="fixture_wan_t2v") -> WanFiles:
+    return WanFiles(models_dir / "diffusion_models" / f"{denoiser}.safetensors",
+                    models_dir / "text_encoders" / "fixture_umt5.safetensors",
+                    models_dir / "vae" / "fixture_wan_2.1_vae.safetensors")
+
+
+@pytest.mark.parametrize("folder,denoiser", [("fixture-wan-t2v", "fixture_wan_t2v"),
+                                             ("fixture-wan-vace", "fixture_wan_vace")])
+def test_fixture_files_sample_exactly_like_the_folder(one_thread, models_dir, folder, denoiser):
+    """The same tiny model as a diffusers folder and as ComfyUI's three files (written by `kinema fixtures`): the
+    assembled family encodes, samples and decodes identically (same scheduler asked for)."""
+    from kinema.models.families import load_model
+    from kinema.models.files.family import is_fixture
+    from kinema.models.sampling import SamplerSettings, sample
+    files = _fixture_files(models_dir, denoiser)
+    assert is_fixture(files.denoiser) and not is_fixture(DATA / "wan_t2v.fp16.safetensors")
+    settings = SamplerSettings(num_frames=5, height=32, width=32, num_inference_steps=3, guidance_scale=5.0, seed=3,
+                               scheduler="flow_euler", shift=7.0)
+    outs = []
+    for model in (load_model(models_dir / "diffusers" / folder), load_wan_files(files, strict=False)):
+        pos, neg = model.encode_prompt("a paper boat drifts"), model.encode_prompt("blurry")
+        latents = sample(model, pos, neg, settings)
+        outs.append((type(model).__name__, pos.embeds, latents, model.decode(latents)))
+    (name_a, emb_a, lat_a, img_a), (name_b, emb_b, lat_b, img_b) = outs
+    assert name_a == name_b and torch.equal(emb_a, emb_b)
+    assert torch.allclose(lat_a, lat_b, atol=1e-5) and torch.allclose(img_a, img_b, atol=1e-5)
