@@ -201,7 +201,8 @@ def find_model(kind: str, name: str, files: bool = False) -> Path:
     raise FileNotFoundError(
         f"model {name!r}: no {what} of that name in any of: {', '.join(str(d) for d in dirs) or '(no folders)'}. "
         f"Fix: put the model there, or point --models-dir / KINEMA_MODELS_DIR at the folder that holds "
-        f"'diffusers/{name}'. `kinema fixtures DIR` writes tiny test models.")
+        f"'{MODEL_FOLDERS[kind][0] if files else 'diffusers'}/{name}'. `kinema fixtures DIR` writes tiny test "
+        f"models.")
 
 
 def file_signature(resolve: Callable[[str], Path], name: str) -> str:

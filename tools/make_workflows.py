@@ -63,6 +63,22 @@ WORKFLOWS = {
     }, ["Text to video with Wan 2.x. Bundled: `fixture-wan-t2v`, a tiny RANDOM-WEIGHT model from "
         "`kinema fixtures` (it makes noise). For real videos put a Wan 2.1/2.2 diffusers folder in "
         "models/diffusers, pick it in Load Video Model and set 81 frames at 832x480, 30 steps, cfg 5, shift 3."]),
+    "text_to_video_wan_files": ({
+        "1": {"class_type": "KinemaLoadModelFiles", "inputs": {
+            "denoiser": "fixture_wan_t2v.safetensors", "text_encoder": "fixture_umt5.safetensors",
+            "vae": "fixture_wan_2.1_vae.safetensors", "device": "auto", "dtype": "auto", "weight_dtype": "auto",
+            "text_encoder_memory": "offload", "denoiser_2": "none", "clip_vision": "none"}},
+        "2": _text(1, "a paper boat drifts across a calm blue pond, soft morning light", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/text_to_video_wan_files"}},
+    }, ["Text to video with Wan from the files ComfyUI users already have: Load Video Model (Files) takes the "
+        "denoiser from diffusion_models/, UMT5 from text_encoders/ and the VAE from vae/ (fp16, bf16, fp8, scaled "
+        "fp8 or GGUF). Bundled: the `kinema fixtures` files (tiny, RANDOM weights: noise). For real videos pick "
+        "wan2.1_t2v_1.3B_fp16, umt5_xxl_fp8_e4m3fn_scaled and wan_2.1_vae (81 frames at 832x480, 30 steps, cfg 5); "
+        "for Wan 2.2 A14B put the low-noise expert in denoiser_2."]),
     "image_to_video_wan": ({
         "1": _loader("fixture-wan-i2v"),
         "2": _text(1, "the red ball rolls to the right across the grass", "Positive Prompt"),
