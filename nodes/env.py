@@ -175,6 +175,16 @@ def model_search_dirs(kind: str) -> list[Path]:
     return dirs + [d for d in BUNDLED_FOLDERS.get(kind, []) if d not in dirs]
 
 
+def clip_tokenizer_dirs() -> list[Path]:
+    """Where CLIP's tokenizer (vocab.json + merges.txt) for SD 1.5 checkpoints is looked for: `sd1_tokenizer` in
+    each text_encoders folder, then, inside ComfyUI, ComfyUI's own comfy/sd1_tokenizer."""
+    dirs = [d / "sd1_tokenizer" for d in model_search_dirs("text_encoders")]
+    sd1 = _comfy("comfy.sd1_clip")
+    if sd1 is not None:
+        dirs.append(Path(sd1.__file__).resolve().parent / "sd1_tokenizer")
+    return dirs
+
+
 def list_models(kind: str, files: bool = False, suffixes: tuple[str, ...] = MODEL_SUFFIXES) -> list[str]:
     """Names for a dropdown: sub-folders (diffusers layout, containing model_index.json) or files with one of
     `suffixes` (default .safetensors; the denoiser of Load Video Model (Files) also lists .gguf)."""

@@ -230,9 +230,41 @@ class KinemaLoadModelFiles:
                                strict=not is_fixture(files.denoiser)),)
 
 
+class KinemaLoadCheckpoint:
+    DESCRIPTION = ("Loads AnimateDiff from an SD 1.5 all-in-one checkpoint (checkpoints/) and a motion module "
+                   "(animatediff_models/), the files ComfyUI users have. CLIP's tokenizer comes from an "
+                   "sd1_tokenizer folder (ComfyUI ships one). Same output as Load Video Model.")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded AnimateDiff model: connect it to Text Encode, the sampler and Video Decode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (_files("checkpoints", "checkpoints"), {"tooltip":
+                           "An SD 1.5 checkpoint from checkpoints/ (v1-5-pruned-emaonly or any SD 1.5 fine-tune; "
+                           "UNet, VAE and CLIP in one .safetensors). SDXL, SD 2 and LTX-2 checkpoints are refused "
+                           "with what to use instead."}),
+            "motion_module": (_files("animatediff_models", "motion modules"), {"tooltip":
+                              "An AnimateDiff SD 1.5 motion module from animatediff_models/ (mm_sd_v15_v2, "
+                              "v3_sd15_mm, ...), .safetensors."}),
+            "device": _device(),
+            "dtype": _dtype(),
+        }}
+
+    def load(self, checkpoint, motion_module, device, dtype):
+        from ..models.files.sd15 import load_animatediff_files
+        dev, dt = _load_args(device, dtype)
+        return (load_animatediff_files(_file("checkpoints", checkpoint), _file("animatediff_models", motion_module),
+                                       env.clip_tokenizer_dirs(), dev, dt),)
+
+
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,
                        "KinemaLoadPortraitModel": KinemaLoadPortraitModel,
-                       "KinemaLoadModelFiles": KinemaLoadModelFiles}
+                       "KinemaLoadModelFiles": KinemaLoadModelFiles, "KinemaLoadCheckpoint": KinemaLoadCheckpoint}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaLoadVideoModel": "Load Video Model", "KinemaLoadAudioModel": "Load Audio Model",
                               "KinemaLoadPortraitModel": "Load Portrait Model",
-                              "KinemaLoadModelFiles": "Load Video Model (Files)"}
+                              "KinemaLoadModelFiles": "Load Video Model (Files)",
+                              "KinemaLoadCheckpoint": "Load Video Model (Checkpoint)"}

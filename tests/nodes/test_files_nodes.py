@@ -124,3 +124,37 @@ def test_load_video_model_lists_only_video_folders(kinema_dirs):
     assert {"fixture-wan-t2v", "fixture-wan-i2v", "fixture-wan-vace", "fixture-animatediff",
             "kinema-tiny-video"} <= set(names)
     assert not {"fixture-stable-audio", "fixture-ltx2", "kinema-tiny-audio", "kinema-tiny-portrait"} & set(names)
+
+
+# ---------------------------------------------------------------- Load Video Model (Checkpoint)
+def test_checkpoint_node_animatediff(tmp_path):
+    """SD 1.5 checkpoint (checkpoints/) + motion module (animatediff_models/) + CLIP's tokenizer folder
+    (text_encoders/sd1_tokenizer): the AnimateDiff model; without the tokenizer folder the error names it."""
+    import json as _json
+    from comfy_recipe import DATA, write
+    from kinema.nodes.loaders import KinemaLoadCheckpoint
+    root = tmp_path / "models"
+    (root / "checkpoints").mkdir(parents=True)
+    write("sd15_tiny", root / "checkpoints" / "sd15_tiny.safetensors")
+    (root / "animatediff_models").mkdir()
+    shutil.copy(DATA / "mm_tiny_v2.fp16.safetensors", root / "animatediff_models" / "mm_tiny_v2.safetensors")
+    shutil.copy(DATA / "wan_t2v.fp16.safetensors", root / "checkpoints" / "a_wan_denoiser.safetensors")
+    with env.using(env.Folders.of(root, tmp_path / "in", tmp_path / "out", tmp_path / "tmp")):
+        spec = KinemaLoadCheckpoint.INPUT_TYPES()["required"]
+        assert spec["checkpoint"][0] == ["a_wan_denoiser.safetensors", "sd15_tiny.safetensors"]
+        assert spec["motion_module"][0] == ["mm_tiny_v2.safetensors"]
+        node = KinemaLoadCheckpoint()
+        with pytest.raises(ValueError) as e:
+            node.load("sd15_tiny.safetensors", "mm_tiny_v2.safetensors", "cpu", "fp32")
+        assert str(e.value).startswith("`checkpoint` carries no tokenizer") and "sd1_tokenizer" in str(e.value)
+        tok = root / "text_encoders" / "sd1_tokenizer"
+        tok.mkdir(parents=True)
+        vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2, **{c: 3 + i for i, c in enumerate("abcdef")}}
+        (tok / "vocab.json").write_text(_json.dumps(vocab))
+        (tok / "merges.txt").write_text("#version: 0.2\n")
+        (model,) = node.load("sd15_tiny.safetensors", "mm_tiny_v2.safetensors", "cpu", "fp32")
+        assert model.name == "animatediff" and model.path.name == "sd15_tiny.safetensors"
+        with pytest.raises(ValueError) as e:
+            node.load("a_wan_denoiser.safetensors", "mm_tiny_v2.safetensors", "cpu", "fp32")
+        assert str(e.value).startswith("`checkpoint` is not an SD 1.5 all-in-one checkpoint")
+        assert "Load Video Model (Files)" in str(e.value)
