@@ -33,12 +33,16 @@ def _seed() -> None:
     torch.random.default_generator.manual_seed(0)
 
 
+def _t5_pieces() -> list[tuple[str, float]]:
+    """The fixture T5 vocabulary: (piece, score), <pad> 0, </s> 1, <unk> 2."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    return pieces + [(c, -3.0) for c in _CHARS] + [("▁" + c, -2.5) for c in string.ascii_letters]
+
+
 def t5_tokenizer(model_max_length: int = 512):
     """A SentencePiece-Unigram T5 tokenizer made in code: specials, '▁', single characters, '▁x' pieces."""
     from transformers import T5Tokenizer
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(c, -3.0) for c in _CHARS] + [("▁" + c, -2.5) for c in string.ascii_letters]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
+    return T5Tokenizer(vocab=_t5_pieces(), extra_ids=0, model_max_length=model_max_length)
 
 
 def clip_tokenizer(model_max_length: int = 77):
@@ -293,14 +297,63 @@ def write_lora_fixtures(models_dir: Path, overwrite: bool = False) -> list[Path]
     return [final]
 
 
+# ---- the same tiny models as ComfyUI users have them: one file per part, ComfyUI's folders and key layouts ----
+COMFY_FILES = {"diffusion_models/fixture_wan_t2v.safetensors": "fixture-wan-t2v",
+               "diffusion_models/fixture_wan_vace.safetensors": "fixture-wan-vace",
+               "text_encoders/fixture_umt5.safetensors": "text_encoder",
+               "vae/fixture_wan_2.1_vae.safetensors": "vae"}
+
+
+def comfy_files() -> dict[str, dict]:
+    """{relative path: state dict} of the Wan fixtures in ComfyUI's layouts: the denoisers with the original Wan
+    keys, the UMT5 encoder with its tokenizer as a `spiece_model` tensor, the VAE in wan_2.1_vae's keys. Written
+    from the fixtures' own diffusers modules through the inverse of Kinema's mapping (a workflow input, not a proof:
+    the proof that Kinema reads ComfyUI's files is tests/data/comfy, written by ComfyUI's own classes)."""
+    from .files.text import spiece_from_vocab
+    from .files.wan import diffusers_to_original, vae_to_original
+    t2v, vace = build_wan_t2v(), build_wan_vace()
+    out = {}
+    for path, pipe in (("diffusion_models/fixture_wan_t2v.safetensors", t2v),
+                       ("diffusion_models/fixture_wan_vace.safetensors", vace)):
+        out[path] = {diffusers_to_original(k): v for k, v in pipe.transformer.state_dict().items()}
+    te = {k: v for k, v in t2v.text_encoder.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    te["spiece_model"] = torch.frombuffer(bytearray(spiece_from_vocab(_t5_pieces(), 2, 1, 0)), dtype=torch.uint8)
+    out["text_encoders/fixture_umt5.safetensors"] = te
+    nrb = t2v.vae.config.num_res_blocks
+    out["vae/fixture_wan_2.1_vae.safetensors"] = {vae_to_original(k, nrb): v for k, v in t2v.vae.state_dict().items()}
+    return out
+
+
+def write_comfy_files(models_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Write comfy_files() under models_dir (each file atomically, marked as a Kinema fixture in its metadata, which
+    lets Load Video Model (Files) load its unpublished tiny shapes). Returns the paths."""
+    import json
+    import os
+    from safetensors.torch import save_file
+    from .files.family import FIXTURE_MARK
+    paths = [Path(models_dir) / rel for rel in COMFY_FILES]
+    if all(p.is_file() for p in paths) and not overwrite:
+        return paths
+    # what no shape tells: the fixtures' 12-wide heads (published Wan heads are 128 wide, the detection's rule)
+    info = json.dumps({"note": "random weights made by `kinema fixtures`, for testing only", "num_attention_heads": 2})
+    for path, (rel, sd) in zip(paths, comfy_files().items()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata={FIXTURE_MARK: info})
+        os.replace(tmp, path)
+    return paths
+
+
 BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v, "fixture-wan-vace": build_wan_vace,
             "fixture-animatediff": build_animatediff, "fixture-stable-audio": build_stable_audio,
             "fixture-ltx2": build_ltx2}
 
 
 def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) -> list[Path]:
-    """Save each fixture pipeline to `<models_dir>/diffusers/<name>/` (and, with fixture-wan-t2v, its LoRA to
-    `<models_dir>/loras/`); returns the paths. Skips existing ones unless overwrite. Each folder is written beside and renamed into place (never half-written)."""
+    """Save each fixture pipeline to `<models_dir>/diffusers/<name>/` (with fixture-wan-t2v, also the Wan fixtures as
+    ComfyUI's single files (write_comfy_files) and its LoRA in `<models_dir>/loras/`); returns the folders and
+    files. Skips existing ones unless overwrite. Each folder is written beside and renamed into place (never
+    half-written)."""
     import shutil
     import tempfile
     root = Path(models_dir) / "diffusers"
@@ -322,4 +375,6 @@ def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) ->
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
+    if "fixture-wan-t2v" in names:   # the same Wan models as single files in ComfyUI's folders
+        out += write_comfy_files(models_dir, overwrite)
     return out + write_lora_fixtures(models_dir, overwrite)

@@ -26,7 +26,15 @@ MODEL_FOLDERS = {
     "single_file": ["diffusion_models", "checkpoints", "unet"],
     "audio": ["audio_encoders", "diffusers"],
     "loras": ["loras"],
+    # ComfyUI's own folders for the single files its users have (Load Video Model (Files) / (Checkpoint))
+    "diffusion_models": ["diffusion_models", "unet"],
+    "text_encoders": ["text_encoders", "clip"],
+    "vae": ["vae"],
+    "clip_vision": ["clip_vision"],
+    "checkpoints": ["checkpoints"],
+    "animatediff_models": ["animatediff_models"],
 }
+MODEL_SUFFIXES = (".safetensors",)      # what list_models(files=True) lists unless told otherwise
 
 # models that ship inside the pack (Kinema-Tiny), searched after the user's folders so a user's own folder of the
 # same name wins; the pack works out of the box with no model download
@@ -168,15 +176,27 @@ def model_search_dirs(kind: str) -> list[Path]:
     return dirs + [d for d in BUNDLED_FOLDERS.get(kind, []) if d not in dirs]
 
 
-def list_models(kind: str, files: bool = False) -> list[str]:
-    """Names for a dropdown: sub-folders (diffusers layout, containing a readable model_index.json) or .safetensors
-    files. A folder whose model_index.json cannot be read as a JSON object is left out, with a warning naming it."""
+def clip_tokenizer_dirs() -> list[Path]:
+    """Where CLIP's tokenizer (vocab.json + merges.txt) for SD 1.5 checkpoints is looked for: `sd1_tokenizer` in
+    each text_encoders folder, then, inside ComfyUI, ComfyUI's own comfy/sd1_tokenizer."""
+    dirs = [d / "sd1_tokenizer" for d in model_search_dirs("text_encoders")]
+    sd1 = _comfy("comfy.sd1_clip")
+    if sd1 is not None:
+        dirs.append(Path(sd1.__file__).resolve().parent / "sd1_tokenizer")
+    return dirs
+
+
+def list_models(kind: str, files: bool = False, suffixes: tuple[str, ...] = MODEL_SUFFIXES) -> list[str]:
+    """Names for a dropdown: sub-folders (diffusers layout, containing model_index.json) or files with one of
+    `suffixes` (default .safetensors; the denoiser of Load Video Model (Files) also lists .gguf). A folder whose
+    model_index.json cannot be read as a JSON object is left out, with a warning naming it."""
     found: set[str] = set()
     for d in model_search_dirs(kind):
         if not d.is_dir():
             continue
         if files:
-            found.update(str(p.relative_to(d)) for p in d.rglob("*.safetensors"))
+            found.update(p.relative_to(d).as_posix() for p in d.rglob("*")
+                         if p.suffix.lower() in suffixes and p.is_file())
         else:
             found.update(p.parent.name for p in d.glob("*/model_index.json") if _readable_index(p))
     return sorted(found)
@@ -222,7 +242,8 @@ def find_model(kind: str, name: str, files: bool = False) -> Path:
     raise FileNotFoundError(
         f"model {name!r}: no {what} of that name in any of: {', '.join(str(d) for d in dirs) or '(no folders)'}. "
         f"Fix: put the model there, or point --models-dir / KINEMA_MODELS_DIR at the folder that holds "
-        f"'diffusers/{name}'. `kinema fixtures DIR` writes tiny test models.")
+        f"'{MODEL_FOLDERS[kind][0] if files else 'diffusers'}/{name}'. `kinema fixtures DIR` writes tiny test "
+        f"models.")
 
 
 def file_signature(resolve: Callable[[str], Path], name: str) -> str:

@@ -29,6 +29,22 @@ def _load_args(device: str, dtype: str):
     return dev, pick_dtype(dtype, dev)
 
 
+def _video_models() -> list[str]:
+    """Folders the VIDEO registry can load (Wan, Wan VACE, AnimateDiff, Kinema-Tiny), by their model_index.json:
+    audio-only and portrait-only folders are not listed (they would fail at run time)."""
+    import json
+    from ..models.families import VIDEO
+    names = []
+    for name in env.list_models("diffusers"):
+        index = env.find_model("diffusers", name) / "model_index.json"
+        try:
+            if VIDEO.match(json.loads(index.read_text())):
+                names.append(name)
+        except (OSError, ValueError):
+            continue
+    return names
+
+
 class KinemaLoadVideoModel:
     DESCRIPTION = ("Loads a video model folder (diffusers format, models/diffusers): Wan 2.x text/image-to-video, "
                    "AnimateDiff (SD1.5 + motion adapter) or Kinema-Tiny (`kinema-tiny-video`, bundled: 9 frames "
@@ -42,7 +58,7 @@ class KinemaLoadVideoModel:
 
     @classmethod
     def INPUT_TYPES(cls):
-        names = env.list_models("diffusers") or ["(no models found: run `kinema fixtures` or add one)"]
+        names = _video_models() or ["(no video models found: run `kinema fixtures` or add one)"]
         return {"required": {
             "model": (names, {"tooltip": "A diffusers-format folder (holding model_index.json) under "
                                          "models/diffusers. Wan, AnimateDiff and Kinema-Tiny folders are "
@@ -150,6 +166,101 @@ class KinemaLoadPortraitModel:
         return (load_portrait_model(env.find_model("diffusers", model), *_load_args(device, dtype)),)
 
 
+def _files(kind: str, what: str, none: bool = False, suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
+    """A file dropdown of one ComfyUI model folder (with `none` first for an optional input)."""
+    names = env.list_models(kind, files=True, suffixes=suffixes)
+    return (["none"] + names) if none else (names or [f"(no {what} in models/{env.MODEL_FOLDERS[kind][0]})"])
+
+
+def _file(kind: str, name: str):
+    return None if name == "none" else env.find_model(kind, name, files=True)
+
+
+class KinemaLoadModelFiles:
+    DESCRIPTION = ("Loads a Wan 2.1/2.2 model from the single files ComfyUI users have (diffusion_models, "
+                   "text_encoders, vae, clip_vision): fp16/bf16/fp8/scaled fp8/GGUF. The variant comes from the "
+                   "tensors; mismatched files are refused with the fix. Same output as Load Video Model.")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded model: connect it to Text Encode, the sampler and Video Decode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models.files.family import TextEncoderMemory, WeightDtypeChoice
+        return {"required": {
+            "denoiser": (_files("diffusion_models", "denoisers", suffixes=(".safetensors", ".gguf")), {"tooltip":
+                         "The Wan model file (diffusion_models/ or unet/): wan2.1_t2v_*, wan2.1_i2v_*, "
+                         "wan2.1_vace_*, wan2.2_ti2v_5B_*, or the *_high_noise_14B expert of a Wan 2.2 A14B pair. "
+                         ".safetensors or .gguf (needs `pip install gguf`)."}),
+            "text_encoder": (_files("text_encoders", "text encoders"), {"tooltip":
+                             "UMT5-XXL from text_encoders/ (or clip/): umt5_xxl_fp16 or umt5_xxl_fp8_e4m3fn_scaled "
+                             "(they carry their tokenizer). Every Wan model uses it."}),
+            "vae": (_files("vae", "VAEs"), {"tooltip": "vae/: wan_2.1_vae for every Wan 2.1 model and the 2.2 "
+                                                       "A14B pairs; wan2.2_vae only for Wan 2.2 TI2V 5B. Always "
+                                                       "runs in fp32."}),
+            "device": _device(),
+            "dtype": _dtype(" Applies to the computation, the text encoder and CLIP vision; the VAE stays fp32."),
+            "weight_dtype": ([c.value for c in WeightDtypeChoice], {"default": "auto", "tooltip":
+                             "The denoiser's weights in memory. auto: fp8 files stay fp8 (scaled fp8 with its "
+                             "scales), others in dtype. fp8: half of fp16's memory (16-bit files quantised per "
+                             "tensor). fp16/bf16: 16-bit. Layers compute in dtype either way."}),
+            "text_encoder_memory": ([c.value for c in TextEncoderMemory], {"default": "offload", "tooltip":
+                                    "After each prompt: offload moves the text encoder to RAM (back for the next "
+                                    "prompt), free drops it (the next prompt re-reads the file), keep leaves it on "
+                                    "the device. Changing a prompt works in all three."}),
+        }, "optional": {
+            "denoiser_2": (_files("diffusion_models", "denoisers", True, (".safetensors", ".gguf")), {
+                "default": "none", "tooltip": "Wan 2.2 A14B only: the *_low_noise_14B expert (t2v with t2v, i2v "
+                                              "with i2v). It takes over below the model's switch boundary (0.875 "
+                                              "T2V, 0.9 I2V). none: one model."}),
+            "clip_vision": (_files("clip_vision", "CLIP vision files", True), {
+                "default": "none", "tooltip": "Wan 2.1 I2V and FLF2V only: clip_vision_h from clip_vision/. Other "
+                                              "models take no CLIP image features (setting it is an error)."}),
+        }}
+
+    def load(self, denoiser, text_encoder, vae, device, dtype, weight_dtype, text_encoder_memory, denoiser_2="none",
+             clip_vision="none"):
+        from ..models.files.family import WanFiles, is_fixture, load_wan_files
+        files = WanFiles(_file("diffusion_models", denoiser), _file("text_encoders", text_encoder), _file("vae", vae),
+                         _file("diffusion_models", denoiser_2), _file("clip_vision", clip_vision))
+        dev, dt = _load_args(device, dtype)
+        return (load_wan_files(files, dev, dt, weight_dtype, text_encoder_memory,
+                               strict=not is_fixture(files.denoiser)),)
+
+
+class KinemaLoadCheckpoint:
+    DESCRIPTION = ("Loads AnimateDiff from an SD 1.5 all-in-one checkpoint (checkpoints/) and a motion module "
+                   "(animatediff_models/), the files ComfyUI users have. CLIP's tokenizer comes from an "
+                   "sd1_tokenizer folder (ComfyUI ships one). Same output as Load Video Model.")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded AnimateDiff model: connect it to Text Encode, the sampler and Video Decode.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (_files("checkpoints", "checkpoints"), {"tooltip":
+                           "An SD 1.5 checkpoint from checkpoints/ (v1-5-pruned-emaonly or any SD 1.5 fine-tune; "
+                           "UNet, VAE and CLIP in one .safetensors). SDXL, SD 2 and LTX-2 checkpoints are refused "
+                           "with what to use instead."}),
+            "motion_module": (_files("animatediff_models", "motion modules"), {"tooltip":
+                              "An AnimateDiff SD 1.5 motion module from animatediff_models/ (mm_sd_v15_v2, "
+                              "v3_sd15_mm, ...), .safetensors."}),
+            "device": _device(),
+            "dtype": _dtype(),
+        }}
+
+    def load(self, checkpoint, motion_module, device, dtype):
+        from ..models.files.sd15 import load_animatediff_files
+        dev, dt = _load_args(device, dtype)
+        return (load_animatediff_files(_file("checkpoints", checkpoint), _file("animatediff_models", motion_module),
+                                       env.clip_tokenizer_dirs(), dev, dt),)
+
+
 def _lora_path(name: str):
     return env.find_model("loras", name, files=True)
 
@@ -193,6 +304,9 @@ class KinemaLoadLoRA:
 
 
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,
-                       "KinemaLoadPortraitModel": KinemaLoadPortraitModel, "KinemaLoadLoRA": KinemaLoadLoRA}
+                       "KinemaLoadPortraitModel": KinemaLoadPortraitModel, "KinemaLoadLoRA": KinemaLoadLoRA,
+                       "KinemaLoadModelFiles": KinemaLoadModelFiles, "KinemaLoadCheckpoint": KinemaLoadCheckpoint}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaLoadVideoModel": "Load Video Model", "KinemaLoadAudioModel": "Load Audio Model",
-                              "KinemaLoadPortraitModel": "Load Portrait Model", "KinemaLoadLoRA": "Load LoRA (Kinema)"}
+                              "KinemaLoadPortraitModel": "Load Portrait Model", "KinemaLoadLoRA": "Load LoRA (Kinema)",
+                              "KinemaLoadModelFiles": "Load Video Model (Files)",
+                              "KinemaLoadCheckpoint": "Load Video Model (Checkpoint)"}

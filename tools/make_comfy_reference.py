@@ -4,7 +4,8 @@ The independent producer for Kinema's single-file loaders (kinema.models.files).
 ComfyUI's requirements (torch 2.14.1 + torchvision 0.29.1 + torchaudio 2.11 run on CPU), `sentencepiece` and `gguf`,
 with a checkout of ComfyUI (never committed here):
 
-    /work/comfyref/.venv/bin/python tools/make_comfy_reference.py --comfy /work/comfyref/ComfyUI --out tests/data/comfy
+    /work/comfyref/.venv/bin/python tools/make_comfy_reference.py --comfy /work/comfyref/ComfyUI \
+        --animatediff /work/comfyref/AnimateDiff --out tests/data/comfy
 
 What it writes (all small; the ComfyUI commit goes to tests/data/comfy/COMFY_COMMIT.md):
 - Wan denoiser (comfy.ldm.wan.model.WanModel, tiny config, text_dim 32 so the files stay small) saved as ComfyUI
@@ -17,6 +18,13 @@ What it writes (all small; the ComfyUI commit goes to tests/data/comfy/COMFY_COM
 - Wan 2.1 and 2.2 VAEs (comfy.ldm.wan.vae / vae2_2, tiny dims), UMT5 text encoders (comfy.text_encoders.t5 through
   sd1_clip.SDClipModel as UMT5XXlModel builds it) with a SentencePiece model trained here stored as `spiece_model`
   (fp16 and scaled fp8), and ComfyUI's tokens and embeddings for fixed prompts.
+- A CLIP vision tower (comfy.clip_vision.ClipVisionModel, clip_vision_h's config fields, tiny) saved as ComfyUI saves it, and
+  its encode_image outputs (the preprocessed pixels, penultimate and last hidden states, image embeds).
+- An SD 1.5 checkpoint (ComfyUI's UNetModel, AutoencoderKL, SDClipModel, saved through SD15's saving hooks) and an
+  AnimateDiff v2 motion module made by AnimateDiff's own classes (guoyww/AnimateDiff; needs `diffusers` in that
+  venv), with their outputs.
+- Sets that pair for the files loader (recipes): T2V and I2V denoisers 64 wide on the text side (the tiny UMT5's
+  width) and a 1280-wide CLIP vision tower; ComfyUI's denoiser outputs on its own UMT5 embeddings and CLIP features.
 - reference.safetensors: every input and output.
 """
 from __future__ import annotations
@@ -46,6 +54,28 @@ UMT5 = {"d_ff": 96, "d_kv": 16, "d_model": 64, "decoder_start_token_id": 0, "dro
         "is_gated_act": True, "layer_norm_epsilon": 1e-06, "model_type": "umt5", "num_decoder_layers": 2,
         "num_heads": 4, "num_layers": 2, "output_past": True, "pad_token_id": 0,
         "relative_attention_num_buckets": 32, "tie_word_embeddings": False, "vocab_size": 320}
+CLIP_VISION = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 128, "image_size": 56,
+               "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 256,
+               "layer_norm_eps": 1e-05, "model_type": "clip_vision_model", "num_attention_heads": 2,
+               "num_channels": 3, "num_hidden_layers": 3, "patch_size": 14, "projection_dim": 64,
+               "torch_dtype": "float32"}  # clip_vision_config_h.json's fields, tiny (heads 64 wide)
+# SD 1.5 as ComfyUI's SD15 model config builds it (model_detection for an SD 1.5 checkpoint), tiny: GroupNorm(32)
+# needs channels in multiples of 32; 8 heads as SD 1.5; CLIP heads 64 wide as CLIP ViT-L's
+SD15_UNET = dict(image_size=32, in_channels=4, model_channels=32, out_channels=4, num_res_blocks=[1, 1],
+                 channel_mult=[1, 2], num_heads=8, num_head_channels=-1, use_spatial_transformer=True, legacy=False,
+                 transformer_depth=[1, 1], transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1],
+                 context_dim=128, use_linear_in_transformer=False, adm_in_channels=None, use_temporal_attention=False)
+SD15_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 2],
+                num_res_blocks=1, attn_resolutions=[], dropout=0.0)
+SD15_CLIP = {"attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu",
+             "hidden_size": 128, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 256,
+             "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
+             "num_attention_heads": 2, "num_hidden_layers": 2, "pad_token_id": 1, "projection_dim": 128,
+             "torch_dtype": "float32", "vocab_size": 100}
+# AnimateDiff v2/v3 motion modules (configs/inference/inference-v2.yaml) on the tiny UNet's channels
+MOTION = dict(num_attention_heads=8, num_transformer_block=1, attention_block_types=("Temporal_Self", "Temporal_Self"),
+              temporal_position_encoding=True, temporal_position_encoding_max_len=32, temporal_attention_dim_div=1,
+              zero_initialize=False)
 PROMPTS = ["a red fox runs through fresh snow at dawn", "Zwei Katzen spielen im Garten, slow motion!",
            "  double  spaces and UPPER case 123 "]
 
@@ -264,6 +294,158 @@ def make_vaes(out: Path, ref: dict, recipes: dict) -> None:
         ref.update({f"{name}.x": x, f"{name}.mu": mu, f"{name}.z": z, f"{name}.decoded": dec})
 
 
+# ---------------------------------------------------------------- CLIP vision
+def make_clip_vision(out: Path, ref: dict, work: Path) -> None:
+    """comfy.clip_vision.ClipVisionModel (what CLIPVisionLoader builds for clip_vision_h) from a tiny config with
+    clip_vision_config_h.json's fields, saved as ComfyUI saves it (get_sd, fp16), and its encode_image outputs on a
+    fixed non-square image: the preprocessed pixels (clip_preprocess, centre crop) and the three outputs."""
+    import comfy.clip_vision
+    cfg_path = work / "clip_vision_tiny.json"
+    cfg_path.write_text(json.dumps(CLIP_VISION))
+    clip = comfy.clip_vision.ClipVisionModel(str(cfg_path))
+    fill(clip.model)
+    sd = {k: v.to(torch.float16) for k, v in clip.get_sd().items()}
+    save(sd, out / "clip_vision_tiny.fp16.safetensors")
+    clip.load_sd({k: v.float() for k, v in sd.items()})
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(1, 72, 96, 3, generator=g)  # IMAGE (B, H, W, C) 0..1
+    with torch.no_grad():
+        pixels = comfy.clip_vision.clip_preprocess(image, size=CLIP_VISION["image_size"])
+        enc = clip.encode_image(image)
+    ref.update({"clip_vision.image": image, "clip_vision.pixels": pixels.float(),
+                "clip_vision.penultimate": enc["penultimate_hidden_states"].float(),
+                "clip_vision.last_hidden_state": enc["last_hidden_state"].float(),
+                "clip_vision.image_embeds": enc["image_embeds"].float()})
+
+
+def make_wan_sets(ref: dict, recipes: dict, work: Path) -> None:
+    """Whole sets of files that pair (the files loader's input): a T2V and an I2V denoiser whose text side is the
+    tiny UMT5's width (64), with a 1280-wide CLIP vision tower (what Wan's image projection takes; 2 layers, 28 px),
+    as recipes. ComfyUI's outputs on the prompt ComfyUI's own UMT5 file encodes (PROMPTS[0]) and, for I2V, the
+    image ComfyUI's own CLIP vision encodes: `set_*.out`."""
+    import comfy.clip_vision
+    cv_cfg = dict(CLIP_VISION, hidden_size=1280, num_attention_heads=16, num_hidden_layers=2, image_size=28,
+                  intermediate_size=64)
+    cfg_path = work / "clip_vision_h_tiny.json"
+    cfg_path.write_text(json.dumps(cv_cfg))
+    clip = comfy.clip_vision.ClipVisionModel(str(cfg_path))
+    fill(clip.model)
+    sd = {k: v.to(torch.float16) for k, v in clip.get_sd().items()}
+    recipes["clip_vision_h_tiny"] = as_recipe(sd)
+    clip.load_sd({k: v.float() for k, v in sd.items()})
+    with torch.no_grad():
+        enc = clip.encode_image(ref["clip_vision.image"])
+    ref["set_i2v.pixels"] = comfy.clip_vision.clip_preprocess(ref["clip_vision.image"], size=28).float()
+    ref["set_i2v.clip_fea"] = enc["penultimate_hidden_states"].float()
+    emb = ref["umt5.0.embeds"]  # ComfyUI's UMT5 on PROMPTS[0]: the tokens, then zeros up to 512 (zero_out_masked)
+    ctx = torch.cat([emb, emb.new_zeros(1, 512 - emb.shape[1], emb.shape[2])], 1)
+    g = torch.Generator().manual_seed(5)
+    for name, kw in (("set_t2v", dict(in_dim=16)), ("set_i2v", dict(in_dim=36, model_type="i2v"))):
+        cfg = dict(WAN_T2V, text_dim=UMT5["d_model"], in_dim=kw.pop("in_dim"))
+        m = wan_model(cfg, dtype=torch.float16, **kw)
+        fill(m)
+        sd = m.state_dict()
+        recipes[name] = as_recipe(sd)
+        back = wan_model(cfg, **kw)
+        back.load_state_dict({k: v.float() for k, v in sd.items()})
+        x = torch.randn(1, cfg["in_dim"], 3, 8, 8, generator=g)
+        t = torch.tensor([640.0])
+        extra = {"clip_fea": ref["set_i2v.clip_fea"]} if name == "set_i2v" else {}
+        ref.update({f"{name}.x": x, f"{name}.t": t, f"{name}.out": run_wan(back, x, t, ctx, **extra)})
+
+
+# ---------------------------------------------------------------- SD 1.5 checkpoint + AnimateDiff motion module
+def make_sd15(ref: dict, recipes: dict) -> None:
+    """An SD 1.5 checkpoint as ComfyUI saves one (CheckpointSave: model.diffusion_model., first_stage_model.,
+    cond_stage_model.transformer.text_model. through comfy.supported_models.SD15's saving hooks), fp16, from
+    ComfyUI's UNetModel, AutoencoderKL and SDClipModel at a tiny size (a recipe: 6.7 MB), and their outputs on
+    fixed inputs."""
+    import comfy.ldm.models.autoencoder as ae
+    import comfy.ldm.modules.diffusionmodules.openaimodel as oai
+    import comfy.ops
+    import comfy.sd1_clip
+    import comfy.supported_models
+    unet = oai.UNetModel(**SD15_UNET, dtype=torch.float32, device="cpu", operations=comfy.ops.manual_cast).eval()
+    vae = ae.AutoencoderKL(ddconfig=dict(SD15_VAE), embed_dim=4).eval()
+    clip = comfy.sd1_clip.SDClipModel(device="cpu", textmodel_json_config=dict(SD15_CLIP), dtype=torch.float32,
+                                      special_tokens={"start": 0, "end": 2, "pad": 1})
+    cfg = comfy.supported_models.SD15(dict(SD15_UNET))
+    sd = {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
+    sd.update(cfg.process_vae_state_dict_for_saving(vae.state_dict()))
+    sd.update(cfg.process_clip_state_dict_for_saving({"clip_l." + k: v for k, v in clip.state_dict().items()}))
+    # values from the saved names (a recipe: the tests rebuild the file), fp16 as a pruned fp16 checkpoint
+    sd = {k: seed_value(k, v.shape).to(torch.float16) if v.is_floating_point() else v for k, v in sd.items()}
+    recipes["sd15_tiny"] = as_recipe(sd)
+    # ComfyUI computing in fp32 on the file's weights
+    back = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    unet.load_state_dict({k[len("model.diffusion_model."):]: v for k, v in back.items()
+                          if k.startswith("model.diffusion_model.")})
+    vae.load_state_dict({k[len("first_stage_model."):]: v for k, v in back.items() if k.startswith("first_stage_model.")})
+    clip.transformer.load_state_dict({k[len("cond_stage_model.transformer."):]: v for k, v in back.items()
+                                      if k.startswith("cond_stage_model.transformer.")}, strict=False)
+    g = torch.Generator().manual_seed(6)
+    x, ctx, t = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 7, 128, generator=g), torch.tensor([500.0, 120.0])
+    z, ids = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([[0, 17, 42, 99, 5, 2] + [1] * 71])  # 77 tokens
+    with torch.no_grad():
+        ref.update({"sd15.x": x, "sd15.t": t, "sd15.context": ctx, "sd15.eps": unet(x, t, ctx).float(),
+                    "sd15.z": z, "sd15.decoded": vae.decode(z).float(), "sd15.ids": ids,
+                    "sd15.hidden": clip.transformer(ids)[0].float()})
+
+
+def _old_diffusers_names() -> None:
+    """AnimateDiff's motion_module.py was written against diffusers 0.11: `diffusers.modeling_utils` and
+    `CrossAttention` (reshape_heads_to_batch_dim, _attention). Give it those names on today's diffusers, with the
+    old CrossAttention's arithmetic (scores = softmax(q k^T * scale), out = scores v)."""
+    import types
+    import diffusers.models.attention as attention
+    import diffusers.models.modeling_utils
+    from diffusers.models.attention_processor import Attention
+    sys.modules.setdefault("diffusers.modeling_utils", diffusers.models.modeling_utils)
+
+    class CrossAttention(Attention):
+        _slice_size = None
+        _use_memory_efficient_attention_xformers = False
+
+        def reshape_heads_to_batch_dim(self, x):
+            return self.head_to_batch_dim(x)
+
+        def _attention(self, query, key, value, attention_mask=None):
+            return self.batch_to_head_dim(torch.bmm(self.get_attention_scores(query, key, attention_mask), value))
+
+    attention.CrossAttention = CrossAttention
+    del types
+
+
+def make_motion_module(out: Path, ref: dict, animatediff: Path) -> str:
+    """A motion module file as AnimateDiff's own classes make it (guoyww/AnimateDiff,
+    animatediff/models/motion_module.py: VanillaTemporalModule, v2 settings), for the tiny UNet's two levels: the
+    keys its UNet3DConditionModel gives them (down_blocks.i / mid_block / up_blocks.i .motion_modules.j.), fp16,
+    and each module's output on a fixed (b, c, f, h, w) input. Returns the AnimateDiff commit."""
+    import importlib.util
+    _old_diffusers_names()
+    spec = importlib.util.spec_from_file_location("ad_motion_module", animatediff / "animatediff/models/motion_module.py")
+    mm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mm)
+    channels, layers = [32, 64], 1
+    where = [(f"down_blocks.{i}", c, layers) for i, c in enumerate(channels)] + [("mid_block", channels[-1], 1)]
+    where += [(f"up_blocks.{i}", c, layers + 1) for i, c in enumerate(reversed(channels))]
+    sd, g = {}, torch.Generator().manual_seed(7)
+    for block, c, n in where:
+        for j in range(n):
+            module = mm.get_motion_module(c, "Vanilla", dict(MOTION)).eval()
+            fill(module, seed=len(sd))
+            prefix = f"{block}.motion_modules.{j}."
+            half = {k: v.to(torch.float16) for k, v in module.state_dict().items()}
+            sd.update({prefix + k: v for k, v in half.items()})
+            module.load_state_dict({k: v.float() for k, v in half.items()})
+            x = torch.randn(1, c, 6, 4, 4, generator=g)
+            with torch.no_grad():
+                ref[f"mm.{prefix}x"], ref[f"mm.{prefix}out"] = x, module(x, None, None).float()
+    save(sd, out / "mm_tiny_v2.fp16.safetensors")
+    return subprocess.run(["git", "-C", str(animatediff), "log", "-1", "--format=%H %cs"], capture_output=True,
+                          text=True).stdout.strip()
+
+
 # ---------------------------------------------------------------- UMT5 + SentencePiece
 def train_spm(work: Path, normalization: str = "nmt_nfkc") -> bytes:
     import sentencepiece as spm
@@ -340,6 +522,8 @@ def make_umt5(out: Path, ref: dict, work: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--comfy", required=True, type=Path, help="a ComfyUI checkout (never committed)")
+    ap.add_argument("--animatediff", required=True, type=Path,
+                    help="a checkout of guoyww/AnimateDiff (never committed): its motion module classes")
     ap.add_argument("--out", default=Path(__file__).resolve().parents[1] / "tests" / "data" / "comfy", type=Path)
     a = ap.parse_args()
     sys.argv = [sys.argv[0], "--cpu"]
@@ -357,17 +541,25 @@ def main() -> None:
         make_wan_recipes(a.out, ref, detected, recipes)
         make_vaes(a.out, ref, recipes)
         tokens = make_umt5(a.out, ref, Path(tmp))
+        make_clip_vision(a.out, ref, Path(tmp))
+        make_wan_sets(ref, recipes, Path(tmp))
+        make_sd15(ref, recipes)
+        animatediff_commit = make_motion_module(a.out, ref, a.animatediff)
     save_file({k: v.contiguous() for k, v in ref.items()}, str(a.out / "reference.safetensors"))
     meta = {"detected": detected, "recipes": recipes, "umt5": tokens, "wan_t2v_config": WAN_T2V,
-            "vae21": VAE21, "vae22": VAE22, "umt5_config": UMT5}
+            "vae21": VAE21, "vae22": VAE22, "umt5_config": UMT5,
+            "clip_vision_config": CLIP_VISION, "sd15_unet": SD15_UNET, "sd15_vae": SD15_VAE, "sd15_clip": SD15_CLIP,
+            "motion_module": dict(MOTION, attention_block_types=list(MOTION["attention_block_types"]))}
     (a.out / "reference.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     commit = subprocess.run(["git", "-C", str(a.comfy), "log", "-1", "--format=%H %cs"], capture_output=True,
                             text=True).stdout.strip()
     import comfyui_version
     (a.out / "COMFY_COMMIT.md").write_text(
         f"# Producer of these files\n\nComfyUI {comfyui_version.__version__}, commit {commit} (Comfy-Org/ComfyUI), "
-        f"torch {torch.__version__}, run on CPU by tools/make_comfy_reference.py. ComfyUI's code is not in this "
-        f"repository; rerun the script against that commit to remake every file here.\n")
+        f"torch {torch.__version__}, run on CPU by tools/make_comfy_reference.py. The AnimateDiff motion module: "
+        f"guoyww/AnimateDiff commit {animatediff_commit} (its animatediff/models/motion_module.py, on diffusers "
+        f"0.42.1's Attention). Neither's code is in this repository; rerun the script against those commits to remake "
+        f"every file here.\n")
     total = sum(p.stat().st_size for p in a.out.iterdir())
     print(f"wrote {len(list(a.out.iterdir()))} files, {total / 1e6:.2f} MB to {a.out}")
 

@@ -83,6 +83,22 @@ WORKFLOWS = {
         "lightx2v_T2V_14B_cfg_step_distill_v2_lora_rank64_bf16.safetensors for Wan 2.1 14B) in models/loras.",
         "The LoRA never changes the loaded model: connect Load Video Model straight to another sampler and it "
         "samples without the LoRA; change or remove the LoRA and the model is not loaded again."]),
+    "text_to_video_wan_files": ({
+        "1": {"class_type": "KinemaLoadModelFiles", "inputs": {
+            "denoiser": "fixture_wan_t2v.safetensors", "text_encoder": "fixture_umt5.safetensors",
+            "vae": "fixture_wan_2.1_vae.safetensors", "device": "auto", "dtype": "auto", "weight_dtype": "auto",
+            "text_encoder_memory": "offload", "denoiser_2": "none", "clip_vision": "none"}},
+        "2": _text(1, "a paper boat drifts across a calm blue pond, soft morning light", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/text_to_video_wan_files"}},
+    }, ["Text to video with Wan from the files ComfyUI users already have: Load Video Model (Files) takes the "
+        "denoiser from diffusion_models/, UMT5 from text_encoders/ and the VAE from vae/ (fp16, bf16, fp8, scaled "
+        "fp8 or GGUF). Bundled: the `kinema fixtures` files (tiny, RANDOM weights: noise). For real videos pick "
+        "wan2.1_t2v_1.3B_fp16, umt5_xxl_fp8_e4m3fn_scaled and wan_2.1_vae (81 frames at 832x480, 30 steps, cfg 5); "
+        "for Wan 2.2 A14B put the low-noise expert in denoiser_2."]),
     "image_to_video_wan": ({
         "1": _loader("fixture-wan-i2v"),
         "2": _text(1, "the red ball rolls to the right across the grass", "Positive Prompt"),

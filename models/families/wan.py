@@ -6,6 +6,7 @@ folders (transformer_2 + boundary_ratio) and its TI2V variant (expand_timesteps)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class WanFamily(VideoFamily):
     max_sequence_length = 512
     frame_keys = {"condition": 2, "first_frame_condition": 2, "first_frame_mask": 2}
     denoisers = ("transformer", "transformer_2")   # Wan 2.2's two experts: a LoRA patches each it fits
+    text_encoder_file = None  # loaded from ComfyUI's files: the text encoder comes and goes (files.family)
 
     def __init__(self, path, device, dtype, pipe):
         super().__init__(path, device, dtype)
@@ -73,7 +75,8 @@ class WanFamily(VideoFamily):
 
     # ---- conditioning --------------------------------------------------------------------------------------
     def encode_prompt(self, text: str) -> Conditioning:
-        with torch.no_grad():
+        side = self.text_encoder_file.loaded(self.pipe) if self.text_encoder_file else contextlib.nullcontext()
+        with torch.no_grad(), side:
             embeds, _ = self.pipe.encode_prompt(text, do_classifier_free_guidance=False,
                                                 max_sequence_length=self.max_sequence_length, device=self.device)
         return Conditioning(self.name, text, embeds.to(self.transformer.dtype))  # (1, L, D)

@@ -19,13 +19,16 @@ from ..checks import fail
 from .detect import Detected, detect_wan, known_variants, nearest, vae_variant  # noqa: F401
 from .formats import (check_file, check_target_dtype, iter_keys, open_tensors, read_tensor,  # noqa: F401
                       scaled_fp8_format, unused_scales)
+from .storage import read_stored, stored_linears, use_stored
 from .pairing import check_clip_vision, check_text_encoder, check_vae, check_pair  # noqa: F401
+from .clip_vision import load_clip_vision  # noqa: F401
 from .text import TextEncoder, encode_prompt, load_text_encoder, tokenizer_from_spiece  # noqa: F401
 from .vae import detect_vae, load_vae  # noqa: F401
 from .wan import denoiser_names, denoiser_prefix
 
 __all__ = ["load_denoiser", "detect_denoiser", "load_text_encoder", "encode_prompt", "load_vae", "detect_vae",
-           "check_vae", "check_text_encoder", "check_clip_vision", "check_pair", "known_variants", "Detected"]
+           "check_vae", "check_text_encoder", "check_clip_vision", "check_pair", "known_variants", "Detected",
+           "load_clip_vision"]
 
 
 def _denoiser_layout(f, arg: str):
@@ -49,7 +52,7 @@ def detect_denoiser(path, strict: bool = True, arg: str = "denoiser") -> Detecte
 
 
 def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict: bool = True,
-                  arg: str = "denoiser"):
+                  arg: str = "denoiser", storage: torch.dtype | None = None, heads: int | None = None):
     """Build the diffusers denoiser (WanTransformer3DModel, or WanVACETransformer3DModel for VACE files) from ONE
     file of any supported layout and format, its config detected from the tensors' names and shapes.
 
@@ -59,6 +62,11 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
             de-scaled exactly and refused as fp8, which would drop the scales).
         device: where the weights go; tensors stream there one at a time.
         strict: refuse shapes of no known variant (the error names the nearest ones); False loads them anyway.
+        storage: how the Linear layers' weights are kept (None: in dtype). fp8 (torch.float8_e4m3fn): an fp8
+            file keeps its fp8 weights and scales, a wider file is quantised per tensor; float16/bfloat16: 16-bit.
+            The layers compute in their input's dtype (dtype) either way (storage.StoredLinear).
+        heads: the attention head count, for unpublished tiny models only (no shape tells it: every published Wan
+            has 128-wide heads, the rule detection uses); None keeps the detected count.
     Returns: the module in eval mode, with `.kinema_variant` (the variant name, or None) set.
     """
     from accelerate import init_empty_weights
@@ -68,6 +76,9 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
         check_target_dtype(arg, f, dtype)
         _prefix, _layout, names = _denoiser_layout(f, arg)
         det = detect_wan({n: f.shape(k) for k, n in names.items()}, arg, f.path.name, strict=strict)
+        if heads is not None and det.variant is None:
+            dim = det.config["num_attention_heads"] * det.config["attention_head_dim"]
+            det.config.update(num_attention_heads=heads, attention_head_dim=dim // heads)
         cls = WanVACETransformer3DModel if det.is_vace else WanTransformer3DModel
         with init_empty_weights():
             model = cls.from_config(det.config)
@@ -81,12 +92,20 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
             fail(arg, "has scale_weight tensors whose weights Kinema would not load (their scale would be lost)",
                  lost[:3], "Use an unmodified ComfyUI scaled-fp8 file.")
         keep32 = tuple(getattr(model, "_keep_in_fp32_modules", None) or ()) if dtype != torch.float32 else ()
-        sd = {}
+        # the time embedder's dtype decides the timestep's (diffusers' Wan): never stored small
+        small = stored_linears(model, keep32 + ("time_embedder",)) if storage not in (None, dtype) else {}
+        sd, scales = {}, {}
         for k, n in names.items():  # one tensor at a time, straight into dtype/device
+            if n in small:
+                sd[n], scale = read_stored(f, k, storage, device)
+                if scale is not None:
+                    scales[small[n]] = scale
+                continue
             fp32 = any(m in n.split(".") for m in keep32)  # the modules from_pretrained keeps in float32
             sd[n] = read_tensor(f, k, torch.float32 if fp32 else dtype, device)
     model.load_state_dict(sd, strict=True, assign=True)
     del sd
+    use_stored(model, scales, dtype)
     model.eval()
     model.kinema_variant = det.variant
     return model

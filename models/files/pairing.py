@@ -64,8 +64,10 @@ def check_clip_vision(denoiser: Any, clip_vision: Any, arg: str = "clip_vision")
 def check_pair(high: Any, low: Any, arg: str = "denoiser_2") -> None:
     """A Wan 2.2 A14B pair: the low-noise expert must have the high-noise expert's shapes, and be an A14B one."""
     a, b = _config(high), _config(low)
-    keys = ("num_layers", "ffn_dim", "in_channels", "out_channels", "num_attention_heads", "image_dim")
+    keys = ("num_layers", "ffn_dim", "in_channels", "out_channels", "num_attention_heads", "image_dim", "text_dim")
     diff = {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+    if bool(a.get("vace_layers")) != bool(b.get("vace_layers")):   # a VACE model and a plain one
+        diff["vace_layers"] = (a.get("vace_layers"), b.get("vace_layers"))
     if diff:
         fail(arg, f"must be the low-noise partner of {_label(high)} (same shapes)", f"{_label(low)}, differs in "
              f"{diff}", "Pick the matching *_low_noise_14B file (t2v with t2v, i2v with i2v).")

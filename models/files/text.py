@@ -83,6 +83,30 @@ def _t5_config(f, prefix: str) -> tuple[dict, bool]:
     return cfg, umt5
 
 
+def _t5_layout(f, arg: str) -> tuple[str, str]:
+    """(key prefix, spiece_model key) of a UMT5 file; refuses files that are not T5 encoders or carry no tokenizer."""
+    prefix = next((p for p in T5_PREFIXES if p + T5_MARK in f), None)
+    if prefix is None:
+        fail(arg, "is not a T5/UMT5 text encoder file (no encoder.block.0.layer.0.SelfAttention.q.weight)",
+             f.path.name, "Pick umt5_xxl_fp16.safetensors or umt5_xxl_fp8_e4m3fn_scaled.safetensors from "
+                          "text_encoders/.")
+    spiece_key = next((k for k in f.keys() if k == "spiece_model" or k.endswith(".spiece_model")), None)
+    if spiece_key is None:
+        fail(arg, "carries no tokenizer (no `spiece_model` tensor, which ComfyUI's UMT5 files hold)",
+             f.path.name, "Use ComfyUI's repackaged umt5_xxl_fp16.safetensors or "
+                          "umt5_xxl_fp8_e4m3fn_scaled.safetensors (both hold the tokenizer), or add the "
+                          "SentencePiece model as a uint8 `spiece_model` tensor (UMT5's spiece.model).")
+    return prefix, spiece_key
+
+
+def inspect_text_encoder(path, arg: str = "text_encoder") -> int:
+    """The width (d_model) of a UMT5 text encoder file, read from its header only (no weights): the same refusals
+    as load_text_encoder (not a T5 file, no tokenizer), so a files loader can check a pairing before loading."""
+    with open_tensors(path, arg) as f:
+        prefix, _ = _t5_layout(f, arg)
+        return f.shape(prefix + "shared.weight")[1]
+
+
 def load_text_encoder(path, dtype: torch.dtype = torch.float32, device="cpu", arg: str = "text_encoder"):
     """A UMT5 (Wan's text side) text encoder and its tokenizer from one ComfyUI single file.
 
@@ -96,17 +120,7 @@ def load_text_encoder(path, dtype: torch.dtype = torch.float32, device="cpu", ar
 
     with open_tensors(path, arg) as f:
         check_target_dtype(arg, f, dtype)
-        prefix = next((p for p in T5_PREFIXES if p + T5_MARK in f), None)
-        if prefix is None:
-            fail(arg, "is not a T5/UMT5 text encoder file (no encoder.block.0.layer.0.SelfAttention.q.weight)",
-                 f.path.name, "Pick umt5_xxl_fp16.safetensors or umt5_xxl_fp8_e4m3fn_scaled.safetensors from "
-                              "text_encoders/.")
-        spiece_key = next((k for k in f.keys() if k == "spiece_model" or k.endswith(".spiece_model")), None)
-        if spiece_key is None:
-            fail(arg, "carries no tokenizer (no `spiece_model` tensor, which ComfyUI's UMT5 files hold)",
-                 f.path.name, "Use ComfyUI's repackaged umt5_xxl_fp16.safetensors or "
-                              "umt5_xxl_fp8_e4m3fn_scaled.safetensors (both hold the tokenizer), or add the "
-                              "SentencePiece model as a uint8 `spiece_model` tensor (UMT5's spiece.model).")
+        prefix, spiece_key = _t5_layout(f, arg)
         tokenizer = tokenizer_from_spiece(f.get(spiece_key).numpy().tobytes())
         cfg, umt5 = _t5_config(f, prefix)
         with init_empty_weights():
@@ -143,3 +157,24 @@ def encode_prompt(te: TextEncoder, prompts: list[str] | str, max_sequence_length
     out = te.model(ids, attention_mask=mask).last_hidden_state
     out = out * mask[..., None].to(out.dtype)  # (B, L, dim), zeros after each prompt
     return out, mask.sum(1)
+
+
+def spiece_from_vocab(pieces: list[tuple[str, float]], unk_id: int, eos_id: int, pad_id: int) -> bytes:
+    """A SentencePiece Unigram model (the bytes ComfyUI stores as `spiece_model`) for a vocabulary of (piece, score):
+    no normaliser rules, a dummy `▁` prefix and extra whitespace removed, as SentencePiece's defaults. Used to give
+    the fixture models' text encoder files a tokenizer (`kinema fixtures`)."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+    pb = import_protobuf()
+    proto = pb.ModelProto()
+    specials = {unk_id: pb.ModelProto.SentencePiece.UNKNOWN, eos_id: pb.ModelProto.SentencePiece.CONTROL,
+                pad_id: pb.ModelProto.SentencePiece.CONTROL}
+    for i, (piece, score) in enumerate(pieces):
+        proto.pieces.add(piece=piece, score=score, type=specials.get(i, pb.ModelProto.SentencePiece.NORMAL))
+    proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
+    proto.trainer_spec.unk_id, proto.trainer_spec.eos_id = unk_id, eos_id
+    proto.trainer_spec.pad_id, proto.trainer_spec.bos_id = pad_id, -1
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = True
+    proto.normalizer_spec.remove_extra_whitespaces = True
+    proto.normalizer_spec.escape_whitespaces = True
+    return proto.SerializeToString()

@@ -35,8 +35,8 @@ def _count(keys, prefix: str) -> int:
 
 
 def detect_vae(f, arg: str = "vae") -> DetectedVAE:
-    """2.1 or 2.2 from the keys; base dims and latent channels from the shapes (the known configs supply the
-    published latent statistics, which shapes cannot tell)."""
+    """2.1 or 2.2 from the keys; base dims and latent channels from the shapes, and for 2.1 the blocks per level and
+    the channel multipliers (the known configs supply the published latent statistics, which shapes cannot tell)."""
     keys = f.keys()
     prefix = next((p for p in VAE_PREFIXES if p + VAE_MARK in keys), None)
     if prefix is None:
@@ -48,12 +48,21 @@ def detect_vae(f, arg: str = "vae") -> DetectedVAE:
     z_dim = f.shape(prefix + "conv2.weight")[0]
     cfg["base_dim"] = f.shape(prefix + "encoder.conv1.weight")[0]
     cfg["z_dim"] = z_dim
-    levels = _count([k[len(prefix):] for k in keys], "encoder.downsamples.") if is_22 else len(cfg["dim_mult"])
     if is_22:
+        levels = _count([k[len(prefix):] for k in keys], "encoder.downsamples.")
         cfg["decoder_base_dim"] = f.shape(prefix + "decoder.conv1.weight")[0] // cfg["dim_mult"][-1]
         cfg["in_channels"] = f.shape(prefix + "encoder.conv1.weight")[1]
         cfg["out_channels"] = f.shape(prefix + "decoder.head.2.weight")[0]
-    elif z_dim != len(cfg["latents_mean"]):
+    else:  # 2.1: per level num_res_blocks residual blocks in one flat list, a resample between levels
+        n, levels = _count([k[len(prefix):] for k in keys], "encoder.downsamples."), len(cfg["dim_mult"])
+        nrb = (n - (levels - 1)) // levels
+        first = [f"{prefix}encoder.downsamples.{lv * (nrb + 1)}.residual.2.weight" for lv in range(levels)]
+        if nrb < 1 or n != levels * nrb + levels - 1 or not all(k in keys for k in first):
+            fail(arg, "has a number of VAE blocks no Wan 2.1 VAE layout has", f"{f.path.name}: {n}",
+                 "Use an unmodified wan_2.1_vae or wan2.2_vae file.")
+        cfg["num_res_blocks"] = nrb
+        cfg["dim_mult"] = [f.shape(k)[0] // cfg["base_dim"] for k in first]
+    if not is_22 and z_dim != len(cfg["latents_mean"]):
         fail(arg, "has a latent width no Wan 2.1 VAE has", f"{f.path.name}: z_dim {z_dim}",
              "Use wan_2.1_vae.safetensors (16 channels) or wan2.2_vae.safetensors (48).")
     if len(cfg["dim_mult"]) != levels:

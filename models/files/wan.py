@@ -147,3 +147,62 @@ def vae_to_diffusers(key: str, is_22: bool, num_res_blocks: int, levels: int) ->
             return f"decoder.up_blocks.{level}.resnets.{j}.{_res(rest)}"
         return f"decoder.up_blocks.{level}.upsamplers.0.{rest}"
     return None
+
+
+# ---------------------------------------------------------------- diffusers -> original (for `kinema fixtures`)
+_TOP_INV = {v: k for k, v in _TOP.items()}
+_TOP_PARAMS_INV = {v: k for k, v in _TOP_PARAMS.items()}
+_ATTN_INV = {v: k for k, v in _ATTN.items()}
+_BLOCK_INV = {v: k for k, v in _BLOCK.items()}
+
+
+def diffusers_to_original(name: str) -> str:
+    """One diffusers Wan denoiser name -> the original Wan key (ComfyUI's layout, no prefix): the inverse of
+    original_to_diffusers, used to write ComfyUI-layout files of the fixture models (`kinema fixtures`)."""
+    if name in _TOP_PARAMS_INV:
+        return _TOP_PARAMS_INV[name]
+    m = _BLOCK_RE.match(name)
+    if m:
+        kind, i, rest = m.groups()
+        if rest == "scale_shift_table":
+            return f"{kind}.{i}.modulation"
+        mod, leaf = rest.rsplit(".", 1)
+        if mod.startswith(("attn1.", "attn2.")):
+            which, sub = mod.split(".", 1)
+            return f"{kind}.{i}.{'self_attn' if which == 'attn1' else 'cross_attn'}.{_ATTN_INV[sub]}.{leaf}"
+        return f"{kind}.{i}.{_BLOCK_INV[mod]}.{leaf}"
+    mod, _, leaf = name.rpartition(".")
+    return f"{_TOP_INV[mod]}.{leaf}"
+
+
+_VAE_TOP_INV = {v: k for k, v in _VAE_TOP.items()}
+_VAE_RES_INV = {v: k for k, v in _VAE_RES.items()}
+
+
+def _res_inv(rest: str) -> str:
+    for b, a in _VAE_RES_INV.items():
+        if rest.startswith(b + "."):
+            return a + rest[len(b):]
+    return rest
+
+
+def vae_to_original(name: str, num_res_blocks: int) -> str:
+    """One AutoencoderKLWan name of a Wan 2.1 VAE -> the key in wan_2.1_vae's layout: the inverse of
+    vae_to_diffusers for 2.1 (writing ComfyUI-layout files of the fixture models)."""
+    mod, _, leaf = name.rpartition(".")
+    if mod in _VAE_TOP_INV:
+        return f"{_VAE_TOP_INV[mod]}.{leaf}"
+    m = re.match(r"^(encoder|decoder)\.mid_block\.(attentions|resnets)\.(\d+)\.(.+)$", name)
+    if m:
+        side, what, j, rest = m.groups()
+        return f"{side}.middle.1.{rest}" if what == "attentions" else f"{side}.middle.{2 * int(j)}.{_res_inv(rest)}"
+    m = re.match(r"^encoder\.down_blocks\.(\d+)\.(.+)$", name)
+    if m:
+        return f"encoder.downsamples.{m[1]}.{_res_inv(m[2])}"
+    m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.+)$", name)
+    if m:
+        level, group = int(m[1]), num_res_blocks + 2
+        j = int(m[3]) if m[3] is not None else num_res_blocks + 1
+        rest = _res_inv(m[4]) if m[3] is not None else m[4]
+        return f"decoder.upsamples.{level * group + j}.{rest}"
+    raise KeyError(f"no wan_2.1_vae key for {name}")

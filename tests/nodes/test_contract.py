@@ -15,7 +15,8 @@ NODES = sorted(kinema.NODE_CLASS_MAPPINGS.items())
 CATEGORIES = {f"Kinema/{c}" for c in
               ("loaders", "conditioning", "sampling", "latent", "decode", "audio", "portrait", "edit", "io")}
 CORE_TYPES = {"IMAGE", "MASK", "LATENT", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN", "VIDEO"}
-FILE_COMBOS = {"model", "image", "audio", "video", "file", "motion_adapter", "latents", "lora"}
+FILE_COMBOS = {"model", "image", "audio", "video", "file", "motion_adapter", "latents", "lora",
+               "denoiser", "denoiser_2", "text_encoder", "vae", "clip_vision", "checkpoint", "motion_module"}
 # The frontend's audio player: 1.58.1 draws it for custom nodes only when they declare this exact input (by name:
 # uploadAudio.ts looks the widget up as "audioUI"), optional because it is never serialised.
 FRONTEND_WIDGETS = {"audioUI": "AUDIO_UI"}
