@@ -25,11 +25,13 @@ MODEL_FOLDERS = {
     "diffusers": ["diffusers"],
     "single_file": ["diffusion_models", "checkpoints", "unet"],
     "audio": ["audio_encoders", "diffusers"],
+    "upscaler": ["diffusers", "latent_upscale_models"],     # learned upscaler folders (Load Upscale Model)
 }
 
 # models that ship inside the pack (Kinema-Tiny), searched after the user's folders so a user's own folder of the
 # same name wins; the pack works out of the box with no model download
-BUNDLED_FOLDERS = {"diffusers": [Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"]}
+_TINY_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"
+BUNDLED_FOLDERS = {"diffusers": [_TINY_WEIGHTS], "upscaler": [_TINY_WEIGHTS]}
 
 HASH_LIMIT = 64 << 20      # files up to this size are hashed whole; larger ones by path, size and mtime
 
