@@ -13,9 +13,10 @@ family's prepare / predict / finish and its VAE) so that they work for every fam
   pixels are pasted back from the source, so they do not change at all.
 - Reference conditioning: a reference image of the subject becomes the image condition of an image-to-video
   family (Kinema-Tiny, Wan I2V), which carries its look through the clip; `strength` fades it toward its mean.
-- Upscale: frames are resized (antialiased bicubic) and, with a model, re-noised at a low strength and refined
-  at the new size through the same loop, with the denoiser run on overlapping latent tiles so its memory stays
-  flat however large the frames get (Video LDM's upsampling idea with the model's own temporal layers).
+- Upscale: frames are enlarged (antialiased bicubic, or a learned upscaler with temporal layers from
+  models/upscale.py: Video LDM's upsampler) and, with a model, re-noised at a low strength and refined at the new
+  size through the same loop, with the denoiser run on overlapping latent tiles so its memory stays flat however
+  large the frames get.
 """
 from __future__ import annotations
 
@@ -376,15 +377,24 @@ class UpscaleSettings:
 
 def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoFamily | None = None,
                   positive: Conditioning | None = None, negative: Conditioning | None = None, tiling=None,
-                  on_step: StepCallback | None = None) -> torch.Tensor:
-    """frames (F, H, W, 3) -> (F, sH, sW, 3): resized, then (with a model and strength > 0) encoded, re-noised to
+                  on_step: StepCallback | None = None, upscaler=None, on_chunk=None) -> torch.Tensor:
+    """frames (F, H, W, 3) -> (F, sH, sW, 3): enlarged, then (with a model and strength > 0) encoded, re-noised to
     `strength` and refined with `positive` at the new size (SDEdit through the model's temporal layers), the
-    denoiser on spatial tiles when settings.tile > 0, and decoded within the memory budget."""
+    denoiser on spatial tiles when settings.tile > 0, and decoded within the memory budget.
+
+    Args:
+        upscaler: optional learned upscaler (models.upscale.Upscaler): enlarges in its place of bicubic, in pieces
+            of frames (memory flat over long clips); on_chunk(done, total) reports its pieces.
+    """
     settings.check()
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         fail("images", "must be IMAGE frames (F, H, W, 3)", tuple(getattr(frames, "shape", ())),
              "Connect Load Video or Video Decode.")
-    big = upscale_frames(frames[..., :3], settings.scale)                     # (F, sH, sW, 3)
+    if upscaler is not None:
+        from .upscale import learned_upscale
+        big = learned_upscale(upscaler, frames[..., :3], settings.scale, on_chunk)    # (F, sH, sW, 3)
+    else:
+        big = upscale_frames(frames[..., :3], settings.scale)                     # (F, sH, sW, 3)
     if model is None or settings.strength == 0:
         return big
     if positive is None:

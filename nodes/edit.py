@@ -1,4 +1,4 @@
-"""Editing nodes: Video Edit (SDEdit / FlowEdit, masked), Reference Image, Video Upscale."""
+"""Editing nodes: Video Edit (SDEdit / FlowEdit, masked), Reference Image, Video Upscale (bicubic or learned)."""
 from __future__ import annotations
 
 from ..models.edit import EditMethod, UpscaleFactor
@@ -97,9 +97,9 @@ class KinemaReferenceImage:
 
 
 class KinemaVideoUpscale:
-    DESCRIPTION = ("Upscales a video 2x or 4x: an antialiased bicubic resize, then (with a model) a low-strength "
-                   "re-noise and refine at the new size through the model's temporal layers, on tiles so memory "
-                   "stays flat. Kinema-Tiny makes 32x32 only: leave `model` unconnected for it (resize only).")
+    DESCRIPTION = ("Upscales a video 2x or 4x: a learned upscaler when `upscaler` is connected (Load Upscale Model; "
+                   "kinema-tiny-upscaler for Kinema-Tiny clips), else bicubic; then, with a model, a low-strength "
+                   "refine at the new size through its temporal layers, on tiles so memory stays flat.")
     CATEGORY = "Kinema/edit"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
@@ -129,15 +129,20 @@ class KinemaVideoUpscale:
                                                   "only."}),
             "positive": ("KINEMA_COND", {"tooltip": "The clip's prompt for the refine (required with a model)."}),
             "negative": ("KINEMA_COND", {"tooltip": "What to avoid in the refine; used when cfg > 1."}),
+            "upscaler": ("KINEMA_UPSCALER", {"tooltip": "A learned upscaler (Load Upscale Model) used instead of "
+                                                        "bicubic; factor must be a power of its scale (x4 runs a "
+                                                        "2x upscaler twice). Unconnected: bicubic."}),
         }}
 
     def upscale(self, images, factor, strength, steps, cfg, seed, tile_size, model=None, positive=None,
-                negative=None):
+                negative=None, upscaler=None):
         from ..models.edit import UpscaleSettings, upscale_video
         settings = UpscaleSettings(factor=factor, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
                                    seed=seed, tile=tile_size)
         on_step = widgets.step_progress(steps, model) if model is not None else None
-        return (upscale_video(images, settings, model, positive, negative, on_step=on_step),)
+        on_chunk = widgets.chunk_progress() if upscaler is not None else None
+        return (upscale_video(images, settings, model, positive, negative, on_step=on_step, upscaler=upscaler,
+                              on_chunk=on_chunk),)
 
 
 NODE_CLASS_MAPPINGS = {

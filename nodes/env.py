@@ -33,12 +33,14 @@ MODEL_FOLDERS = {
     "clip_vision": ["clip_vision"],
     "checkpoints": ["checkpoints"],
     "animatediff_models": ["animatediff_models"],
+    "upscaler": ["diffusers", "latent_upscale_models"],     # learned upscaler folders (Load Upscale Model)
 }
 MODEL_SUFFIXES = (".safetensors",)      # what list_models(files=True) lists unless told otherwise
 
 # models that ship inside the pack (Kinema-Tiny), searched after the user's folders so a user's own folder of the
 # same name wins; the pack works out of the box with no model download
-BUNDLED_FOLDERS = {"diffusers": [Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"]}
+_TINY_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"
+BUNDLED_FOLDERS = {"diffusers": [_TINY_WEIGHTS], "upscaler": [_TINY_WEIGHTS]}
 
 HASH_LIMIT = 64 << 20      # files up to this size are hashed whole; larger ones by path, size and mtime
 

@@ -1,4 +1,4 @@
-"""Loaders: video, audio and portrait models from local diffusers folders (never downloads, never unpickles)."""
+"""Loaders: video, audio, portrait and upscale models from local folders (never downloads, never unpickles)."""
 from __future__ import annotations
 
 from ..models.devices import DeviceChoice, DtypeChoice
@@ -303,10 +303,50 @@ class KinemaLoadLoRA:
         return {"ui": {"text": [report.text()]}, "result": (view,)}
 
 
+def _upscale_models() -> list[str]:
+    """Folders a registered learned-upscaler kind accepts (models.upscale.UPSCALERS), by their model_index.json."""
+    from ..models.upscale import UPSCALERS
+    names = []
+    for name in env.list_models("upscaler"):
+        try:
+            if UPSCALERS.detect(env.find_model("upscaler", name)) is not None:
+                names.append(name)
+        except (OSError, ValueError):
+            continue
+    return names
+
+
+class KinemaLoadUpscaleModel:
+    DESCRIPTION = ("Loads a learned video upscaler for Video Upscale's `upscaler` input (models/diffusers or "
+                   "models/latent_upscale_models). Bundled: `kinema-tiny-upscaler`, 2x with temporal layers, "
+                   "trained on Kinema-Tiny's clips (32 -> 64 px, a second or two on a CPU).")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_UPSCALER",)
+    RETURN_NAMES = ("upscaler",)
+    OUTPUT_TOOLTIPS = ("The upscaler: connect it to Video Upscale's `upscaler` input.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (_upscale_models() or ["(no upscale models found)"], {"tooltip":
+                      "An upscaler folder (holding model_index.json); only folders of a known kind are listed: "
+                      "Kinema-Tiny Upscaler (kinema-tiny-upscaler, bundled)."}),
+            "device": _device(),
+            "dtype": _dtype(" Kinema-Tiny Upscaler always runs fp32."),
+        }}
+
+    def load(self, model, device, dtype):
+        from ..models.upscale import load_upscaler
+        return (load_upscaler(env.find_model("upscaler", model), *_load_args(device, dtype)),)
+
+
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,
                        "KinemaLoadPortraitModel": KinemaLoadPortraitModel, "KinemaLoadLoRA": KinemaLoadLoRA,
-                       "KinemaLoadModelFiles": KinemaLoadModelFiles, "KinemaLoadCheckpoint": KinemaLoadCheckpoint}
+                       "KinemaLoadModelFiles": KinemaLoadModelFiles, "KinemaLoadCheckpoint": KinemaLoadCheckpoint,
+                       "KinemaLoadUpscaleModel": KinemaLoadUpscaleModel}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaLoadVideoModel": "Load Video Model", "KinemaLoadAudioModel": "Load Audio Model",
                               "KinemaLoadPortraitModel": "Load Portrait Model", "KinemaLoadLoRA": "Load LoRA (Kinema)",
                               "KinemaLoadModelFiles": "Load Video Model (Files)",
-                              "KinemaLoadCheckpoint": "Load Video Model (Checkpoint)"}
+                              "KinemaLoadCheckpoint": "Load Video Model (Checkpoint)",
+                              "KinemaLoadUpscaleModel": "Load Upscale Model"}

@@ -121,3 +121,14 @@ def step_progress(steps: int, model=None):
         progress(i, _to_pil(model.preview(latents)[0]) if wants else None)
 
     return on_step
+
+
+def chunk_progress():
+    """on_chunk(done, total) for a node that works in pieces (a learned upscaler): progress per piece."""
+    progress = env.Progress(1)
+
+    def on_chunk(done, total):
+        progress.total = total
+        progress(done)
+
+    return on_chunk

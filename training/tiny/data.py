@@ -166,15 +166,17 @@ def background(spec: ClipSpec, size: int) -> torch.Tensor:
     return base[:, None, None] * (1 - mix) + other[:, None, None] * mix
 
 
-def render(spec: ClipSpec, num_frames: int = 9, size: int = 32, track: torch.Tensor | None = None) -> torch.Tensor:
-    """One clip as (3, F, H, W) float 0..1; track (F, 4) of (x, y, scale, angle) replaces spec's own trajectory."""
+def render(spec: ClipSpec, num_frames: int = 9, size: int = 32, track: torch.Tensor | None = None,
+           bg: torch.Tensor | None = None) -> torch.Tensor:
+    """One clip as (3, F, H, W) float 0..1; track (F, 4) of (x, y, scale, angle) replaces spec's own trajectory,
+    bg (3, H, W) replaces spec's own background."""
     ss = SUPERSAMPLE
     n = size * ss
     grid = (torch.arange(n, dtype=torch.float32) + 0.5) / n            # sub-pixel centres, fractions of the frame
     gy, gx = torch.meshgrid(grid, grid, indexing="ij")                 # (n, n)
     traj = trajectory(spec, num_frames) if track is None else track    # (F, 4)
     colour = torch.tensor(COLOURS[spec.colour])
-    bg = background(spec, size)                                        # (3, H, W)
+    bg = background(spec, size) if bg is None else bg                  # (3, H, W)
     frames = []
     for x, y, scale, angle in traj.tolist():
         r = spec.radius * scale
