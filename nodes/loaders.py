@@ -29,20 +29,25 @@ def _load_args(device: str, dtype: str):
     return dev, pick_dtype(dtype, dev)
 
 
-def _video_models() -> list[str]:
-    """Folders the VIDEO registry can load (Wan, Wan VACE, AnimateDiff, Kinema-Tiny), by their model_index.json:
-    audio-only and portrait-only folders are not listed (they would fail at run time)."""
+def _folders_of(registry) -> list[str]:
+    """Diffusers folders `registry` (VIDEO, PORTRAIT) can load, by their model_index.json: the others are not
+    listed (an audio-only folder in Load Video Model would fail at run time)."""
     import json
-    from ..models.families import VIDEO
     names = []
     for name in env.list_models("diffusers"):
         index = env.find_model("diffusers", name) / "model_index.json"
         try:
-            if VIDEO.match(json.loads(index.read_text())):
+            if registry.match(json.loads(index.read_text())):
                 names.append(name)
         except (OSError, ValueError):
             continue
     return names
+
+
+def _video_models() -> list[str]:
+    """Folders the VIDEO registry can load (Wan, Wan VACE, AnimateDiff, Kinema-Tiny)."""
+    from ..models.families import VIDEO
+    return _folders_of(VIDEO)
 
 
 class KinemaLoadVideoModel:
@@ -126,18 +131,9 @@ class KinemaLoadAudioModel:
 
 
 def _portrait_models() -> list[str]:
-    """Folders a portrait family accepts (Kinema-Tiny Portrait, LTX-2), by their model_index.json."""
-    import json
+    """Folders a portrait family accepts (Kinema-Tiny Portrait, LTX-2)."""
     from ..models.families import PORTRAIT
-    names = []
-    for name in env.list_models("diffusers"):
-        index = env.find_model("diffusers", name) / "model_index.json"
-        try:
-            if PORTRAIT.match(json.loads(index.read_text())):
-                names.append(name)
-        except (OSError, ValueError):
-            continue
-    return names
+    return _folders_of(PORTRAIT)
 
 
 class KinemaLoadPortraitModel:

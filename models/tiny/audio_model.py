@@ -273,22 +273,15 @@ def scheduler_config() -> dict:
 def save_folder(path: Path, encoder: VideoEncoder, flow: FlowNet, mel_config: MelConfig, extra: dict | None = None,
                 dtype: torch.dtype = torch.float16) -> None:
     """Write the model folder; weights as `dtype` (fp16: half the size; loading casts back)."""
-    from safetensors.torch import save_file
+    from .folder import write_index, write_json, write_part, write_scheduler
     path = Path(path)
     for name, module in (("video_encoder", encoder), ("transformer", flow)):
-        (path / name).mkdir(parents=True, exist_ok=True)
-        (path / name / "config.json").write_text(json.dumps(module.config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(path / name / WEIGHTS[name]))
-    (path / "mel").mkdir(parents=True, exist_ok=True)
-    (path / "mel" / "config.json").write_text(json.dumps(mel_config.to_dict(), indent=2) + "\n")
-    (path / "scheduler").mkdir(parents=True, exist_ok=True)
-    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(), indent=2) + "\n")
-    index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": "0.42.1",
-             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-             "video_encoder": ["kinema", "VideoEncoder"], "transformer": ["kinema", "FlowNet"],
-             "sample_rate": mel_config.sample_rate} | (extra or {})
-    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_part(path, name, module, module.config.to_dict(), WEIGHTS[name], dtype)
+    write_json(path / "mel" / "config.json", mel_config.to_dict())
+    write_scheduler(path, scheduler_config())
+    write_index(path, PIPELINE_CLASS, {"scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                                       "video_encoder": ["kinema", "VideoEncoder"], "transformer": ["kinema", "FlowNet"],
+                                       "sample_rate": mel_config.sample_rate}, extra)
 
 
 def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TinyAudioModels:

@@ -51,23 +51,17 @@ def save_folder(path: Path, text_encoder: TinyTextEncoder, transformer: TinyVide
                 vae: TemporalAutoencoder, scheduler_config: dict, extra: dict | None = None,
                 dtype: torch.dtype = torch.float16) -> None:
     """Write the model folder; weights stored as `dtype` (fp16 halves the size; loading casts back)."""
-    from safetensors.torch import save_file
-    path = Path(path)
+    from .folder import write_index, write_part, write_scheduler
     parts = {"text_encoder": (text_encoder, text_encoder.config.to_dict() | {"vocabulary": list(vocabulary())}),
              "transformer": (transformer, transformer.config.to_dict()),
              "vae": (vae, vae.config.to_dict())}
     for name, (module, cfg) in parts.items():
-        (path / name).mkdir(parents=True, exist_ok=True)
-        (path / name / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        state = {k: v.detach().to(dtype).contiguous() for k, v in module.state_dict().items()}
-        save_file(state, str(path / name / WEIGHTS[name]))
-    (path / "scheduler").mkdir(parents=True, exist_ok=True)
-    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2) + "\n")
-    index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": "0.42.1",
-             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-             "text_encoder": ["kinema", "TinyTextEncoder"], "transformer": ["kinema", "TinyVideoTransformer"],
-             "vae": ["kinema", "TemporalAutoencoder"]} | (extra or {})
-    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_part(path, name, module, cfg, WEIGHTS[name], dtype)
+    write_scheduler(path, scheduler_config)
+    write_index(path, PIPELINE_CLASS, {"scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                                       "text_encoder": ["kinema", "TinyTextEncoder"],
+                                       "transformer": ["kinema", "TinyVideoTransformer"],
+                                       "vae": ["kinema", "TemporalAutoencoder"]}, extra)
 
 
 def build_checked(make, weights: Path, config: Path) -> torch.nn.Module:

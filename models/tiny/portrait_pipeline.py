@@ -30,18 +30,11 @@ class PortraitModels:
 
 def save_folder(path: Path, unet: PortraitUNet, scheduler_config: dict, extra: dict | None = None,
                 dtype: torch.dtype = torch.float16) -> None:
-    from safetensors.torch import save_file
-    path = Path(path)
-    (path / "unet").mkdir(parents=True, exist_ok=True)
-    (path / "unet" / "config.json").write_text(json.dumps(unet.config.to_dict(), indent=2) + "\n")
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in unet.state_dict().items()},
-              str(path / "unet" / WEIGHTS))
-    (path / "scheduler").mkdir(parents=True, exist_ok=True)
-    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2) + "\n")
-    index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": "0.42.1",
-             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-             "unet": ["kinema", "PortraitUNet"]} | (extra or {})
-    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    from .folder import write_index, write_part, write_scheduler
+    write_part(path, "unet", unet, unet.config.to_dict(), WEIGHTS, dtype)
+    write_scheduler(path, scheduler_config)
+    write_index(path, PIPELINE_CLASS, {"scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                                       "unet": ["kinema", "PortraitUNet"]}, extra)
 
 
 def load_folder(path: Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> PortraitModels:

@@ -108,15 +108,10 @@ class TinyVideoUpscaler(nn.Module):
 def save_folder(path: Path, model: TinyVideoUpscaler, extra: dict | None = None,
                 dtype: torch.dtype = torch.float16) -> None:
     """Write the model folder (weights as `dtype`; loading casts back to the runtime dtype)."""
-    from safetensors.torch import save_file
-    path = Path(path)
-    (path / "upscaler").mkdir(parents=True, exist_ok=True)
-    (path / "upscaler" / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()},
-              str(path / "upscaler" / WEIGHTS))
-    index = {"_class_name": PIPELINE_CLASS, "_diffusers_version": "0.42.1", "scale": model.config.scale,
-             "upscaler": ["kinema", "TinyVideoUpscaler"]} | (extra or {})
-    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    from .folder import write_index, write_part
+    write_part(path, "upscaler", model, model.config.to_dict(), WEIGHTS, dtype)
+    write_index(path, PIPELINE_CLASS, {"scale": model.config.scale,
+                                       "upscaler": ["kinema", "TinyVideoUpscaler"]}, extra)
 
 
 def load_folder(path: Path, device: torch.device | str = "cpu",
