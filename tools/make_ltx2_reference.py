@@ -50,7 +50,8 @@ VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=
            decoder_spatio_temporal_scaling=(True, True, True), decoder_inject_noise=(False, False, False, False),
            downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
            upsample_residual=(True, True, True), upsample_factor=(2, 2, 2), timestep_conditioning=False,
-           patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+           patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False, spatial_compression_ratio=8,
+           temporal_compression_ratio=8)
 AUDIO_VAE = dict(base_channels=4, output_channels=2, ch_mult=(1, 2, 4), num_res_blocks=2, attn_resolutions=None,
                  in_channels=2, resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height",
                  dropout=0.0, mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True,

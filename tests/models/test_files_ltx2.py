@@ -1,0 +1,161 @@
+"""LTX-2 from ComfyUI's files: the all-in-one checkpoint + the Gemma 3 file (tests/data/ltx2, made by
+tools/make_ltx2_reference.py: LTX-2's original layout, reference outputs from modules that diffusers' own single-file
+converters rebuilt from the written file, Gemma tokens from sentencepiece itself). Kinema's loaded modules must
+reproduce them (fp32 within 1e-4), the families must run on them as on a folder, and every refusal names the input
+and the fix."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from kinema.models.files.family import fixture_info
+from kinema.models.files.gemma import load_gemma
+from kinema.models.files.ltx2 import is_ltx2_checkpoint, load_ltx2_checkpoint, load_ltx2_family, load_ltx2_files
+
+from comfy_recipe import DATA as COMFY
+
+DATA = COMFY.parent / "ltx2"
+CKPT, GEMMA = DATA / "ltx2_tiny.safetensors", DATA / "gemma3_tiny.safetensors"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return load_file(str(DATA / "reference.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def meta():
+    return json.loads((DATA / "reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.set_num_threads(1)
+    return load_ltx2_files(CKPT, GEMMA)
+
+
+def close(a, b, tol=TOL):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    err = (a.float() - b.float()).abs().max().item()
+    assert err <= tol, err
+    return err
+
+
+def test_checkpoint_modules_reproduce_the_reference(pipe, ref):
+    assert is_ltx2_checkpoint(load_file(str(CKPT)).keys())
+    with torch.no_grad():
+        video, audio = pipe.transformer(
+            hidden_states=ref["tr.video"], audio_hidden_states=ref["tr.audio"], encoder_hidden_states=ref["tr.text"],
+            audio_encoder_hidden_states=ref["tr.audio_text"], timestep=ref["tr.t"], num_frames=2, height=2, width=2,
+            fps=24.0, audio_num_frames=5, return_dict=False)
+        close(video, ref["tr.out_video"])
+        close(audio, ref["tr.out_audio"])
+        close(pipe.vae.encode(ref["vae.x"]).latent_dist.mode(), ref["vae.latent"])
+        close(pipe.vae.decode(ref["vae.z"], return_dict=False)[0], ref["vae.decoded"])
+        close(pipe.vae.latents_mean, ref["mean.vae"])
+        mel = pipe.audio_vae.decode(ref["avae.z"], return_dict=False)[0]
+        close(mel, ref["avae.mel"])
+        close(pipe.audio_vae.encode(ref["avae.mel"]).latent_dist.mode(), ref["avae.latent"])
+        close(pipe.vocoder(ref["avae.mel"]), ref["voc.wave"])
+        v, a, _ = pipe.connectors(ref["con.embeds"], ref["con.mask"], padding_side="left")
+        close(v, ref["con.video"])
+        close(a, ref["con.audio"])
+    assert pipe.vae.dtype == pipe.audio_vae.dtype == pipe.vocoder.dtype == torch.float32
+
+
+def test_gemma_tokens_and_prompt_embeds_reproduce_the_reference(pipe, ref, meta):
+    for prompt, tokens in zip(meta["gemma"]["prompts"], meta["gemma"]["tokens"]):
+        assert pipe.tokenizer(prompt).input_ids == tokens          # sentencepiece's own ids, <bos> first
+    embeds, mask = pipe._get_gemma_prompt_embeds(meta["gemma"]["prompts"], max_sequence_length=meta["gemma"]["seq"],
+                                                 device=torch.device("cpu"))
+    assert torch.equal(mask, ref["gemma.mask"])
+    close(embeds, ref["gemma.embeds"])
+
+
+def test_bf16_keeps_vaes_and_vocoder_fp32(ref):
+    parts = load_ltx2_checkpoint(CKPT, torch.bfloat16)
+    assert parts["transformer"].dtype == parts["connectors"].text_proj_in.weight.dtype == torch.bfloat16
+    assert parts["vae"].dtype == parts["audio_vae"].dtype == parts["vocoder"].dtype == torch.float32
+    with torch.no_grad():
+        close(parts["vocoder"](ref["avae.mel"]), ref["voc.wave"])
+
+
+def test_video_to_audio_from_files_matches_ltx2_condition_pipeline(pipe):
+    """The audio family on the files: the same sound as diffusers' LTX2ConditionPipeline on the same components
+    (as tests/models/test_audio.py checks for the folder)."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+    from kinema.models import audio as A
+    from kinema.models import media
+    model = load_ltx2_family("audio", CKPT, GEMMA)
+    assert model.name == "ltx2" and model.path == CKPT and model.spatial_ratio == 8
+    frames = torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    fps = 25.0
+    need = media.samples_for_frames(9, fps, model.sample_rate)
+    steps = model.audio_latent_steps(need)
+    _, expected = pipe(conditions=[LTX2VideoCondition(frames=(frames * 255).numpy(), index=0, strength=1.0)],
+                       prompt="a drum", negative_prompt="noise", height=32, width=32, num_frames=9, frame_rate=fps,
+                       num_inference_steps=2, guidance_scale=3.0, audio_guidance_scale=3.0, stg_scale=0.0,
+                       audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, guidance_rescale=0.0,
+                       audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None,
+                       audio_latents=torch.zeros(1, 2, steps, 2), generator=torch.Generator("cpu").manual_seed(7),
+                       output_type="np", return_dict=False, max_sequence_length=64)
+    model.max_sequence_length = 64
+    out = A.video_to_audio(model, frames, fps, "a drum", "noise", num_inference_steps=2, guidance_scale=3.0, seed=7)
+    assert out["waveform"].shape == (1, 2, need)
+    assert torch.allclose(out["waveform"], expected[..., :need], rtol=0, atol=1e-5)
+
+
+def test_portrait_and_video_kinds_load(pipe):
+    portrait = load_ltx2_family("portrait", CKPT, GEMMA)
+    assert portrait.name == "ltx2_portrait" and portrait.capabilities.portrait
+    video = load_ltx2_family("video", CKPT, GEMMA)      # the video registry's LTX-2 family, else the portrait one
+    assert video.name in ("ltx2", "ltx2_portrait") and video.pipe.transformer.config.num_layers == 2
+
+
+def _refused(call, arg, *words):
+    with pytest.raises(ValueError) as e:
+        call()
+    msg = str(e.value)
+    assert msg.startswith(f"`{arg}` "), msg
+    for w in words:
+        assert w in msg, (w, msg)
+    return msg
+
+
+def test_gemma_tokenizer_from_the_file_or_beside_it(tmp_path, meta):
+    sd = load_file(str(GEMMA))
+    spiece = sd.pop("spiece_model")
+    info = {"kinema_fixture": json.dumps({"gemma3_text": fixture_info(GEMMA)["gemma3_text"]})}
+    bare = tmp_path / "gemma_no_tokenizer.safetensors"
+    save_file(sd, str(bare), metadata=info)
+    _refused(lambda: load_ltx2_files(CKPT, bare), "text_encoder", "carries no tokenizer", "tokenizer.model",
+             "gemma_3_12B_it.safetensors")
+    (tmp_path / "tokenizer.model").write_bytes(spiece.numpy().tobytes())
+    te = load_gemma(bare, fixture=json.loads(info["kinema_fixture"])["gemma3_text"])
+    assert te.tokenizer(meta["gemma"]["prompts"][1]).input_ids == meta["gemma"]["tokens"][1]
+
+
+def test_refusals_name_the_input_and_the_fix(tmp_path):
+    sd = load_file(str(CKPT))
+    _refused(lambda: load_ltx2_files(CKPT, None), "text_encoder", "is needed", "gemma_3_12B_it")
+    _refused(lambda: load_ltx2_files(CKPT, CKPT), "text_encoder", "an LTX-2 all-in-one checkpoint", "Pick gemma_3")
+    _refused(lambda: load_ltx2_files(CKPT, COMFY / "umt5_tiny.fp16.safetensors"), "text_encoder",
+             "a T5/UMT5 text encoder", "Pick gemma_3")
+    _refused(lambda: load_ltx2_files(GEMMA, GEMMA), "checkpoint", "is not an LTX-2 all-in-one", "checkpoints/")
+    only = tmp_path / "ltx2_transformer_only.safetensors"
+    save_file({k: v for k, v in sd.items() if k.startswith("model.diffusion_model.")}, str(only))
+    _refused(lambda: load_ltx2_files(only, GEMMA), "checkpoint", "without all the parts", "no connectors, vae",
+             "checkpoints/")
+    unmarked = tmp_path / "ltx2_other_size.safetensors"    # no test metadata: checked against LTX-2 19B's shapes
+    save_file(sd, str(unmarked))
+    _refused(lambda: load_ltx2_checkpoint(unmarked), "checkpoint", "does not match LTX-2 19B's transformer",
+             "LTX-2.3", "diffusers folder")
+    _refused(lambda: load_ltx2_files(unmarked, GEMMA), "text_encoder", "must be 3840 wide", "Gemma 3 12B")
+    _refused(lambda: load_ltx2_checkpoint(CKPT, torch.float8_e4m3fn), "dtype", "float32, bfloat16", "16-bit")
+    (tmp_path / "ltx2.ckpt").write_bytes(b"never unpickled")
+    _refused(lambda: load_ltx2_files(tmp_path / "ltx2.ckpt", GEMMA), "checkpoint", ".safetensors", "safetensors")
