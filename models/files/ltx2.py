@@ -46,6 +46,12 @@ def is_ltx2_checkpoint(keys) -> bool:
     return any(m in keys for m in LTX2_MARKS)
 
 
+def is_ltx2_file(path, arg: str = "checkpoint") -> bool:
+    """True when a .safetensors file (header only) is an LTX-2 all-in-one checkpoint."""
+    with open_tensors(path, arg) as f:
+        return is_ltx2_checkpoint(f.keys())
+
+
 def _rename(name: str, table) -> str:
     for a, b in table:
         name = name.replace(a, b)
