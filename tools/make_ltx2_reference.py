@@ -22,6 +22,9 @@ script falls back to diffusers' own LTX-2 code as the independent producer:
   transformers' Gemma3ForConditionalGeneration.
 
     /work/comfyref/.venv/bin/python tools/make_ltx2_reference.py --out tests/data/ltx2
+
+Then tools/check_ltx2_with_ltx_core.py runs Lightricks' own LTX-2 code (ltx-core) on the written checkpoint, through
+ltx-core's own key maps, and checks it reproduces every reference output (ltx_core_check.json, PRODUCER.md).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """LTX-2 from ComfyUI's files: the all-in-one checkpoint + the Gemma 3 file (tests/data/ltx2, made by
 tools/make_ltx2_reference.py: LTX-2's original layout, reference outputs from modules that diffusers' own single-file
-converters rebuilt from the written file, Gemma tokens from sentencepiece itself). Kinema's loaded modules must
+converters rebuilt from the written file, Gemma tokens from sentencepiece itself; the checkpoint and outputs then
+reproduced by Lightricks' own ltx-core classes through ltx-core's own key maps, tools/check_ltx2_with_ltx_core.py). Kinema's loaded modules must
 reproduce them (fp32 within 1e-4), the families must run on them as on a folder, and every refusal names the input
 and the fix."""
 from __future__ import annotations
@@ -66,6 +67,18 @@ def test_checkpoint_modules_reproduce_the_reference(pipe, ref):
         close(v, ref["con.video"])
         close(a, ref["con.audio"])
     assert pipe.vae.dtype == pipe.audio_vae.dtype == pipe.vocoder.dtype == torch.float32
+
+
+def test_reference_was_reproduced_by_lightricks_ltx_core():
+    """The committed record of tools/check_ltx2_with_ltx_core.py: Lightricks' own classes loaded every part of the
+    checkpoint through their own key maps and reproduced every reference output."""
+    check = json.loads((DATA / "ltx_core_check.json").read_text())
+    parts = {"transformer.video", "transformer.audio", "vae.encode", "vae.decode", "audio_vae.decode",
+             "audio_vae.encode", "vocoder", "connectors.video", "connectors.audio"}
+    assert set(check["max_abs_diff"]) == parts and max(check["max_abs_diff"].values()) <= 1e-5
+    used = sum(1 for k in load_file(str(CKPT)) if not k.endswith(("statistics.channel", "statistics.mean-of-stds")))
+    # every tensor, the two VAEs' mean/std statistics taken by both their encoder and decoder
+    assert check["ltx_core_commit"] and sum(check["tensors"].values()) == used + 4
 
 
 def test_gemma_tokens_and_prompt_embeds_reproduce_the_reference(pipe, ref, meta):
