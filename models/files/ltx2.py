@@ -36,6 +36,7 @@ CONNECTOR_NAMES = (("video_embeddings_connector", "video_connector"), ("audio_em
                    ("transformer_1d_blocks", "transformer_blocks"), ("q_norm", "norm_q"), ("k_norm", "norm_k"))
 VOCODER_NAMES = (("ups", "upsamplers"), ("resblocks", "resnets"), ("conv_pre", "conv_in"), ("conv_post", "conv_out"))
 FP32_PARTS = ("vae", "audio_vae", "vocoder")
+LTX_SCALES = (".weight_scale", ".bias_scale", ".input_scale")     # Lightricks' prequantised fp8 (read_ltx_tensor)
 CHECKPOINT_FIX = "Pick LTX-2's all-in-one checkpoint (ltx-2-19b-dev / -distilled .safetensors) from checkpoints/."
 
 
@@ -89,8 +90,8 @@ def _weights(f, part: str, dtype, device) -> dict[str, torch.Tensor]:
                                                      convert_ltx2_vae_to_diffusers)
 
     def read(prefix, keep=lambda k: True):
-        return {k: read_tensor(f, k, dtype, device) for k in f.keys()
-                if k.startswith(prefix) and not is_aux_key(k) and keep(k[len(prefix):])}
+        return {k: read_ltx_tensor(f, k, dtype, device) for k in f.keys()
+                if k.startswith(prefix) and not is_aux_key(k) and not k.endswith(LTX_SCALES) and keep(k[len(prefix):])}
 
     if part == "transformer":
         return convert_ltx2_transformer_to_diffusers(read(DIT, lambda k: not k.startswith(CONNECTORS)))
@@ -104,6 +105,21 @@ def _weights(f, part: str, dtype, device) -> dict[str, torch.Tensor]:
     if part == "audio_vae":
         return convert_ltx2_audio_vae_to_diffusers(read("audio_vae."))
     return {_rename(k[len("vocoder."):], VOCODER_NAMES): v for k, v in read("vocoder.").items()}
+
+
+def read_ltx_tensor(f, key: str, dtype, device) -> torch.Tensor:
+    """One tensor in dtype/device. Lightricks' prequantised fp8 checkpoints (ltx-core's fp8_cast) store an fp8
+    `X.weight` with a float32 scalar `X.weight_scale` (`X.bias_scale` likewise): the true value is
+    `weight.float() * weight_scale`, de-scaled exactly in float32 before the cast (`X.input_scale`, an activation
+    scale for fp8 matmuls, is not needed). ComfyUI's `scale_weight` convention is formats.read_tensor's."""
+    scale_key = key + "_scale"
+    if scale_key in f and f.dtype(key) in FP8:
+        scale = f.get(scale_key).float()
+        if scale.numel() != 1:
+            fail("checkpoint", "has a per-channel fp8 scale Kinema does not read", f"{scale_key} {tuple(scale.shape)}",
+                 "Use the bf16 checkpoint (ltx-2-19b-dev.safetensors) or ComfyUI's fp8 file.")
+        return (read_tensor(f, key, torch.float32, device) * scale.to(device)).to(dtype)
+    return read_tensor(f, key, dtype, device)
 
 
 def _classes():
@@ -133,7 +149,8 @@ def load_ltx2_checkpoint(path, dtype: torch.dtype = torch.float32, device="cpu",
     """The modules of an LTX-2 all-in-one checkpoint.
 
     Args:
-        path: .safetensors (checkpoints/): fp32/bf16/fp16, or ComfyUI scaled fp8 (de-scaled exactly).
+        path: .safetensors (checkpoints/): fp32/bf16/fp16, ComfyUI scaled fp8 or Lightricks' prequantised fp8
+            (both de-scaled exactly).
         dtype: of the transformer and connectors (the VAEs and the vocoder stay float32); device: of all.
     Returns: {"transformer", "connectors", "vae", "audio_vae", "vocoder"}: diffusers modules in eval mode, and
     "record" (the configs used). The transformer maps video tokens (B, N, C) + audio tokens (B, L, C_a) to their

@@ -98,6 +98,38 @@ def test_bf16_keeps_vaes_and_vocoder_fp32(ref):
         close(parts["vocoder"](ref["avae.mel"]), ref["voc.wave"])
 
 
+@pytest.mark.parametrize("layout", ["lightricks", "comfyui"])
+def test_fp8_checkpoints_are_descaled_exactly(tmp_path, ref, layout):
+    """Lightricks' prequantised fp8 (`weight_scale`) and ComfyUI's scaled fp8 (`scale_weight` + marker): every
+    transformer weight equals fp8.float() * scale exactly; the output moves only by the quantisation."""
+    sd = load_file(str(CKPT))
+    out, expect = dict(sd), {}
+    for k, v in sd.items():
+        if k.startswith("model.diffusion_model.transformer_blocks.") and k.endswith(".weight") and v.ndim == 2:
+            scale = v.abs().amax() / 448.0
+            q = (v / scale).to(torch.float8_e4m3fn)
+            out[k] = q
+            out[k + "_scale" if layout == "lightricks" else k[:-len("weight")] + "scale_weight"] = scale.reshape(())
+            expect[k] = q.float() * scale
+    if layout == "comfyui":
+        out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    path = tmp_path / f"ltx2_fp8_{layout}.safetensors"
+    save_file(out, str(path), metadata={"kinema_fixture": json.dumps({"ltx2": fixture_info(CKPT)["ltx2"]})})
+    tr = load_ltx2_checkpoint(path)["transformer"].state_dict()
+    for k, v in expect.items():
+        name = k[len("model.diffusion_model."):].replace("q_norm", "norm_q").replace("k_norm", "norm_k")
+        assert torch.equal(tr[name], v), name
+    assert len(expect) == 2 * 28         # 6 attentions x 4 linears + the 2 feed-forwards, x 2 blocks
+    parts = load_ltx2_checkpoint(path)
+    with torch.no_grad():
+        video, _ = parts["transformer"](
+            hidden_states=ref["tr.video"], audio_hidden_states=ref["tr.audio"], encoder_hidden_states=ref["tr.text"],
+            audio_encoder_hidden_states=ref["tr.audio_text"], timestep=ref["tr.t"], num_frames=2, height=2, width=2,
+            fps=24.0, audio_num_frames=5, return_dict=False)
+    err = close(video, ref["tr.out_video"], tol=0.15)      # e4m3 rounds each weight by <= 2^-4 relative: 7.9e-2 here
+    assert err > 1e-4                                       # the fp8 values really were used
+
+
 def test_video_to_audio_from_files_matches_ltx2_condition_pipeline(pipe):
     """The audio family on the files: the same sound as diffusers' LTX2ConditionPipeline on the same components
     (as tests/models/test_audio.py checks for the folder)."""
