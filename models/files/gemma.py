@@ -24,7 +24,8 @@ import torch
 
 from ..checks import fail
 from .detect import CONFIGS
-from .formats import check_target_dtype, is_aux_key, open_tensors, read_tensor
+from .formats import check_target_dtype, is_aux_key, open_tensors
+from .ltx2 import read_ltx_tensor
 
 GEMMA_PREFIXES = ("model.", "gemma3_12b.transformer.model.", "model.language_model.", "language_model.model.", "")
 GEMMA_MARK = "layers.0.self_attn.q_proj.weight"
@@ -123,6 +124,17 @@ def gemma_tokenizer_bytes(f, arg: str) -> bytes:
          f.path.name, TOKENIZER_FIX)
 
 
+def _check_quantised(f, prefix: str, own: dict, arg: str) -> None:
+    """Refuse weights stored in a form Kinema does not de-quantise (ComfyUI's fp4 `*_fp4_mixed` files pack two
+    values a byte): their shapes or dtypes differ from the model's."""
+    odd = [k for k, v in own.items() if prefix + k in f and (f.shape(prefix + k) != tuple(v.shape) or
+                                                             not f.dtype(prefix + k).is_floating_point)]
+    if odd:
+        fail(arg, "holds quantised weights Kinema does not read (packed fp4 or another block format)",
+             f"{f.path.name}: {odd[:2]}", "Use gemma_3_12B_it.safetensors (bf16) or an fp8 file "
+                                          "(gemma_3_12B_it_fp8_scaled / _fp8_e4m3fn).")
+
+
 def inspect_gemma(path, arg: str = "text_encoder") -> int:
     """The hidden width of a Gemma 3 file, from its header only, with load_gemma's refusals (not Gemma 3, no
     tokenizer), so a loader can check the pairing before reading any weight."""
@@ -137,7 +149,8 @@ def load_gemma(path, dtype: torch.dtype = torch.float32, device="cpu", arg: str 
     """Gemma 3 (text) and its tokenizer from one ComfyUI single file.
 
     Args:
-        path: .safetensors (text_encoders/): bf16/fp16/fp32, or ComfyUI scaled fp8 (de-scaled exactly).
+        path: .safetensors (text_encoders/): bf16/fp16/fp32, or fp8 with per-tensor scales (ComfyUI's
+            `scale_weight`, or `weight_scale`), de-scaled exactly. Packed fp4 files are refused.
         dtype, device: of the weights; tensors stream there one at a time.
         fixture: the config of a Kinema test file (its metadata), None for published files.
     Returns: GemmaEncoder; model(input_ids (B, L), attention_mask (B, L), output_hidden_states=True).hidden_states
@@ -153,12 +166,14 @@ def load_gemma(path, dtype: torch.dtype = torch.float32, device="cpu", arg: str 
         cfg = gemma_text_config(f, prefix, fixture)
         with init_empty_weights():
             model = Gemma3TextModel(Gemma3TextConfig(**cfg))
-        expected = set(model.state_dict())
+        own = model.state_dict()
+        expected = set(own)
+        _check_quantised(f, prefix, own, arg)
         sd = {}
         for k in f.keys():
             name = k[len(prefix):]
             if k.startswith(prefix) and name in expected and not is_aux_key(k):
-                sd[name] = read_tensor(f, k, dtype, device)
+                sd[name] = read_ltx_tensor(f, k, dtype, device)
         missing = sorted(expected - set(sd))
         if missing:
             fail(arg, "lacks tensors of the detected Gemma 3 model", f"{f.path.name}: {missing[:4]}",

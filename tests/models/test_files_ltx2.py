@@ -185,6 +185,25 @@ def test_gemma_tokenizer_from_the_file_or_beside_it(tmp_path, meta):
     assert te.tokenizer(meta["gemma"]["prompts"][1]).input_ids == meta["gemma"]["tokens"][1]
 
 
+def test_gemma_fp8_is_descaled_and_fp4_refused(tmp_path, ref, meta):
+    sd = load_file(str(GEMMA))
+    info = {"kinema_fixture": json.dumps({"gemma3_text": fixture_info(GEMMA)["gemma3_text"]})}
+    fp8, fp4 = dict(sd), dict(sd)
+    for k, v in sd.items():
+        if k.endswith("proj.weight"):
+            scale = v.abs().amax() / 448.0
+            fp8[k], fp8[k + "_scale"] = (v / scale).to(torch.float8_e4m3fn), scale.reshape(())
+            fp4[k] = torch.zeros(v.shape[0], v.shape[1] // 2, dtype=torch.uint8)
+    save_file(fp8, str(tmp_path / "gemma_fp8.safetensors"), metadata=info)
+    save_file(fp4, str(tmp_path / "gemma_fp4_mixed.safetensors"), metadata=info)
+    te = load_gemma(tmp_path / "gemma_fp8.safetensors", fixture=fixture_info(GEMMA)["gemma3_text"])
+    w = te.model.state_dict()["layers.0.mlp.gate_proj.weight"]
+    key = "model.layers.0.mlp.gate_proj.weight"
+    assert torch.equal(w, fp8[key].float() * fp8[key + "_scale"])
+    _refused(lambda: load_gemma(tmp_path / "gemma_fp4_mixed.safetensors"), "text_encoder", "quantised weights",
+             "gemma_3_12B_it.safetensors")
+
+
 def test_refusals_name_the_input_and_the_fix(tmp_path):
     sd = load_file(str(CKPT))
     _refused(lambda: load_ltx2_files(CKPT, None), "text_encoder", "is needed", "gemma_3_12B_it")
