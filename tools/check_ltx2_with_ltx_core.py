@@ -9,7 +9,9 @@ inputs are compared with reference.safetensors (which Kinema's loader reproduces
 
 (needs diffusers 0.42.1 there too: diffusers' LTX-2 computes the reference call's RoPE coordinates).
 
-Writes tests/data/ltx2/ltx_core_check.json: the largest difference per output and the ltx-core commit.
+Writes tests/data/ltx2/ltx_core_check.json: the largest difference per output and the ltx-core commit; and
+ltx2_19b_layout.json.gz: every key and shape of an LTX-2 19B checkpoint as ltx-core's classes define them at LTX-2's
+sizes (built on the meta device), which the tests map onto configs/ltx2_19b.json.
 Tiny-size adaptations (ltx-core hard-codes the 19B vocoder's 128 input channels): noted in the JSON.
 """
 from __future__ import annotations
@@ -23,19 +25,19 @@ from pathlib import Path
 import torch
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "ltx2"
+# the values ltx-core's configurator insists on (LTX-2's own)
+LTX_FIXED = {"dropout": 0.0, "attention_bias": True, "num_vector_embeds": None, "activation_fn": "gelu-approximate",
+             "num_embeds_ada_norm": 1000, "use_linear_projection": False, "only_cross_attention": False,
+             "cross_attention_norm": True, "double_self_attention": False, "upcast_attention": False,
+             "standardization_norm": "rms_norm", "norm_elementwise_affine": False, "qk_norm": "rms_norm",
+             "positional_embedding_type": "rope", "use_audio_video_cross_attention": True, "share_ff": False,
+             "av_cross_ada_norm": True, "use_middle_indices_grid": True, "rope_type": "split",
+             "frequencies_precision": "float64", "av_ca_timestep_scale_multiplier": 1000}
 TRANSFORMER = {"num_attention_heads": 2, "attention_head_dim": 8, "in_channels": 4, "out_channels": 4, "num_layers": 2,
                "cross_attention_dim": 16, "audio_num_attention_heads": 2, "audio_attention_head_dim": 4,
                "audio_in_channels": 4, "audio_out_channels": 4, "audio_cross_attention_dim": 8, "caption_channels": 16,
-               "rope_type": "split", "frequencies_precision": "float64", "av_ca_timestep_scale_multiplier": 1000,
-               # the values ltx-core's configurator insists on (LTX-2's own)
-               "dropout": 0.0, "attention_bias": True, "num_vector_embeds": None, "activation_fn": "gelu-approximate",
-               "num_embeds_ada_norm": 1000, "use_linear_projection": False, "only_cross_attention": False,
-               "cross_attention_norm": True, "double_self_attention": False, "upcast_attention": False,
-               "standardization_norm": "rms_norm", "norm_elementwise_affine": False, "qk_norm": "rms_norm",
-               "positional_embedding_type": "rope", "use_audio_video_cross_attention": True, "share_ff": False,
-               "av_cross_ada_norm": True, "use_middle_indices_grid": True,
                "connector_num_attention_heads": 2, "connector_attention_head_dim": 8, "connector_num_layers": 1,
-               "connector_positional_embedding_max_pos": [32]}
+               "connector_positional_embedding_max_pos": [32], **LTX_FIXED}
 VAE = {"latent_channels": 4, "patch_size": 1, "dims": 3, "norm_layer": "pixel_norm", "latent_log_var": "uniform",
        "encoder_spatial_padding_mode": "zeros", "causal_decoder": False,   # the decoder pads by reflection (default)
        "timestep_conditioning": False, "decoder_base_channels": 4,
@@ -162,6 +164,11 @@ def main() -> None:
     diff(report, "connectors.video", out.video_encoding, ref["con.video"])
     diff(report, "connectors.audio", out.audio_encoding, ref["con.audio"])
 
+    import gzip
+    layout = full_size_layout()
+    with gzip.open(DATA / "ltx2_19b_layout.json.gz", "wt") as fh:
+        json.dump(layout, fh, sort_keys=True)
+    report["full_size_tensors"] = len(layout)
     report["ltx_core_commit"] = a.commit or subprocess.run(
         ["git", "-C", str(a.ltx_core), "log", "-1", "--format=%H %cs"], capture_output=True, text=True).stdout.strip()
     (DATA / "ltx_core_check.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
@@ -178,6 +185,56 @@ def main() -> None:
 
 
 SECTION = "## Checked with Lightricks' ltx-core"
+
+
+# LTX-2 19B at its published sizes (ltx-core's defaults; the VAE's block lists as LTX-2's 4 levels + mid; the audio
+# VAE without attention, as diffusers' LTX-2 config)
+VAE_19B = {"latent_channels": 128, "patch_size": 4, "dims": 3, "norm_layer": "pixel_norm", "latent_log_var": "uniform",
+           "encoder_spatial_padding_mode": "zeros", "causal_decoder": False, "timestep_conditioning": False,
+           "decoder_base_channels": 128,
+           "encoder_blocks": [["res_x", {"num_layers": 4}], ["compress_space_res", {"multiplier": 2}],
+                              ["res_x", {"num_layers": 6}], ["compress_time_res", {"multiplier": 2}],
+                              ["res_x", {"num_layers": 6}], ["compress_all_res", {"multiplier": 2}],
+                              ["res_x", {"num_layers": 2}], ["compress_all_res", {"multiplier": 2}],
+                              ["res_x", {"num_layers": 2}]],
+           "decoder_blocks": [["res_x", {"num_layers": 5}], ["compress_all", {"residual": True, "multiplier": 2}],
+                              ["res_x", {"num_layers": 5}], ["compress_all", {"residual": True, "multiplier": 2}],
+                              ["res_x", {"num_layers": 5}], ["compress_all", {"residual": True, "multiplier": 2}],
+                              ["res_x", {"num_layers": 5}]]}
+
+
+def full_size_layout() -> dict[str, list[int]]:
+    """{checkpoint key: shape} of an LTX-2 19B all-in-one checkpoint as ltx-core's classes define it (built on the
+    meta device: no weights), under the prefixes ltx-core's key maps strip."""
+    from ltx_core.model.audio_vae.model_configurator import (AudioDecoderConfigurator, AudioEncoderConfigurator,
+                                                             VocoderConfigurator)
+    from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
+    from ltx_core.model.video_vae.model_configurator import VideoDecoderConfigurator, VideoEncoderConfigurator
+    from ltx_core.text_encoders.gemma.embeddings_connector import Embeddings1DConnector
+    from ltx_core.text_encoders.gemma.encoders.encoder_configurator import _create_feature_extractor
+    from transformers import Gemma3TextConfig
+    fixed = dict(LTX_FIXED, caption_channels=3840, num_attention_heads=32, attention_head_dim=128,
+                 audio_num_attention_heads=32, audio_attention_head_dim=64)     # the rest: ltx-core's defaults
+    audio = {"model": {"params": {"ddconfig": {"attn_resolutions": [], "mid_block_add_attention": False,
+                                               "mel_bins": 64}}}}
+    with torch.device("meta"):
+        parts = {"model.diffusion_model.": LTXModelConfigurator.from_metadata({"config": {"transformer": fixed}}),
+                 "model.diffusion_model.video_embeddings_connector.": Embeddings1DConnector(),
+                 "model.diffusion_model.audio_embeddings_connector.": Embeddings1DConnector(),
+                 "text_embedding_projection.": _create_feature_extractor({}, Gemma3TextConfig(hidden_size=3840,
+                                                                                              num_hidden_layers=48)),
+                 "vae.encoder.": VideoEncoderConfigurator.from_metadata({"config": {"vae": VAE_19B}}),
+                 "vae.decoder.": VideoDecoderConfigurator.from_metadata({"config": {"vae": VAE_19B}}),
+                 "audio_vae.encoder.": AudioEncoderConfigurator.from_metadata({"config": {"audio_vae": audio}}),
+                 "audio_vae.decoder.": AudioDecoderConfigurator.from_metadata({"config": {"audio_vae": audio}}),
+                 "vocoder.": VocoderConfigurator.from_metadata({"config": {"vocoder": {"resblock": "1",
+                                                                                        "stereo": True}}})}
+    out = {}
+    for prefix, module in parts.items():
+        for k, v in module.state_dict().items():
+            at = prefix.split(".")[0] + "." if k.startswith("per_channel_statistics.") else prefix   # one per VAE
+            out[at + k] = list(v.shape)
+    return out
 
 
 def video_vae(enc, dec, ref, report) -> None:

@@ -98,7 +98,7 @@ def _weights(f, part: str, dtype, device) -> dict[str, torch.Tensor]:
     if part == "connectors":
         sd = {_rename(k[len(DIT):], CONNECTOR_NAMES): v
               for k, v in read(DIT, lambda k: k.startswith(CONNECTORS)).items()}
-        sd["text_proj_in.weight"] = read_tensor(f, PROJECTION, dtype, device)
+        sd["text_proj_in.weight"] = read_ltx_tensor(f, PROJECTION, dtype, device)
         return sd
     if part == "vae":
         return convert_ltx2_vae_to_diffusers(read("vae."))

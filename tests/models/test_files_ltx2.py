@@ -81,6 +81,52 @@ def test_reference_was_reproduced_by_lightricks_ltx_core():
     assert check["ltx_core_commit"] and sum(check["tensors"].values()) == used + 4
 
 
+class HeaderOnly:
+    """A checkpoint known by its keys and shapes only (tensors on the meta device), for full-size layouts."""
+
+    def __init__(self, shapes: dict, name: str):
+        self.shapes, self.metadata = shapes, {}
+        self.path = DATA / name
+
+    def keys(self):
+        return list(self.shapes)
+
+    def __contains__(self, key):
+        return key in self.shapes
+
+    def shape(self, key):
+        return tuple(self.shapes[key])
+
+    def dtype(self, key):
+        return torch.bfloat16
+
+    def get(self, key):
+        return torch.empty(self.shapes[key], dtype=torch.bfloat16, device="meta")
+
+
+def test_full_size_19b_layout_maps_onto_the_shipped_config():
+    """Every tensor of an LTX-2 19B checkpoint as Lightricks' ltx-core defines it at LTX-2's sizes
+    (ltx2_19b_layout.json.gz, tools/check_ltx2_with_ltx_core.py) lands, through Kinema's key maps, on a module built
+    from configs/ltx2_19b.json with the same name and shape: real files need no test metadata."""
+    import gzip
+    from accelerate import init_empty_weights
+    from kinema.models.files import ltx2 as L
+    with gzip.open(DATA / "ltx2_19b_layout.json.gz", "rt") as fh:
+        f = HeaderOnly(json.load(fh), "ltx-2-19b-dev.safetensors")
+    assert is_ltx2_checkpoint(f.keys()) and len(f.shapes) > 4000
+    L._check_parts(f, "checkpoint")
+    record = L.ltx2_record(f)
+    assert record["name"] == "ltx2_19b"
+    counts = {}
+    for part, cls in L._classes().items():
+        with init_empty_weights():
+            module = cls.from_config(record[part])
+        weights = L._weights(f, part, torch.bfloat16, "meta")
+        L._assign(module, weights, part, "checkpoint", f.path.name, record["label"])   # refuses any difference
+        counts[part] = len(weights)
+    assert counts["transformer"] == 3510 and counts["vocoder"] == 194 and sum(counts.values()) == len(f.shapes)
+
+
 def test_gemma_tokens_and_prompt_embeds_reproduce_the_reference(pipe, ref, meta):
     for prompt, tokens in zip(meta["gemma"]["prompts"], meta["gemma"]["tokens"]):
         assert pipe.tokenizer(prompt).input_ids == tokens          # sentencepiece's own ids, <bos> first
