@@ -180,7 +180,10 @@ def main() -> None:
         f"{report['ltx_core_commit']}: ltx-core's own LTX-2 classes (transformer, video VAE encoder and decoder, "
         f"audio VAE encoder and decoder, vocoder, text connectors with their feature extractor) took every tensor of "
         f"ltx2_tiny.safetensors through ltx-core's own checkpoint key maps, strictly, and reproduced every reference "
-        f"output within {worst:.1e} (ltx_core_check.json; tiny-size adaptations listed there).\n")
+        f"output within {worst:.1e} (ltx_core_check.json; tiny-size adaptations listed there). "
+        f"ltx2_19b_layout.json.gz: the {len(layout)} keys and shapes of an LTX-2 19B checkpoint as ltx-core's classes "
+        f"define them at LTX-2's sizes (meta device, no weights), which tests/models/test_files_ltx2.py maps onto "
+        f"configs/ltx2_19b.json.\n")
     print(json.dumps(report["max_abs_diff"], indent=1))
 
 
