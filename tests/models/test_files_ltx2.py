@@ -267,5 +267,7 @@ def test_refusals_name_the_input_and_the_fix(tmp_path):
              "LTX-2.3", "diffusers folder")
     _refused(lambda: load_ltx2_files(unmarked, GEMMA), "text_encoder", "must be 3840 wide", "Gemma 3 12B")
     _refused(lambda: load_ltx2_checkpoint(CKPT, torch.float8_e4m3fn), "dtype", "float32, bfloat16", "16-bit")
+    from kinema.models.files import load_denoiser
+    _refused(lambda: load_denoiser(only), "denoiser", "is an LTX-2 file", "Load Video Model (Checkpoint)")
     (tmp_path / "ltx2.ckpt").write_bytes(b"never unpickled")
     _refused(lambda: load_ltx2_files(tmp_path / "ltx2.ckpt", GEMMA), "checkpoint", ".safetensors", "safetensors")
