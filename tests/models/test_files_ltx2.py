@@ -144,6 +144,20 @@ def test_bf16_keeps_vaes_and_vocoder_fp32(ref):
         close(parts["vocoder"](ref["avae.mel"]), ref["voc.wave"])
 
 
+def test_bf16_file_loads_into_fp32(tmp_path, ref):
+    """Lightricks' and ComfyUI's LTX-2 checkpoints are bf16: read into float32, every weight is its bf16 value."""
+    sd = load_file(str(CKPT))
+    path = tmp_path / "ltx2_bf16.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(path),
+              metadata={"kinema_fixture": json.dumps({"ltx2": fixture_info(CKPT)["ltx2"]})})
+    parts = load_ltx2_checkpoint(path)
+    key = "model.diffusion_model.transformer_blocks.1.audio_ff.net.0.proj.weight"
+    own = parts["transformer"].state_dict()["transformer_blocks.1.audio_ff.net.0.proj.weight"]
+    assert own.dtype == torch.float32 and torch.equal(own, sd[key].to(torch.bfloat16).float())
+    with torch.no_grad():
+        close(parts["vocoder"](ref["avae.mel"]), ref["voc.wave"], tol=0.01)    # bf16 weights: 1.7e-3 here
+
+
 @pytest.mark.parametrize("layout", ["lightricks", "comfyui"])
 def test_fp8_checkpoints_are_descaled_exactly(tmp_path, ref, layout):
     """Lightricks' prequantised fp8 (`weight_scale`) and ComfyUI's scaled fp8 (`scale_weight` + marker): every
