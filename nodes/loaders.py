@@ -123,10 +123,15 @@ class KinemaLoadAudioModel:
             "family": _family(AudioFamilyChoice),
             "device": _device(),
             "dtype": _dtype(" The audio VAEs and vocoder always stay fp32."),
-        }}
+        }, "optional": _ltx2_inputs("Video to Audio")}
 
-    def load(self, model, family, device, dtype):
+    def load(self, model, family, device, dtype, checkpoint="none", text_encoder="none"):
         from ..models.families import load_audio_model
+        if checkpoint != "none" or text_encoder != "none":
+            if family not in ("auto", "ltx2"):
+                from ..models.checks import fail
+                fail("family", "must be auto or ltx2 with an LTX-2 `checkpoint`", family, "Set family to auto.")
+            return (_ltx2_files("audio", checkpoint, text_encoder, device, dtype),)
         return (load_audio_model(env.find_model("diffusers", model), family, *_load_args(device, dtype)),)
 
 
@@ -155,10 +160,12 @@ class KinemaLoadPortraitModel:
                       "naming LTX2Pipeline, LTX2ConditionPipeline or LTX2ImageToVideoPipeline)."}),
             "device": _device(),
             "dtype": _dtype(),
-        }}
+        }, "optional": _ltx2_inputs("Portrait Animate")}
 
-    def load(self, model, device, dtype):
+    def load(self, model, device, dtype, checkpoint="none", text_encoder="none"):
         from ..models.families import load_portrait_model
+        if checkpoint != "none" or text_encoder != "none":
+            return (_ltx2_files("portrait", checkpoint, text_encoder, device, dtype),)
         return (load_portrait_model(env.find_model("diffusers", model), *_load_args(device, dtype)),)
 
 
@@ -170,6 +177,30 @@ def _files(kind: str, what: str, none: bool = False, suffixes: tuple[str, ...] =
 
 def _file(kind: str, name: str):
     return None if name == "none" else env.find_model(kind, name, files=True)
+
+
+def _ltx2_inputs(use: str) -> dict:
+    """The optional LTX-2 file inputs of the audio and portrait loaders (ComfyUI's checkpoints/ + text_encoders/)."""
+    return {
+        "checkpoint": (_files("checkpoints", "checkpoints", True), {"default": "none", "tooltip":
+                       f"LTX-2's all-in-one checkpoint from checkpoints/ (ltx-2-19b-dev / -distilled .safetensors, "
+                       f"as ComfyUI's templates download it), loaded for {use} instead of the `model` folder. "
+                       f"none: use the folder."}),
+        "text_encoder": (_files("text_encoders", "text encoders", True), {"default": "none", "tooltip":
+                         "With `checkpoint`: LTX-2's Gemma 3 file from text_encoders/ (gemma_3_12B_it*.safetensors, "
+                         "which carries its tokenizer; otherwise put Gemma's tokenizer.model beside it)."}),
+    }
+
+
+def _ltx2_files(kind: str, checkpoint: str, text_encoder: str, device: str, dtype: str):
+    """An LTX-2 family from the checkpoint + Gemma files (models.files.ltx2); text_encoder alone is an error."""
+    from ..models.checks import fail
+    from ..models.files.ltx2 import load_ltx2_family
+    if checkpoint == "none":
+        fail("text_encoder", "is only read together with an LTX-2 `checkpoint`", text_encoder,
+             "Pick LTX-2's all-in-one checkpoint in `checkpoint`, or set text_encoder to none to load the folder.")
+    return load_ltx2_family(kind, _file("checkpoints", checkpoint), _file("text_encoders", text_encoder),
+                            *_load_args(device, dtype))
 
 
 class KinemaLoadModelFiles:
@@ -227,34 +258,49 @@ class KinemaLoadModelFiles:
 
 
 class KinemaLoadCheckpoint:
-    DESCRIPTION = ("Loads AnimateDiff from an SD 1.5 all-in-one checkpoint (checkpoints/) and a motion module "
-                   "(animatediff_models/), the files ComfyUI users have. CLIP's tokenizer comes from an "
-                   "sd1_tokenizer folder (ComfyUI ships one). Same output as Load Video Model.")
+    DESCRIPTION = ("Loads an all-in-one checkpoint from checkpoints/: LTX-2 with its Gemma 3 text_encoder file, or "
+                   "AnimateDiff from SD 1.5 + a motion module (CLIP's tokenizer from an sd1_tokenizer folder). Same "
+                   "output as Load Video Model.")
     CATEGORY = "Kinema/loaders"
     RETURN_TYPES = ("KINEMA_MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded AnimateDiff model: connect it to Text Encode, the sampler and Video Decode.",)
+    OUTPUT_TOOLTIPS = ("The loaded model: connect it to Text Encode, the sampler and Video Decode (LTX-2: also "
+                       "Portrait Animate).",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "checkpoint": (_files("checkpoints", "checkpoints"), {"tooltip":
-                           "An SD 1.5 checkpoint from checkpoints/ (v1-5-pruned-emaonly or any SD 1.5 fine-tune; "
-                           "UNet, VAE and CLIP in one .safetensors). SDXL, SD 2 and LTX-2 checkpoints are refused "
-                           "with what to use instead."}),
+                           "An all-in-one .safetensors from checkpoints/: LTX-2 (ltx-2-19b-dev / -distilled; needs "
+                           "text_encoder) or SD 1.5 (v1-5-pruned-emaonly or any SD 1.5 fine-tune; needs "
+                           "motion_module). The kind comes from the tensors; SDXL and SD 2 are refused with what to "
+                           "use instead."}),
             "motion_module": (_files("animatediff_models", "motion modules"), {"tooltip":
-                              "An AnimateDiff SD 1.5 motion module from animatediff_models/ (mm_sd_v15_v2, "
-                              "v3_sd15_mm, ...), .safetensors."}),
+                              "SD 1.5 checkpoints: an AnimateDiff SD 1.5 motion module from animatediff_models/ "
+                              "(mm_sd_v15_v2, v3_sd15_mm, ...), .safetensors. Not used for LTX-2."}),
             "device": _device(),
             "dtype": _dtype(),
+        }, "optional": {
+            "text_encoder": (_files("text_encoders", "text encoders", True), {"default": "none", "tooltip":
+                             "LTX-2 checkpoints: the Gemma 3 file from text_encoders/ (gemma_3_12B_it*.safetensors, "
+                             "which carries its tokenizer). SD 1.5 checkpoints carry their text encoder: leave "
+                             "none."}),
         }}
 
-    def load(self, checkpoint, motion_module, device, dtype):
+    def load(self, checkpoint, motion_module, device, dtype, text_encoder="none"):
+        from ..models.files.ltx2 import is_ltx2_file
         from ..models.files.sd15 import load_animatediff_files
+        path = _file("checkpoints", checkpoint)
+        if is_ltx2_file(path):
+            return (_ltx2_files("video", checkpoint, text_encoder, device, dtype),)
+        if text_encoder != "none":
+            from ..models.checks import fail
+            fail("text_encoder", "is only for LTX-2 checkpoints (an SD 1.5 checkpoint carries its CLIP text encoder)",
+                 text_encoder, "Set text_encoder to none.")
         dev, dt = _load_args(device, dtype)
-        return (load_animatediff_files(_file("checkpoints", checkpoint), _file("animatediff_models", motion_module),
-                                       env.clip_tokenizer_dirs(), dev, dt),)
+        return (load_animatediff_files(path, _file("animatediff_models", motion_module), env.clip_tokenizer_dirs(),
+                                       dev, dt),)
 
 
 def _lora_path(name: str):

@@ -191,7 +191,8 @@ WORKFLOWS = {
             **_sampler(length=33, size=32, steps=10, cfg=4.0)["inputs"], "context": _link(7)}},
         "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
         "8": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "kinema-tiny-audio", "family": "auto",
-                                                               "device": "auto", "dtype": "auto"}},
+                                                               "device": "auto", "dtype": "auto",
+                                                               "checkpoint": "none", "text_encoder": "none"}},
         "9": {"class_type": "KinemaVideoToAudio", "inputs": {
             "model": _link(8), "images": _link(5), "fps": 8.0, "steps": 20, "cfg": 8.0, "seed": 42,
             "prompt": "", "negative_prompt": ""}},
@@ -207,7 +208,8 @@ WORKFLOWS = {
         "input (the prompt is ignored); for real sound use an LTX-2 folder (see video_with_sound)."]),
     "talking_portrait": ({
         "1": {"class_type": "KinemaLoadPortraitModel", "inputs": {"model": "kinema-tiny-portrait", "device": "auto",
-                                                                  "dtype": "auto"}},
+                                                                  "dtype": "auto",
+                                                                  "checkpoint": "none", "text_encoder": "none"}},
         "2": {"class_type": "KinemaLoadImage", "inputs": {"image": "portrait.png"}},
         "3": {"class_type": "KinemaLoadAudio", "inputs": {"audio": "voice.wav", "sample_rate": 0, "channels": "keep"}},
         "4": {"class_type": "KinemaPortraitAnimate", "inputs": {
@@ -327,7 +329,8 @@ WORKFLOWS = {
         "real Wan model use windows of 81 frames, overlap 16, and as many frames as you like.", RESUME]),
     "text_to_audio": ({
         "1": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "fixture-stable-audio", "family": "auto",
-                                                               "device": "auto", "dtype": "auto"}},
+                                                               "device": "auto", "dtype": "auto",
+                                                               "checkpoint": "none", "text_encoder": "none"}},
         "2": {"class_type": "KinemaTextToAudio", "inputs": {
             "model": _link(1), "prompt": "a wooden door creaks open, then slams shut, close mic",
             "negative_prompt": "low quality, noise, music", "seconds": 1.0, "steps": 8, "cfg": 7.0, "seed": 42}},
@@ -344,7 +347,8 @@ WORKFLOWS = {
         "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
         "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
         "7": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "fixture-ltx2", "family": "auto",
-                                                               "device": "auto", "dtype": "auto"}},
+                                                               "device": "auto", "dtype": "auto",
+                                                               "checkpoint": "none", "text_encoder": "none"}},
         "8": {"class_type": "KinemaVideoToAudio", "inputs": {
             "model": _link(7), "images": _link(5), "fps": 16.0, "steps": 8, "cfg": 4.0, "seed": 42,
             "prompt": "waves crashing, spray, wind", "negative_prompt": "music, speech"}},

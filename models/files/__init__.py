@@ -32,12 +32,16 @@ __all__ = ["load_denoiser", "detect_denoiser", "load_text_encoder", "encode_prom
 
 
 def _denoiser_layout(f, arg: str):
+    if any(k.endswith("av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight") for k in f.keys()):
+        fail(arg, "is an LTX-2 file, not a Wan denoiser", f.path.name, "Load LTX-2's all-in-one checkpoint "
+             "(checkpoints/) with Load Video Model (Checkpoint) and its Gemma 3 text_encoder.")
     prefix, layout = denoiser_prefix(f.keys())
     if not layout:
         vace_only = any("vace_blocks." in k for k in f.keys())
         fix = ("It holds only a VACE module: use a full VACE file (wan2.1_vace_*), not the separate module."
                if vace_only else "Pick a Wan denoiser from diffusion_models/ (text encoders go to text_encoders/, "
                                  "VAEs to vae/).")
+
         fail(arg, "is not a Wan denoiser file (no head.modulation or scale_shift_table tensor)", f.path.name, fix)
     names = denoiser_names(list(iter_keys(f, prefix)), prefix, layout, arg, f.path.name)
     return prefix, layout, names

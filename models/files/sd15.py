@@ -40,9 +40,9 @@ def check_sd15(f, arg: str = "checkpoint") -> None:
         fail(arg, "is an SDXL checkpoint; AnimateDiff here runs on SD 1.5", f.path.name,
              "Pick an SD 1.5 checkpoint (v1-5-pruned-emaonly, or a fine-tune of SD 1.5).")
     if any(k.startswith(UNET + "av_ca_") for k in keys) or "audio_vae.per_channel_statistics.mean-of-means" in keys:
-        fail(arg, "is an LTX-2 all-in-one checkpoint, which Kinema reads only as a diffusers folder for now",
-             f.path.name, "Put the LTX-2 diffusers folder (Lightricks/LTX-2) in models/diffusers and use Load Audio "
-                          "Model or Load Portrait Model.")
+        fail(arg, "is an LTX-2 all-in-one checkpoint, not SD 1.5", f.path.name,
+             "Load it with Load Video Model (Checkpoint) and its Gemma 3 text_encoder file (or the checkpoint "
+             "input of Load Audio Model / Load Portrait Model).")
     need = (UNET + "input_blocks.0.0.weight", VAE + "decoder.conv_in.weight",
             CLIP + "text_model.embeddings.token_embedding.weight")
     missing = [k for k in need if k not in keys]
