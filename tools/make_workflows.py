@@ -403,11 +403,13 @@ def write_sprite(size: int = 32, ss: int = 8) -> None:
 def render() -> dict[str, str]:
     """name -> JSON text of each UI-format workflow."""
     sys.path.insert(0, str(WORKFLOWS_DIR.parent.parent))
+    sys.path.insert(0, str(WORKFLOWS_DIR.parent))        # tools.workflow_layout when run as a script
     from kinema import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     from kinema.host.builder import api_to_ui
     from kinema.host.object_info import object_info
+    from tools.workflow_layout import layout
     info = object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
-    return {name: json.dumps(api_to_ui(prompt, info, notes), indent=1) + "\n"
+    return {name: json.dumps(layout(api_to_ui(prompt, info, notes), info), indent=1) + "\n"
             for name, (prompt, notes) in WORKFLOWS.items()}
 
 
