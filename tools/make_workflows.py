@@ -2,7 +2,8 @@
 sample assets in workflows/assets/. Run it after changing a node's inputs: `python tools/make_workflows.py`.
 The tests check that the shipped files equal what this script writes; what each workflow must produce is in
 tests/workflows/expect/<name>.json (workflows/ holds only workflows and their assets: ComfyUI serves it as
-templates)."""
+templates). Each workflow also gets its template thumbnail, workflows/<name>.jpg (tools/make_thumbnails.py: made
+when missing, all again with `--thumbnails`)."""
 from __future__ import annotations
 
 import json
@@ -121,9 +122,10 @@ WORKFLOWS = {
                                                             "method": "bicubic"}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(7), "fps": 8.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/text_to_video"}},
-    }, ["Text to video with Kinema-Tiny, the model that ships with the pack (trained here on simple shapes: "
-        "9 frames at 32x32, shown 8x larger). Prompts: 'a {red|green|blue|yellow|white|purple} {circle|square|"
-        "triangle|star} {moves left|moves right|moves up|moves down|bounces|spins|grows|shrinks|stays still}'. "
+    }, ["Press Run (top right): Kinema-Tiny, the model that ships with the pack, makes this clip in seconds on a "
+        "CPU (trained here on simple shapes: 9 frames at 32x32, shown 8x larger). Prompts: 'a {red|green|blue|"
+        "yellow|white|purple} {circle|square|triangle|star} {moves left|moves right|moves up|moves down|bounces|"
+        "spins|grows|shrinks|stays still}'. "
         "For real videos pick a Wan or AnimateDiff folder in Load Video Model (see text_to_video_wan)."]),
     "animated_sticker": ({
         "1": _loader(TINY),
@@ -416,6 +418,9 @@ def render() -> dict[str, str]:
 if __name__ == "__main__":
     (WORKFLOWS_DIR / "assets").mkdir(exist_ok=True)
     write_assets()
-    for name, text in render().items():
+    rendered = render()
+    for name, text in rendered.items():
         (WORKFLOWS_DIR / f"{name}.json").write_text(text)
         print(WORKFLOWS_DIR / f"{name}.json")
+    from tools.make_thumbnails import write_thumbnails      # workflows/<name>.jpg: the template browser's pictures
+    write_thumbnails(sorted(rendered), rerun="--thumbnails" in sys.argv)

@@ -35,7 +35,7 @@ def _extra_height(info: dict) -> int:
     if any(o.get("image_upload") for o in opts):
         extra += PREVIEW_IMAGE
     if any(o.get("video_upload") for o in opts):
-        extra += PREVIEW_VIDEO
+        extra += PREVIEW_VIDEO + 120                # Load Video's player at VIDEO_NODE_W, its frame controls
     audio = any(o.get("audio_upload") for o in opts) or any(s[0] == "AUDIO_UI" for s in specs.values())
     if audio:
         extra += AUDIO_PLAYER
