@@ -173,13 +173,14 @@ def card(name: str, ui: dict) -> bytes:
     from PIL import Image, ImageDraw
     img = Image.new("RGB", (CARD, CARD), BG)
     d = ImageDraw.Draw(img)
-    d.text((12, 10), "NEEDS A MODEL", font=_font(11, bold=True), fill=ACCENT)
+    tag = _font(11, bold=True)          # top right: the editor puts its own "Node graph" badge top left
+    d.text((CARD - 12 - d.textlength("NEEDS A MODEL", font=tag), 12), "NEEDS A MODEL", font=tag, fill=ACCENT)
     title = _font(17, bold=True)
-    y = 28
+    y = 40
     for line in _wrap(d, name.replace("_", " "), title, CARD - 24)[:2]:
         d.text((12, y), line, font=title, fill=TEXT)
         y += 21
-    _draw_graph(d, ui, (12, y + 8, CARD - 12, 170))
+    _draw_graph(d, ui, (12, y + 6, CARD - 12, 172))
     small = _font(12)
     y = 180
     needs = [NEEDS.get(f, f) for f in fixtures_used(ui)]

@@ -13,10 +13,10 @@ from collections import defaultdict
 
 TITLE = 30                    # LiteGraph's title bar, drawn above node.pos
 SLOT, WIDGET = 22, 26         # one input/output row, one widget row
-NODE_W, NOTE_W, NOTE_H = 360, 520, 200
-COL_GAP, ROW_GAP = 60, 40     # free space between columns / between stacked nodes (title bars not counted)
+NODE_W, NOTE_W, NOTE_H = 320, 500, 200
+COL_GAP, ROW_GAP = 50, 40     # free space between columns / between stacked nodes (title bars not counted)
 PREVIEW_IMAGE = 300           # a Load Image's picture (fitted into the node's width)
-PREVIEW_VIDEO = 400           # a saved clip's player (a square clip at NODE_W wide, plus its controls)
+PREVIEW_VIDEO = 360           # a saved clip's player (a square clip at NODE_W wide, plus its controls)
 AUDIO_PLAYER = 70             # the <audio> element of Load/Save Audio
 LIVE_PREVIEW = 240            # a sampler's live preview of the frames being denoised
 VIDEO_NODE_W = 480            # Load Video's player asks for this width (the frontend's minimum for it)
@@ -35,7 +35,7 @@ def _extra_height(info: dict) -> int:
     if any(o.get("image_upload") for o in opts):
         extra += PREVIEW_IMAGE
     if any(o.get("video_upload") for o in opts):
-        extra += PREVIEW_VIDEO + 120                # Load Video's player at VIDEO_NODE_W, its frame controls
+        extra += PREVIEW_VIDEO + 160                # Load Video's player at VIDEO_NODE_W, its frame controls
     audio = any(o.get("audio_upload") for o in opts) or any(s[0] == "AUDIO_UI" for s in specs.values())
     if audio:
         extra += AUDIO_PLAYER
@@ -84,17 +84,26 @@ def _height(nodes: list[dict]) -> int:
     return sum(n["size"][1] + TITLE + ROW_GAP for n in nodes) - ROW_GAP
 
 
-def _merge(columns: list[list[dict]]) -> list[list[dict]]:
-    """Stack a column under the one before it while the pair stays no taller than the tallest column: a chain of
-    short nodes (decode, resize, key) then takes one column instead of several (same order, narrower graph)."""
-    tallest = max(_height(c) for c in columns)
+def _merge(columns: list[list[dict]], limit: float) -> list[list[dict]]:
+    """Stack a column under the one before it while the pair stays no taller than `limit`: a chain of short
+    nodes (decode, resize, key) then takes one column instead of several (same order, narrower graph)."""
     merged = [list(columns[0])]
     for nodes in columns[1:]:
-        if _height(merged[-1] + nodes) <= tallest:
+        if _height(merged[-1] + nodes) <= limit:
             merged[-1].extend(nodes)
         else:
             merged.append(list(nodes))
     return merged
+
+
+def opened_scale(nodes: list[dict]) -> float:
+    """The zoom the editor picks when it opens the graph from its template browser (it ignores extra.ds there and
+    fits the nodes' bounds, padded 10 px, into 75 % of the window: LGraphCanvas.ds.fitToBounds)."""
+    x0 = min(n["pos"][0] for n in nodes) - 10
+    y0 = min(n["pos"][1] - TITLE for n in nodes) - 10
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes) + 10
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes) + 10
+    return 0.75 * min(WINDOW_W / (x1 - x0), WINDOW_H / (y1 - y0))
 
 
 def _place(columns: list[list[dict]], per_row: int) -> None:
@@ -112,6 +121,13 @@ def _place(columns: list[list[dict]], per_row: int) -> None:
         top = bottom + ROW_GAP
 
 
+def _place_notes(notes: list[dict], above: bool) -> None:
+    for i, note in enumerate(notes):
+        note["size"] = [NOTE_W, NOTE_H]
+        note["pos"] = ([i * (NOTE_W + COL_GAP), -(NOTE_H + ROW_GAP)] if above else
+                       [-(NOTE_W + COL_GAP), TITLE + i * (NOTE_H + TITLE + ROW_GAP)])
+
+
 def layout(ui: dict, object_info: dict) -> dict:
     """Size and place the nodes of a UI workflow made by api_to_ui (in place; also returned): columns left to
     right in dependency order (wrapped into rows when that shows the graph larger), nodes stacked with their title
@@ -120,17 +136,19 @@ def layout(ui: dict, object_info: dict) -> dict:
     for nodes in columns:
         for node in nodes:
             node["size"] = node_size(node, object_info[node["type"]])
-    columns = _merge(columns)
     notes = [n for n in ui["nodes"] if n["type"] == "Note"]
-    for i, note in enumerate(notes):
-        note["size"] = [NOTE_W, NOTE_H]
-        note["pos"] = [i * (NOTE_W + COL_GAP), -(NOTE_H + ROW_GAP)]
+    tallest = max(_height(c) for c in columns)
     best = None
-    for per_row in range(len(columns), 0, -1):
-        _place(columns, per_row)
-        scale = fit_view(ui["nodes"])["scale"]
-        if best is None or scale > best[0] + 0.05:          # a row break only for a clearly larger view
-            best = (scale, per_row)
-    _place(columns, best[1])
+    for above in (True, False):                     # notes in a row above the graph, or a column left of it
+        _place_notes(notes, above)
+        for limit in (tallest * f for f in (1, 1.25, 1.5, 2, 2.5, 3)):      # the most legible arrangement
+            merged = _merge(columns, limit)
+            for per_row in range(len(merged), 0, -1):
+                _place(merged, per_row)
+                scale = opened_scale(ui["nodes"])
+                if best is None or scale > best[0] + 0.01:
+                    best = (scale, above, merged, per_row)
+    _place_notes(notes, best[1])
+    _place(best[2], best[3])
     ui["extra"]["ds"] = fit_view(ui["nodes"])
     return ui
