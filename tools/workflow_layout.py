@@ -25,6 +25,7 @@ MULTILINE = 90                # a multiline prompt box beyond its one widget row
 # the left sidebar, the tab bar and floating run bar at the top, and a margin at the right and bottom
 WINDOW_W, WINDOW_H = 1400, 900
 CHROME_LEFT, CHROME_TOP, CHROME_RIGHT, CHROME_BOTTOM = 80, 120, 30, 50
+MINIMAP = (1120, 620)         # the minimap's top left corner (it fills the window's bottom right corner)
 
 
 def _extra_height(info: dict) -> int:
@@ -64,20 +65,34 @@ def _columns(ui: dict) -> dict[int, list[dict]]:
     return {i: sorted(cols[x], key=lambda n: n["pos"][1]) for i, x in enumerate(sorted(cols))}
 
 
-def fit_view(nodes: list[dict]) -> dict:
-    """extra.ds {scale, offset} that shows every node (title bars included) inside the editor's free area of a
-    WINDOW_W x WINDOW_H window, centred; scale at most 1. Screen = (graph + offset) * scale."""
+def _fit(nodes: list[dict], free_w: float, free_h: float) -> dict:
+    """extra.ds that centres the nodes' bounds (title bars included) in a free_w x free_h area at the window's
+    top left free corner, scale at most 1. Screen = (graph + offset) * scale."""
     x0 = min(n["pos"][0] for n in nodes)
     y0 = min(n["pos"][1] - TITLE for n in nodes)
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
     y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
-    free_w = WINDOW_W - CHROME_LEFT - CHROME_RIGHT
-    free_h = WINDOW_H - CHROME_TOP - CHROME_BOTTOM
     scale = min(1.0, free_w / (x1 - x0), free_h / (y1 - y0))
     scale = int(scale * 1000) / 1000                                  # rounded down: never a pixel too big
     left = CHROME_LEFT + (free_w - (x1 - x0) * scale) / 2
     top = CHROME_TOP + (free_h - (y1 - y0) * scale) / 2
     return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
+
+
+def _under_minimap(nodes: list[dict], ds: dict) -> bool:
+    s, (ox, oy) = ds["scale"], ds["offset"]
+    return any((n["pos"][0] + n["size"][0] + ox) * s > MINIMAP[0] and (n["pos"][1] + n["size"][1] + oy) * s > MINIMAP[1]
+               for n in nodes)
+
+
+def fit_view(nodes: list[dict]) -> dict:
+    """extra.ds {scale, offset} that shows every node inside the editor's free area of a WINDOW_W x WINDOW_H
+    window, none under the minimap in its bottom right corner, as large as that allows (at most 1)."""
+    free_w = WINDOW_W - CHROME_LEFT - CHROME_RIGHT
+    free_h = WINDOW_H - CHROME_TOP - CHROME_BOTTOM
+    fits = [_fit(nodes, w, h) for w, h in ((free_w, free_h), (MINIMAP[0] - CHROME_LEFT - 10, free_h),
+                                           (free_w, MINIMAP[1] - CHROME_TOP - 10))]
+    return max((ds for ds in fits if not _under_minimap(nodes, ds)), key=lambda ds: ds["scale"])
 
 
 def _height(nodes: list[dict]) -> int:

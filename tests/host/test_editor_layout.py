@@ -22,7 +22,8 @@ pytestmark = pytest.mark.browser
 
 WINDOW = {"width": 1400, "height": 900}
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-QUICK = {"text_to_video", "animated_sticker", "upscale_video", "talking_portrait"}   # about 90 s of runs
+# about a minute of runs (animated_sticker runs in test_browser.py); talking_portrait: players and previews
+QUICK = {"text_to_video", "upscale_video", "talking_portrait"}
 SIDEBAR, TABS = 56, 40            # px of the window the editor's left sidebar and tab bar cover
 
 
@@ -55,12 +56,16 @@ def _boxes(page) -> dict:
     """The live graph: the view (scale, offset) and each node's rendered box in graph units (title bar included)."""
     return page.evaluate("""() => {
         const c = window.app.canvas;
+        const map = document.querySelector('[data-testid=minimap-container]')?.getBoundingClientRect();
         return {scale: c.ds.scale, offset: [...c.ds.offset], width: c.canvas.clientWidth, height: c.canvas.clientHeight,
+                minimap: map && map.width ? [map.left, map.top, map.right, map.bottom] : null,
                 nodes: window.app.graph.nodes.map(n => ({id: n.id, title: n.title, box: [...n.boundingRect]}))};
     }""")
 
 
-def _check_layout(view: dict, name: str, when: str) -> None:
+def _check_layout(view: dict, name: str, when: str, minimap: bool = True) -> None:
+    """No two nodes' boxes overlap; each lies inside the window, clear of the sidebar, the tab bar and (unless
+    `minimap` is False: the editor chose that view itself) the minimap."""
     nodes, s, (ox, oy) = view["nodes"], view["scale"], view["offset"]
     for i, a in enumerate(nodes):
         ax, ay, aw, ah = a["box"]
@@ -73,6 +78,10 @@ def _check_layout(view: dict, name: str, when: str) -> None:
         assert left >= SIDEBAR and top >= TABS and right <= view["width"] and bottom <= view["height"], \
             f"{name} ({when}): {a['title']} is outside the initial view: " \
             f"{[round(v) for v in (left, top, right, bottom)]}"
+        if minimap and view["minimap"]:
+            mx0, my0, mx1, my1 = view["minimap"]
+            assert not (left < mx1 and mx0 < right and top < my1 and my0 < bottom), \
+                f"{name} ({when}): {a['title']} is under the minimap {view['minimap']}"
 
 
 def test_first_visit_opens_text_to_video_with_templates_one_click_away(editor, browser, shots):  # noqa: F811
@@ -89,7 +98,7 @@ def test_first_visit_opens_text_to_video_with_templates_one_click_away(editor, b
         assert page.locator("[role=dialog]:visible").count() == 0       # no dialog over the first screen
         # the editor fits a template into its window itself: every node inside, drawn in full (not the
         # simplified look it uses below ~57 % zoom)
-        _check_layout(_boxes(page), "text_to_video", "first screen")
+        _check_layout(_boxes(page), "text_to_video", "first screen", minimap=False)
         assert not page.evaluate("() => window.app.canvas.low_quality")
         assert page.get_by_role("button", name="Run", exact=True).first.is_enabled()
         page.screenshot(path=str(shots / "first_screen.png"))
