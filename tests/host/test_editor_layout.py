@@ -113,6 +113,13 @@ def test_first_visit_opens_text_to_video_with_templates_one_click_away(editor, b
         fetched = {r.split("/kinema/")[1] for r in page.fetched if "/workflow_templates/kinema/" in r}
         assert len({f for f in fetched if f.endswith(".jpg")}) >= 8, fetched
         page.screenshot(path=str(shots / "templates.png"))
+        # inside ComfyUI the same files come from a static route that names them image/jpeg by their suffix: the
+        # browser decodes the animated WebP by its content all the same
+        data = (REPO / "workflows" / "text_to_video.jpg").read_bytes()
+        page.route("**/as-comfyui/text_to_video.jpg", lambda route: route.fulfill(body=data, content_type="image/jpeg"))
+        size = page.evaluate("""async () => { const img = new Image(); img.src = '/as-comfyui/text_to_video.jpg';
+            await img.decode(); return [img.naturalWidth, img.naturalHeight]; }""")
+        assert min(size) >= 128
         assert not page.errors, page.errors
         assert not [f for f in page.failed if not HARMLESS_404.search(f)], page.failed
     finally:
