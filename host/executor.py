@@ -192,8 +192,12 @@ class Executor:
     def _run_node(self, nid, node, prompt, values, prompt_id, emit, extra_data):
         class_type = node["class_type"]
         cls = self.classes[class_type]
+        declared = self.object_info[class_type]["input"]
+        known = {*declared.get("required", {}), *declared.get("optional", {})}
+        # as ComfyUI does, only declared inputs reach the node: the editor also sends its own widgets' values
+        # (e.g. Load Video's "video-preview")
         kwargs = {name: values[link_source(value)][value[1]] if is_link(value) else value
-                  for name, value in node.get("inputs", {}).items()}
+                  for name, value in node.get("inputs", {}).items() if name in known}
         if deferred(cls, literal_inputs(node)):     # its VALIDATE_INPUTS needs linked values: now
             errors = custom_errors(cls, kwargs)
             if errors:

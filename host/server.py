@@ -300,7 +300,12 @@ async def get_workflow_template(request):
     path = confined(WORKFLOWS_DIR, [check_name(request.match_info["name"])])
     if path.suffix.lower() not in (".json", ".jpg", ".png", ".webp") or not path.is_file():  # + thumbnails
         raise Refused(404, "no such template")
-    return web.FileResponse(path, headers={"Content-Type": mimetypes.guess_type(path.name)[0] or "text/plain"})
+    kind = mimetypes.guess_type(path.name)[0] or "text/plain"
+    if path.suffix.lower() == ".jpg":   # the thumbnail the editor asks for as <name>.jpg: JPEG or animated WebP
+        with path.open("rb") as f:
+            head = f.read(12)
+        kind = "image/webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else kind
+    return web.FileResponse(path, headers={"Content-Type": kind})
 
 
 @api("GET", "/global_subgraphs")
@@ -617,7 +622,23 @@ def frontend_dir() -> Path:
     return static
 
 
+FIRST_TEMPLATE = "text_to_video"          # what a browser that never opened the editor here sees first
+FIRST_SEEN_COOKIE = "kinema_editor_seen"
+
+
 async def index(request):
+    """The editor's page. A browser's first visit (no cookie yet, no query) is sent to
+    /?template=text_to_video&source=kinema: the frontend's own template link (useTemplateUrlLoader) opens Kinema's
+    text_to_video instead of an empty canvas, with the template browser one click away in the sidebar. Later
+    visits restore what the browser kept (its open workflows live in its local storage, which the server cannot
+    see: the cookie stands for "this browser has been here")."""
+    if not request.query and FIRST_SEEN_COOKIE not in request.cookies and \
+            (WORKFLOWS_DIR / f"{FIRST_TEMPLATE}.json").is_file():
+        response = web.Response(status=302, headers={
+            "Location": f"/?template={FIRST_TEMPLATE}&source={TEMPLATE_MODULE}", "Cache-Control": "no-cache"})
+        response.set_cookie(FIRST_SEEN_COOKIE, "1", max_age=10 * 365 * 86400, path="/", samesite="Strict",
+                            httponly=True)
+        return response
     return web.FileResponse(_srv(request).static_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
 

@@ -2,7 +2,8 @@
 sample assets in workflows/assets/. Run it after changing a node's inputs: `python tools/make_workflows.py`.
 The tests check that the shipped files equal what this script writes; what each workflow must produce is in
 tests/workflows/expect/<name>.json (workflows/ holds only workflows and their assets: ComfyUI serves it as
-templates)."""
+templates). Each workflow also gets its template thumbnail, workflows/<name>.jpg (tools/make_thumbnails.py: made
+when missing, all again with `--thumbnails`)."""
 from __future__ import annotations
 
 import json
@@ -121,9 +122,10 @@ WORKFLOWS = {
                                                             "method": "bicubic"}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(7), "fps": 8.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/text_to_video"}},
-    }, ["Text to video with Kinema-Tiny, the model that ships with the pack (trained here on simple shapes: "
-        "9 frames at 32x32, shown 8x larger). Prompts: 'a {red|green|blue|yellow|white|purple} {circle|square|"
-        "triangle|star} {moves left|moves right|moves up|moves down|bounces|spins|grows|shrinks|stays still}'. "
+    }, ["Press Run (top right): Kinema-Tiny, the model that ships with the pack, makes this clip in seconds on a "
+        "CPU (trained here on simple shapes: 9 frames at 32x32, shown 8x larger). Prompts: 'a {red|green|blue|"
+        "yellow|white|purple} {circle|square|triangle|star} {moves left|moves right|moves up|moves down|bounces|"
+        "spins|grows|shrinks|stays still}'. "
         "For real videos pick a Wan or AnimateDiff folder in Load Video Model (see text_to_video_wan)."]),
     "animated_sticker": ({
         "1": _loader(TINY),
@@ -407,17 +409,22 @@ def write_sprite(size: int = 32, ss: int = 8) -> None:
 def render() -> dict[str, str]:
     """name -> JSON text of each UI-format workflow."""
     sys.path.insert(0, str(WORKFLOWS_DIR.parent.parent))
+    sys.path.insert(0, str(WORKFLOWS_DIR.parent))        # tools.workflow_layout when run as a script
     from kinema import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     from kinema.host.builder import api_to_ui
     from kinema.host.object_info import object_info
+    from tools.workflow_layout import layout
     info = object_info(NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS)
-    return {name: json.dumps(api_to_ui(prompt, info, notes), indent=1) + "\n"
+    return {name: json.dumps(layout(api_to_ui(prompt, info, notes), info), indent=1) + "\n"
             for name, (prompt, notes) in WORKFLOWS.items()}
 
 
 if __name__ == "__main__":
     (WORKFLOWS_DIR / "assets").mkdir(exist_ok=True)
     write_assets()
-    for name, text in render().items():
+    rendered = render()
+    for name, text in rendered.items():
         (WORKFLOWS_DIR / f"{name}.json").write_text(text)
         print(WORKFLOWS_DIR / f"{name}.json")
+    from tools.make_thumbnails import write_thumbnails      # workflows/<name>.jpg: the template browser's pictures
+    write_thumbnails(sorted(rendered), rerun="--thumbnails" in sys.argv)

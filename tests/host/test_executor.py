@@ -120,3 +120,11 @@ def test_a_huge_prompt_is_not_echoed_into_the_log(tmp_path):
     assert said and all(len(m) < 1500 for m in said), [len(m) for m in said]
     assert any("'zqa', 'zqb'" in m and "and 199990 more" in m and f"({len(prompt['2']['inputs']['text'])} characters)" in m
                for m in said), said
+
+
+def test_inputs_a_node_does_not_declare_are_not_passed_to_it(tmp_path):
+    """The editor sends its own widgets' values too (Load Video's "video-preview"): like ComfyUI, the executor
+    passes a node only the inputs it declares."""
+    ex = Executor({"Counted": Counted}, {})
+    result = ex.run({"1": {"class_type": "Counted", "inputs": {"value": 3, "video-preview": ""}}})
+    assert result.outputs["1"] == {"text": ["3"]}

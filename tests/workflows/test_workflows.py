@@ -48,8 +48,33 @@ def test_there_are_workflows_and_each_has_expectations():
     assert {p.stem for p in WORKFLOWS} >= {"text_to_video_wan", "image_to_video_wan", "animated_sticker",
                                            "text_to_audio", "video_with_sound"}
     assert {p.stem for p in EXPECT.glob("*.json")} == {p.stem for p in WORKFLOWS}     # one each, no strays
-    # workflows/ is served as templates: workflows and their assets only
-    assert {p.name for p in (REPO / "workflows").iterdir() if p.suffix != ".json"} == {"assets"}
+    # workflows/ is served as templates: workflows, their thumbnails (<name>.jpg) and their assets only
+    assert {p.name for p in (REPO / "workflows").iterdir() if p.suffix not in (".json", ".jpg")} == {"assets"}
+    assert {p.stem for p in (REPO / "workflows").glob("*.jpg")} == {p.stem for p in WORKFLOWS}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_workflow_has_a_small_thumbnail(path):
+    """workflows/<name>.jpg, where the editor's template browser looks (tools/make_thumbnails.py): the first frames
+    of the real result (animated) for a workflow on the bundled Kinema-Tiny models, a still card naming the model it
+    needs for a workflow on random-weight fixtures (its output is noise: never shown)."""
+    import numpy as np
+    from PIL import Image
+    from tools.make_thumbnails import MAX_BYTES, fixtures_used
+    thumb = path.with_suffix(".jpg")
+    assert thumb.is_file(), "run tools/make_workflows.py"
+    assert thumb.stat().st_size <= MAX_BYTES
+    with Image.open(thumb) as im:
+        assert min(im.size) >= 128
+        if fixtures_used(json.loads(path.read_text())):
+            assert im.format == "JPEG" and getattr(im, "n_frames", 1) == 1
+        else:
+            assert im.format == "WEBP" and im.n_frames >= 8            # a clip: it moves
+            frames = []
+            for i in (0, im.n_frames - 1):
+                im.seek(i)
+                frames.append(np.asarray(im.convert("RGB"), dtype=np.float32))
+            assert np.abs(frames[0] - frames[1]).mean() > 0.5 and frames[0].std() > 5   # not one still frame
 
 
 def test_shipped_workflows_are_current():
