@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..models.devices import DeviceChoice, DtypeChoice
 from ..models.families import AudioFamilyChoice, FamilyChoice
 from ..models.parallel import ParallelChoice
-from . import env
+from . import env, in_comfy
 
 
 def _family(choices) -> tuple:
@@ -23,9 +23,12 @@ def _dtype(note: str = "") -> tuple:
                                              "(fp16 on old GPUs), fp16 on MPS, fp32 on CPU." + note})
 
 
-def _load_args(device: str, dtype: str):
-    from ..models.devices import pick_device, pick_dtype
-    dev = pick_device(device)
+def _load_args(device: str, dtype: str, *sources):
+    """(device, dtype) for a loader; inside ComfyUI its device for auto, and ComfyUI is first asked to free the
+    memory the weight files in `sources` need (nodes/in_comfy.py)."""
+    from ..models.devices import pick_dtype
+    dev = in_comfy.pick_device(device)
+    in_comfy.free_for(dev, *sources)
     return dev, pick_dtype(dtype, dev)
 
 
@@ -87,8 +90,8 @@ class KinemaLoadVideoModel:
     def load(self, model, family, device, dtype, weights="none", parallel="none", gpus=0):
         from ..models.families import load_model
         path = env.find_model("diffusers", model)
-        dev, dt = _load_args(device, dtype)
         file = None if weights == "none" else env.find_model("single_file", weights, files=True)
+        dev, dt = _load_args(device, dtype, path, file)
         if parallel == ParallelChoice.NONE:
             return (load_model(path, family, dev, dt, weights=file),)
         from ..models.parallel import load_parallel
@@ -122,7 +125,8 @@ class KinemaLoadAudioModel:
 
     def load(self, model, family, device, dtype):
         from ..models.families import load_audio_model
-        return (load_audio_model(env.find_model("diffusers", model), family, *_load_args(device, dtype)),)
+        path = env.find_model("diffusers", model)
+        return (load_audio_model(path, family, *_load_args(device, dtype, path)),)
 
 
 def _portrait_models() -> list[str]:
@@ -163,7 +167,8 @@ class KinemaLoadPortraitModel:
 
     def load(self, model, device, dtype):
         from ..models.families import load_portrait_model
-        return (load_portrait_model(env.find_model("diffusers", model), *_load_args(device, dtype)),)
+        path = env.find_model("diffusers", model)
+        return (load_portrait_model(path, *_load_args(device, dtype, path)),)
 
 
 def _files(kind: str, what: str, none: bool = False, suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
@@ -225,7 +230,7 @@ class KinemaLoadModelFiles:
         from ..models.files.family import WanFiles, is_fixture, load_wan_files
         files = WanFiles(_file("diffusion_models", denoiser), _file("text_encoders", text_encoder), _file("vae", vae),
                          _file("diffusion_models", denoiser_2), _file("clip_vision", clip_vision))
-        dev, dt = _load_args(device, dtype)
+        dev, dt = _load_args(device, dtype, files.denoiser, files.denoiser_2, files.vae, files.clip_vision)
         return (load_wan_files(files, dev, dt, weight_dtype, text_encoder_memory,
                                strict=not is_fixture(files.denoiser)),)
 
@@ -256,8 +261,9 @@ class KinemaLoadCheckpoint:
 
     def load(self, checkpoint, motion_module, device, dtype):
         from ..models.files.sd15 import load_animatediff_files
-        dev, dt = _load_args(device, dtype)
-        return (load_animatediff_files(_file("checkpoints", checkpoint), _file("animatediff_models", motion_module),
+        ckpt, motion = _file("checkpoints", checkpoint), _file("animatediff_models", motion_module)
+        dev, dt = _load_args(device, dtype, ckpt, motion)
+        return (load_animatediff_files(ckpt, motion,
                                        env.clip_tokenizer_dirs(), dev, dt),)
 
 
@@ -338,7 +344,8 @@ class KinemaLoadUpscaleModel:
 
     def load(self, model, device, dtype):
         from ..models.upscale import load_upscaler
-        return (load_upscaler(env.find_model("upscaler", model), *_load_args(device, dtype)),)
+        path = env.find_model("upscaler", model)
+        return (load_upscaler(path, *_load_args(device, dtype, path)),)
 
 
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,
