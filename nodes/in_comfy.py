@@ -148,7 +148,10 @@ class Patcher:
         return before - self.loaded_size()
 
     def detach(self, unpatch_all=True):
-        self._move(self.offload_device)
+        """As ComfyUI's ModelPatcher: unpatch_all moves the weights to the offload device; without it (ComfyUI
+        re-listing a model it loads again) nothing moves."""
+        if unpatch_all:
+            self._move(self.offload_device)
         return self.model
 
     def model_patches_to(self, device) -> None:
@@ -161,7 +164,8 @@ class Patcher:
         return 0
 
     def is_clone(self, other) -> bool:
-        return False
+        """Only itself: ComfyUI then replaces its own entry when the model is loaded again (never a duplicate)."""
+        return other is self
 
 
 def patcher_of(value) -> Patcher | None:

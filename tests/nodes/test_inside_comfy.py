@@ -54,8 +54,9 @@ STANDIN = {
                             force_full_load=False):
             CALLS.append(("load_models_gpu", list(models)))
             for m in models:
-                if m in LOADED:
-                    LOADED.remove(m)
+                for old in [o for o in LOADED if m.is_clone(o)]:     # as ComfyUI: its entry is replaced
+                    LOADED.remove(old)
+                    old.detach(False)
                 m.partially_load(m.load_device, 1e32)
                 LOADED.insert(0, m)
 
@@ -198,11 +199,33 @@ def test_models_are_registered_loaded_before_use_and_unloadable(comfy, kinema_di
     assert torch.equal(latents, plain)
 
 
+def test_patcher_loads_and_unloads_whole_as_comfy_asks():
+    """The interface ComfyUI's LoadedModel drives, on a module moved between the CPU and the meta device."""
+    class Model:
+        pass
+
+    owner, lin = Model(), torch.nn.Linear(4, 4)
+    p = in_comfy.Patcher(owner, [lin], torch.device("cpu"), torch.device("meta"))
+    size = 4 * 4 * 4 + 4 * 4
+    assert (p.model, p.model_size(), p.loaded_size(), p.current_loaded_device()) == (owner, size, size, lin.weight.device)
+    assert p.is_clone(p) and not p.is_clone(in_comfy.Patcher(owner, [lin], p.load_device, p.offload_device))
+    p.detach(False)                                          # ComfyUI re-listing it: nothing moves
+    assert lin.weight.device.type == "cpu" and p.loaded_size() == size
+    assert p.partially_unload(p.offload_device, 1) == size   # whole, whatever was asked
+    assert lin.weight.device.type == "meta" and p.loaded_size() == 0 and p.current_loaded_device().type == "meta"
+    lin.to_empty(device="cpu")
+    p.loaded = False
+    assert p.partially_load(torch.device("cpu"), 1) == size and p.loaded_size() == size
+    p.detach()
+    assert lin.weight.device.type == "meta"
+
+
 def test_lowvram_puts_models_back_in_ram_after_each_node(comfy, kinema_dirs, one_thread, monkeypatch):
     mm = comfy.model_management
     model = _load()
     detached = []
-    monkeypatch.setattr(in_comfy.Patcher, "detach", lambda self, unpatch_all=True: detached.append(self))
+    monkeypatch.setattr(in_comfy.Patcher, "detach",          # record the unloads to RAM (unpatch_all)
+                        lambda self, unpatch_all=True: detached.append(self) if unpatch_all else None)
     N["KinemaTextEncode"]().encode(model, "x")
     assert detached == []                                   # normal VRAM: it stays loaded
     monkeypatch.setattr(mm, "vram_state", mm.VRAMState.LOW_VRAM)
