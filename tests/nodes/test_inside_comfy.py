@@ -323,3 +323,21 @@ def test_the_shipped_assets_are_found_inside_comfy(tmp_path, monkeypatch):
     finally:
         for name in NAMES:
             sys.modules.pop(name, None)
+
+
+@pytest.mark.gpu
+def test_a_model_unloaded_to_ram_by_comfy_samples_the_same_on_the_gpu(comfy, kinema_dirs):
+    """On CUDA: ComfyUI unloads Kinema's model to RAM (free_memory), the sampler's node loads it back, and the
+    latents equal those of a run that never left the GPU (skipped without CUDA)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    mm = comfy.model_management
+    mm.DEVICE = torch.device("cuda")
+    model = _load()
+    patcher = in_comfy.patcher_of(model)
+    cond = N["KinemaTextEncode"]().encode(model, "a red ball")[0]
+    kept = _sample(model, cond)
+    mm.free_memory(1e30, patcher.load_device)
+    assert patcher.loaded_size() == 0 and next(model.transformer.parameters()).device.type == "cpu"
+    again = _sample(model, cond)
+    assert next(model.transformer.parameters()).device.type == "cuda" and torch.equal(kept, again)

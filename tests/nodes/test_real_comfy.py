@@ -140,11 +140,11 @@ def test_files_workflow_runs_under_comfys_memory_manager(comfy):
     saved = [i for out in entry["outputs"].values() for i in out.get("images", [])]
     info = read_video_info(comfy.base / "output" / saved[0]["subfolder"] / saved[0]["filename"])
     assert (info.frames, info.width, info.height) == (17, 64, 64)
-    log = comfy.log.read_text()
-    assert "Requested to load WanFiles" in log or "Requested to load" in log       # ComfyUI loaded Kinema's model
-    # "Unload models" (the editor's button): ComfyUI unloads Kinema's model; the next run loads it back
+    assert comfy.log.read_text().count("Requested to load WanFamily") == 1    # registered in ComfyUI's manager
+    # "Unload models" (the editor's button): ComfyUI unloads Kinema's model; the sampler loads it back
     comfy.post("/free", {"unload_models": True, "free_memory": True})
     _ok(comfy.wait(comfy.queue(_prompt(comfy, seed=43))))
+    assert comfy.log.read_text().count("Requested to load WanFamily") == 2
 
 
 def test_stop_interrupts_a_kinema_run(comfy):
