@@ -14,8 +14,9 @@ def _family(choices) -> tuple:
 
 
 def _device() -> tuple:
-    return ([c.value for c in DeviceChoice], {"default": "auto", "tooltip": "auto: CUDA, then Apple MPS, then CPU. "
-                                              "A device that is not available is an error."})
+    return ([c.value for c in DeviceChoice], {"default": "auto", "tooltip": "auto: inside ComfyUI its device (the "
+                                              "CPU under --cpu); elsewhere CUDA, then Apple MPS, then CPU. A device "
+                                              "that is not available is an error."})
 
 
 def _dtype(note: str = "") -> tuple:
