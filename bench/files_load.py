@@ -58,7 +58,7 @@ CHILD = textwrap.dedent("""
 
 def original_keys(cfg: dict) -> dict[str, tuple]:
     """{original Wan key: shape} for a WanTransformer3DModel config (shapes from diffusers' own module)."""
-    from accelerate import init_empty_weights
+    from kinema.models.meta import init_empty_weights
     from diffusers import WanTransformer3DModel
 
     from kinema.models.files.wan import original_to_diffusers

@@ -29,7 +29,7 @@ CONFIG = dict(num_attention_heads=12, attention_head_dim=128, in_channels=16, ou
 
 def build_transformer(dtype=torch.bfloat16):
     """The full-size architecture with random weights (std 0.02), built without a slow default init."""
-    from accelerate import init_empty_weights
+    from kinema.models.meta import init_empty_weights
     from diffusers import WanTransformer3DModel
     with init_empty_weights():
         tr = WanTransformer3DModel(**CONFIG)

@@ -209,15 +209,18 @@ class Executor:
             kwargs[name] = {"PROMPT": prompt, "UNIQUE_ID": nid,
                             "EXTRA_PNGINFO": extra_data.get("extra_pnginfo")}.get(kind)
 
-        def hook(value, total, preview):
+        def stop():
             if self.interrupt_requested:
                 raise Interrupted()
+
+        def hook(value, total, preview):
+            stop()
             emit("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": nid})
             if preview is not None:
                 emit("preview", {"node": nid, "prompt_id": prompt_id, "image": preview})
 
         try:
-            with env.reporting(hook, previews=self.previews):
+            with env.reporting(hook, previews=self.previews, interrupt=stop):     # stop: also between windows
                 out = getattr(cls(), cls.FUNCTION)(**kwargs)
         except Interrupted:
             raise

@@ -289,7 +289,7 @@ TEMPLATE_MODULE = "kinema"
 @api("GET", "/workflow_templates")
 async def get_workflow_templates(request):
     """Kinema's workflows/*.json as the editor's custom-node templates (Templates -> kinema)."""
-    names = sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json") if not p.name.endswith(".expect.json"))
+    names = sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json"))     # workflows/ holds workflows only
     return _json({TEMPLATE_MODULE: names} if names else {})
 
 

@@ -297,11 +297,12 @@ def reference_condition(model: VideoFamily, positive: Conditioning, image: torch
 
 # ---- upscaling -------------------------------------------------------------------------------------------------
 def upscale_frames(frames: torch.Tensor, scale: int, chunk: int = 8) -> torch.Tensor:
-    """Antialiased bicubic spatial upscale (kornia's resize), chunk by chunk: (F, H, W, C) -> (F, sH, sW, C)."""
-    from kornia.geometry.transform import resize
+    """Bicubic spatial upscale, chunk by chunk: (F, H, W, C) -> (F, sH, sW, C). (Antialiasing only acts when
+    shrinking; this equals kornia's antialiased resize bit for bit, without needing kornia.)"""
+    import torch.nn.functional as F
     n, h, w, _ = frames.shape
-    out = [resize(frames[i:i + chunk].movedim(-1, 1).float(), (h * scale, w * scale), interpolation="bicubic",
-                  antialias=True).clamp(0, 1).movedim(1, -1) for i in range(0, n, chunk)]
+    out = [F.interpolate(frames[i:i + chunk].movedim(-1, 1).float(), size=(h * scale, w * scale), mode="bicubic",
+                         align_corners=False).clamp(0, 1).movedim(1, -1) for i in range(0, n, chunk)]
     return torch.cat(out)
 
 

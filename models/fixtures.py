@@ -276,7 +276,7 @@ def write_lora_fixtures(models_dir: Path, overwrite: bool = False) -> list[Path]
     saved config it reads), written beside and renamed into place."""
     import os
     import tempfile
-    from accelerate import init_empty_weights
+    from .meta import init_empty_weights
     from diffusers import WanTransformer3DModel
     from safetensors.torch import save_file
     config = Path(models_dir) / "diffusers" / "fixture-wan-t2v" / "transformer"

@@ -4,14 +4,14 @@
 - webm (VP9 via PyAV/libvpx-vp9, yuva420p when there is alpha, Opus audio).
 - webp (animated, looping, 8-bit alpha) and gif (looping, 1-bit transparency): written frame by frame here, because
   the stock PIL/libwebp animation writers merge identical consecutive frames, which would change the frame count.
-- chroma keying and flat-colour compositing for stickers (kornia colour conversions).
+- chroma keying and flat-colour compositing for stickers.
 
 Frame counts are never changed and durations never drift: mp4/webm carry one timestamp per frame at the exact fps
 (as a fraction); webp/gif carry integer per-frame delays chosen so that frame i starts at round(i / fps) in the
 format's unit (1 ms for webp, 10 ms for gif). So single delays differ by one unit (16 fps -> 62, 63, 62, 63 ms) but
 the total stays within half a unit of frames / fps.
 
-Plain torch / numpy / PIL / av / kornia: nothing here imports ComfyUI, the nodes or a host.
+Plain torch / numpy / PIL / av: nothing here imports ComfyUI, the nodes or a host.
 """
 from __future__ import annotations
 
@@ -677,11 +677,19 @@ def _audio_info(path: Path, index: int) -> AudioInfo:
 # Keying and compositing
 # ---------------------------------------------------------------------------------------------------------------
 
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """(*, 3, H, W) RGB 0..1 -> Y, Cb, Cr 0..1 (BT.601, the formula and operation order of kornia's rgb_to_ycbcr,
+    so results are bit-identical without kornia)."""
+    r, g, b = rgb[..., 0, :, :], rgb[..., 1, :, :], rgb[..., 2, :, :]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([y, (b - y) * 0.564 + 0.5, (r - y) * 0.713 + 0.5], -3)
+
+
 def chroma_key(frames: torch.Tensor, key_rgb, tolerance: float = 0.15, softness: float = 0.1,
                despill: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Key out a backdrop colour (green screen) -> (despilled frames (F, H, W, 3), mask (F, H, W), 1 = keyed out).
 
-    Distance is measured in the chroma plane of YCbCr (kornia; brightness ignored, so shadows on the screen
+    Distance is measured in the chroma plane of YCbCr (rgb_to_ycbcr; brightness ignored, so shadows on the screen
     still key): a pure-green pixel is ~0.53 from pure magenta, skin is ~0.6 from green, screen noise ~0.02-0.08.
         distance <= tolerance                -> keyed out (mask 1)
         distance >= tolerance + softness     -> kept (mask 0); linear in between (softness 0 = hard edge)
@@ -689,7 +697,6 @@ def chroma_key(frames: torch.Tensor, key_rgb, tolerance: float = 0.15, softness:
     two, removing the green fringe and reflected light; it also tints genuinely green-ish foreground colours.
     An RGBA input keeps its own transparency too (mask = max(keyed, 1 - alpha)).
     """
-    from kornia.color import rgb_to_ycbcr
     n, h, w, c = check_images("images", frames)
     key = check_color("key_color", key_rgb)
     check_range("tolerance", tolerance, 0.0, 1.0)

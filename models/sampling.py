@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import interrupts
 from . import windows as W
 from .checks import check_range, fail
 from .families.base import Conditioning, VideoFamily
@@ -320,6 +321,7 @@ def predict_step(model: VideoFamily, run: Run, prompts: PromptSchedule, plan: Wi
         pred_sum = torch.zeros_like(latents, dtype=torch.float32)
         weight_sum = torch.zeros(1, 1, latents.shape[2], 1, 1, device=latents.device)
         for s, e in plan.spans:
+            interrupts.check()                    # a stop is seen between windows, not only after the step
             p = guided_predict(model, x[:, :, s:e], t, prompts.batch(i, s, e), guidance_scale, guided, predict)
             p = anchor(p, x[: p.shape[0], :, s:e].float())
             w = W.frame_weights(e - s, context.fuse).to(latents.device).view(1, 1, -1, 1, 1)

@@ -41,6 +41,9 @@ MODEL_SUFFIXES = (".safetensors",)      # what list_models(files=True) lists unl
 # same name wins; the pack works out of the box with no model download
 _TINY_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "tiny" / "weights"
 BUNDLED_FOLDERS = {"diffusers": [_TINY_WEIGHTS], "upscaler": [_TINY_WEIGHTS]}
+# the shipped workflows' images, videos and sounds: inside ComfyUI searched after its input folder, so the templates
+# run as opened (Kinema's own hosts search them already: `kinema run` the workflow's assets/, `kinema serve` these)
+BUNDLED_INPUTS = Path(__file__).resolve().parents[1] / "workflows" / "assets"
 
 HASH_LIMIT = 64 << 20      # files up to this size are hashed whole; larger ones by path, size and mtime
 
@@ -87,6 +90,7 @@ class Reporter:
     previews=False when nobody looks at previews (headless runs), so the nodes skip making them."""
     progress: Callable[[int, int, object], None]
     previews: bool = True
+    interrupt: Callable[[], None] | None = None     # raises the host's interrupt when stop was pressed
 
 
 _FOLDERS: ContextVar[Folders | None] = ContextVar("kinema_folders", default=None)
@@ -109,9 +113,11 @@ def using(value: Folders) -> Iterator[Folders]:
 
 
 @contextlib.contextmanager
-def reporting(progress: Callable[[int, int, object], None] | None, previews: bool = True) -> Iterator[None]:
-    """Send the nodes' step progress (and previews, when wanted) to `progress` inside the block."""
-    token = _REPORTER.set(None if progress is None else Reporter(progress, previews))
+def reporting(progress: Callable[[int, int, object], None] | None, previews: bool = True,
+              interrupt: Callable[[], None] | None = None) -> Iterator[None]:
+    """Send the nodes' step progress (and previews, when wanted) to `progress` inside the block; `interrupt`, when
+    given, is checked inside a step too (between context windows)."""
+    token = _REPORTER.set(None if progress is None else Reporter(progress, previews, interrupt))
     try:
         yield
     finally:
@@ -148,18 +154,29 @@ def temp_dir() -> Path:
 
 
 def input_search_dirs() -> list[Path]:
-    return [input_dir(), *folders().extra_inputs]
+    """Where Load nodes look for a file, in order: the input folder, extra folders (a workflow's assets/), and
+    inside ComfyUI the pack's bundled workflow assets last."""
+    dirs = [input_dir(), *folders().extra_inputs]
+    if _comfy("folder_paths") is not None and BUNDLED_INPUTS.is_dir() and BUNDLED_INPUTS not in dirs:
+        dirs.append(BUNDLED_INPUTS)
+    return dirs
 
 
 def find_input(name: str) -> Path:
-    """An input file by name: the input folder first, then extra folders. FileNotFoundError lists them."""
+    """An input file by name: the input folder first, then extra folders. FileNotFoundError lists them, with the
+    fix in the words of the host that runs (ComfyUI has no --input-dir)."""
     dirs = input_search_dirs()
     for d in dirs:
         p = (d / name)
         if p.is_file() and p.resolve().is_relative_to(d.resolve()):
             return p
-    raise FileNotFoundError(f"input file {name!r} not found in: {', '.join(map(str, dirs))}. Fix: copy it into "
-                            f"the input folder (or --input-dir), or upload it in the editor.")
+    if _comfy("folder_paths") is not None:
+        fix = (f"upload it with the node's upload button, or copy it into ComfyUI's input folder ({dirs[0]}; "
+               f"ComfyUI's --input-directory moves it).")
+    else:
+        fix = ("copy it into the input folder (--input-dir or KINEMA_INPUT_DIR moves it), or upload it in the "
+               "editor.")
+    raise FileNotFoundError(f"input file {name!r} not found in: {', '.join(map(str, dirs))}. Fix: {fix}")
 
 
 def model_search_dirs(kind: str) -> list[Path]:
@@ -276,25 +293,59 @@ def file_problem(resolve: Callable[[str], Path], name: str) -> bool | str:
     return True
 
 
+def interrupt_check() -> Callable[[], None] | None:
+    """The host's stop check for work inside one step (models.interrupts): inside ComfyUI its
+    throw_exception_if_processing_interrupted; in Kinema's hosts the reporter's `interrupt`, when it has one."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        return mm.throw_exception_if_processing_interrupted
+    reporter = _REPORTER.get()
+    return reporter.interrupt if reporter is not None else None
+
+
+def _comfy_previews() -> tuple[bool, int]:
+    """(whether ComfyUI sends previews, their size): its --preview-method ('none' means none) and --preview-size."""
+    cli = _comfy("comfy.cli_args")
+    args = getattr(cli, "args", None)
+    method = getattr(args, "preview_method", "none")
+    return str(getattr(method, "value", method)) != "none", int(getattr(args, "preview_size", 512) or 512)
+
+
 class Progress:
-    """Per-step progress with an optional preview image; raises the host's interrupt when the user pressed stop."""
+    """Per-step progress with an optional preview image; raises the host's interrupt when the user pressed stop.
+    Inside ComfyUI: its ProgressBar (the editor's bar; its hook raises the interrupt), a terminal bar unless
+    ComfyUI disabled them, and previews only when its preview method is not 'none'."""
 
     def __init__(self, total: int):
         self.total = total
-        self._bar = None
+        self._bar = self._terminal = None
         self._reporter = _REPORTER.get()
+        self._previews, self._preview_size = False, 512
         utils = _comfy("comfy.utils")
         if utils is not None:
             self._bar = utils.ProgressBar(total)
+            self._previews, self._preview_size = _comfy_previews()
+            if getattr(utils, "PROGRESS_BAR_ENABLED", False):
+                from tqdm.auto import tqdm
+                self._terminal = tqdm(total=total, desc="Kinema", leave=False)
 
     @property
     def wants_preview(self) -> bool:
-        """Whether a preview image would be shown: inside ComfyUI (it decides how to send them), or when Kinema's
-        host asked for previews (the editor server; not `kinema run` / `kinema batch`)."""
-        return self._bar is not None or (self._reporter is not None and self._reporter.previews)
+        """Whether a preview image would be shown: inside ComfyUI when its preview method is not 'none', or when
+        Kinema's host asked for previews (the editor server; not `kinema run` / `kinema batch`)."""
+        if self._bar is not None:
+            return self._previews
+        return self._reporter is not None and self._reporter.previews
 
     def __call__(self, value: int, preview=None) -> None:
         if self._bar is not None:
-            self._bar.update_absolute(value, self.total, ("JPEG", preview, 512) if preview is not None else None)
+            if self._terminal is not None:
+                self._terminal.total = self.total
+                self._terminal.update(max(0, min(value, self.total) - self._terminal.n))
+                if value >= self.total:
+                    self._terminal.close()
+            send = preview if preview is not None and self._previews else None
+            self._bar.update_absolute(value, self.total,
+                                      ("JPEG", send, self._preview_size) if send is not None else None)
         elif self._reporter is not None:
             self._reporter.progress(value, self.total, preview)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..models.devices import DeviceChoice, DtypeChoice
 from ..models.families import AudioFamilyChoice, FamilyChoice
 from ..models.parallel import ParallelChoice
-from . import env
+from . import env, in_comfy
 
 
 def _family(choices) -> tuple:
@@ -14,8 +14,9 @@ def _family(choices) -> tuple:
 
 
 def _device() -> tuple:
-    return ([c.value for c in DeviceChoice], {"default": "auto", "tooltip": "auto: CUDA, then Apple MPS, then CPU. "
-                                              "A device that is not available is an error."})
+    return ([c.value for c in DeviceChoice], {"default": "auto", "tooltip": "auto: inside ComfyUI its device (the "
+                                              "CPU under --cpu); elsewhere CUDA, then Apple MPS, then CPU. A device "
+                                              "that is not available is an error."})
 
 
 def _dtype(note: str = "") -> tuple:
@@ -23,9 +24,12 @@ def _dtype(note: str = "") -> tuple:
                                              "(fp16 on old GPUs), fp16 on MPS, fp32 on CPU." + note})
 
 
-def _load_args(device: str, dtype: str):
-    from ..models.devices import pick_device, pick_dtype
-    dev = pick_device(device)
+def _load_args(device: str, dtype: str, *sources):
+    """(device, dtype) for a loader; inside ComfyUI its device for auto, and ComfyUI is first asked to free the
+    memory the weight files in `sources` need (nodes/in_comfy.py)."""
+    from ..models.devices import pick_dtype
+    dev = in_comfy.pick_device(device)
+    in_comfy.free_for(dev, *sources)
     return dev, pick_dtype(dtype, dev)
 
 
@@ -92,8 +96,8 @@ class KinemaLoadVideoModel:
     def load(self, model, family, device, dtype, weights="none", parallel="none", gpus=0):
         from ..models.families import load_model
         path = env.find_model("diffusers", model)
-        dev, dt = _load_args(device, dtype)
         file = None if weights == "none" else env.find_model("single_file", weights, files=True)
+        dev, dt = _load_args(device, dtype, path, file)
         if parallel == ParallelChoice.NONE:
             return (load_model(path, family, dev, dt, weights=file),)
         from ..models.parallel import load_parallel
@@ -132,7 +136,8 @@ class KinemaLoadAudioModel:
                 from ..models.checks import fail
                 fail("family", "must be auto or ltx2 with an LTX-2 `checkpoint`", family, "Set family to auto.")
             return (_ltx2_files("audio", checkpoint, text_encoder, device, dtype),)
-        return (load_audio_model(env.find_model("diffusers", model), family, *_load_args(device, dtype)),)
+        path = env.find_model("diffusers", model)
+        return (load_audio_model(path, family, *_load_args(device, dtype, path)),)
 
 
 def _portrait_models() -> list[str]:
@@ -166,7 +171,8 @@ class KinemaLoadPortraitModel:
         from ..models.families import load_portrait_model
         if checkpoint != "none" or text_encoder != "none":
             return (_ltx2_files("portrait", checkpoint, text_encoder, device, dtype),)
-        return (load_portrait_model(env.find_model("diffusers", model), *_load_args(device, dtype)),)
+        path = env.find_model("diffusers", model)
+        return (load_portrait_model(path, *_load_args(device, dtype, path)),)
 
 
 def _files(kind: str, what: str, none: bool = False, suffixes: tuple[str, ...] = (".safetensors",)) -> list[str]:
@@ -199,8 +205,8 @@ def _ltx2_files(kind: str, checkpoint: str, text_encoder: str, device: str, dtyp
     if checkpoint == "none":
         fail("text_encoder", "is only read together with an LTX-2 `checkpoint`", text_encoder,
              "Pick LTX-2's all-in-one checkpoint in `checkpoint`, or set text_encoder to none to load the folder.")
-    return load_ltx2_family(kind, _file("checkpoints", checkpoint), _file("text_encoders", text_encoder),
-                            *_load_args(device, dtype))
+    ckpt, gemma = _file("checkpoints", checkpoint), _file("text_encoders", text_encoder)
+    return load_ltx2_family(kind, ckpt, gemma, *_load_args(device, dtype, *(p for p in (ckpt, gemma) if p)))
 
 
 class KinemaLoadModelFiles:
@@ -252,7 +258,7 @@ class KinemaLoadModelFiles:
         from ..models.files.family import WanFiles, is_fixture, load_wan_files
         files = WanFiles(_file("diffusion_models", denoiser), _file("text_encoders", text_encoder), _file("vae", vae),
                          _file("diffusion_models", denoiser_2), _file("clip_vision", clip_vision))
-        dev, dt = _load_args(device, dtype)
+        dev, dt = _load_args(device, dtype, files.denoiser, files.denoiser_2, files.vae, files.clip_vision)
         return (load_wan_files(files, dev, dt, weight_dtype, text_encoder_memory,
                                strict=not is_fixture(files.denoiser)),)
 
@@ -298,9 +304,9 @@ class KinemaLoadCheckpoint:
             from ..models.checks import fail
             fail("text_encoder", "is only for LTX-2 checkpoints (an SD 1.5 checkpoint carries its CLIP text encoder)",
                  text_encoder, "Set text_encoder to none.")
-        dev, dt = _load_args(device, dtype)
-        return (load_animatediff_files(path, _file("animatediff_models", motion_module), env.clip_tokenizer_dirs(),
-                                       dev, dt),)
+        motion = _file("animatediff_models", motion_module)
+        dev, dt = _load_args(device, dtype, path, motion)
+        return (load_animatediff_files(path, motion, env.clip_tokenizer_dirs(), dev, dt),)
 
 
 def _lora_path(name: str):
@@ -380,7 +386,8 @@ class KinemaLoadUpscaleModel:
 
     def load(self, model, device, dtype):
         from ..models.upscale import load_upscaler
-        return (load_upscaler(env.find_model("upscaler", model), *_load_args(device, dtype)),)
+        path = env.find_model("upscaler", model)
+        return (load_upscaler(path, *_load_args(device, dtype, path)),)
 
 
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,

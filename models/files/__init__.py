@@ -73,7 +73,7 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
             has 128-wide heads, the rule detection uses); None keeps the detected count.
     Returns: the module in eval mode, with `.kinema_variant` (the variant name, or None) set.
     """
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from diffusers import WanTransformer3DModel, WanVACETransformer3DModel
 
     with open_tensors(path, arg) as f:

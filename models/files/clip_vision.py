@@ -64,7 +64,7 @@ def load_clip_vision(path, dtype: torch.dtype = torch.float32, device="cpu", arg
     an unpublished width). It takes pixel_values (B, 3, S, S) normalised with CLIP's mean/std (S = image_size,
     224 for ViT-H); Wan uses `hidden_states[-2]` (B, 1 + (S/14)^2, width) of output_hidden_states=True.
     """
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     with open_tensors(path, arg) as f:

@@ -123,7 +123,7 @@ def load_sd15_checkpoint(path, dtype: torch.dtype = torch.float32, device="cpu",
         cfgs = unet_config(f), vae_config(f), clip_config(f)
         sd = {k: read_tensor(f, k, dtype, device) for k in iter_keys(f, "")
               if k.startswith((UNET, VAE, CLIP)) and f.dtype(k).is_floating_point}
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from ..families.base import quiet_diffusers
     quiet_diffusers()
     with init_empty_weights():

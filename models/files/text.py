@@ -115,7 +115,7 @@ def load_text_encoder(path, dtype: torch.dtype = torch.float32, device="cpu", ar
         dtype, device: of the weights; tensors stream there one at a time.
     Returns: TextEncoder(tokenizer, model, dim, path); `encode_prompt` turns prompts into (B, 512, dim) embeddings.
     """
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     with open_tensors(path, arg) as f:

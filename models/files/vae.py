@@ -82,7 +82,7 @@ def load_vae(path, dtype: torch.dtype = torch.float32, device="cpu", arg: str = 
     Returns: the module in eval mode with `.kinema_variant` ("wan_2.1_vae" or "wan2.2_vae"). Encode takes video
     (B, 3, F, H, W) in [-1, 1]; latents are (B, z_dim, (F-1)/4+1, H/8, W/8) (2.1) or H/16, W/16 (2.2).
     """
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from diffusers import AutoencoderKLWan
 
     with open_tensors(path, arg) as f:
