@@ -156,7 +156,7 @@ def load_gemma(path, dtype: torch.dtype = torch.float32, device="cpu", arg: str 
     Returns: GemmaEncoder; model(input_ids (B, L), attention_mask (B, L), output_hidden_states=True).hidden_states
     is layers + 1 tensors (B, L, hidden).
     """
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
     with open_tensors(path, arg) as f:

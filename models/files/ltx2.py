@@ -156,7 +156,7 @@ def load_ltx2_checkpoint(path, dtype: torch.dtype = torch.float32, device="cpu",
     "record" (the configs used). The transformer maps video tokens (B, N, C) + audio tokens (B, L, C_a) to their
     velocities; the video VAE maps (B, 3, F, H, W) in [-1, 1] to latents (B, C, (F-1)/8+1, H/32, W/32) for LTX-2.
     """
-    from accelerate import init_empty_weights
+    from ..meta import init_empty_weights
     from ..families.base import quiet_diffusers
     quiet_diffusers()
     out = {}
