@@ -316,7 +316,9 @@ class JobQueue:
         if not force and len(job.node_states) > STATES_UNTHROTTLED and now - job.states_sent < STATES_INTERVAL:
             return
         job.states_sent = now
-        self.post("progress_state", {"prompt_id": job.id, "nodes": job.node_states}, job.client_id)
+        # a snapshot: the message is serialised later on the event loop, by when these states have moved on
+        nodes = {nid: dict(state) for nid, state in job.node_states.items()}
+        self.post("progress_state", {"prompt_id": job.id, "nodes": nodes}, job.client_id)
 
     def _run(self, job: Job) -> None:
         sid = job.client_id

@@ -134,3 +134,20 @@ def test_server_under_load(folders):
     start = time.monotonic()
     grew = run_app(folders, scenario)
     print(f"load test: {time.monotonic() - start:.1f} s, RSS +{grew:.0f} MB")
+
+
+def test_progress_state_messages_are_snapshots_not_the_live_states():
+    """A progress_state is serialised later, on the event loop: the message must hold the states as they were when
+    it was posted (a busy machine serialised the live dict after the node had finished: "running" was never seen)."""
+    from kinema.host.jobs import Job, JobQueue
+    posted = []
+    queue = JobQueue(executor=None, post=lambda kind, data, sid: posted.append((kind, data)),
+                     post_preview=lambda *a: None)
+    job = Job(id="p1", number=1, prompt={"2": {"class_type": "X", "inputs": {}}}, extra_data={}, client_id=None,
+              outputs_to_execute=["2"], create_time=0)
+    job.set_state("2", "running", 1, 3)
+    queue._send_states(job, force=True)
+    job.set_state("2", "finished")
+    queue._send_states(job, force=True)
+    states = [data["nodes"]["2"]["state"] for kind, data in posted if kind == "progress_state"]
+    assert states == ["running", "finished"]
