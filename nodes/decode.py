@@ -180,6 +180,27 @@ def _latent_files() -> list[str]:
     return found
 
 
+class KinemaDecodeVideoSound:
+    DESCRIPTION = ("The sound an LTX-2 Temporal Sampler made with the picture (in the same pass), decoded by the "
+                   "model's audio VAE and vocoder: exactly frames / fps seconds, for Decode And Save Video's audio.")
+    CATEGORY = "Kinema/decode"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The clip's sound {'waveform': (1, channels, samples), 'sample_rate'}.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_MODEL", {"tooltip": "The LTX-2 model that sampled the latent."}),
+            "latent": ("LATENT", {"tooltip": "The Temporal Sampler's latent (it carries the sound's latents)."}),
+        }}
+
+    def decode(self, model, latent):
+        from ..models.joint import decode_sound
+        return (decode_sound(model, latent),)
+
+
 class KinemaLoadLatent:
     DESCRIPTION = ("Loads latents saved by Decode And Save Video (prefix_00001_.latents.safetensors, in the output "
                    "folder, or copied to the input folder), to decode them again, e.g. after a failed decode. "
@@ -220,6 +241,7 @@ NODE_CLASS_MAPPINGS = {
     "KinemaDecodeAndSave": KinemaDecodeAndSave,
     "KinemaLoadLatent": KinemaLoadLatent,
     "KinemaTileOptions": KinemaTileOptions,
+    "KinemaDecodeVideoSound": KinemaDecodeVideoSound,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaVideoDecode": "Video Decode",
@@ -227,4 +249,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaDecodeAndSave": "Decode And Save Video",
     "KinemaLoadLatent": "Load Latent",
     "KinemaTileOptions": "Tiled VAE Options",
+    "KinemaDecodeVideoSound": "Decode Video Sound",
 }

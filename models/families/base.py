@@ -51,6 +51,7 @@ class Capabilities:
     text_to_audio: bool = False       # sound from a prompt alone (Stable Audio)
     video_to_audio: bool = False      # sound for a clip (LTX-2's audio branch, Kinema-Tiny Audio)
     portrait: bool = False            # audio-driven portrait windows (models/portrait.py)
+    joint_audio: bool = False         # the sampler makes the clip's sound with the picture (LTX-2 video)
 
 
 # ---- conditioning (KINEMA_COND) -------------------------------------------------------------------------------
