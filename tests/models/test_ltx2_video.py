@@ -139,3 +139,29 @@ def test_errors_name_the_input_and_the_fix(model, models_dir):
         decode_sound(wan, {"kinema_audio": torch.zeros(1, 10, 4), "kinema_frames": 9, "kinema_fps": 24})
     with pytest.raises(ValueError, match="`height`"):
         sample_clip(model, model.encode_prompt("x"), None, SamplerSettings(num_frames=9, height=48, width=32))
+
+
+@pytest.mark.parametrize("steps", [8, 3])
+def test_distilled_schedule_equals_the_pipeline_with_distilled_sigmas(model, steps):
+    """A distilled folder samples with diffusers' DISTILLED_SIGMA_VALUES (8 steps; 3 = the stage-2 tail)."""
+    import copy
+    from diffusers import LTX2Pipeline
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES, STAGE_2_DISTILLED_SIGMA_VALUES
+    distilled = copy.copy(model)
+    distilled.distilled = True
+    settings = SamplerSettings(num_frames=9, height=32, width=32, num_inference_steps=steps, guidance_scale=1.0,
+                               seed=3, frame_rate=Fraction(24))
+    clip = sample_clip(distilled, distilled.encode_prompt("a fox"), None, settings)
+    sigmas = DISTILLED_SIGMA_VALUES if steps == 8 else STAGE_2_DISTILLED_SIGMA_VALUES
+    _compare(distilled, clip, settings, _pipe(model, LTX2Pipeline), dict(prompt="a fox", sigmas=sigmas))
+    plain = sample_clip(model, model.encode_prompt("a fox"), None, settings)
+    assert not torch.allclose(plain.video, clip.video)                          # another schedule, other latents
+    with pytest.raises(ValueError, match="`steps` must be 1..8"):
+        sample_clip(distilled, distilled.encode_prompt("a fox"), None,
+                    SamplerSettings(num_frames=9, height=32, width=32, num_inference_steps=20))
+
+
+def test_a_folder_named_distilled_loads_with_the_distilled_schedule(models_dir, tmp_path):
+    link = tmp_path / "LTX-2.3-Distilled-Diffusers"
+    link.symlink_to(models_dir / "diffusers" / "fixture-ltx2", target_is_directory=True)
+    assert load_model(link).distilled and not load_model(models_dir / "diffusers" / "fixture-ltx2").distilled
