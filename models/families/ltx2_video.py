@@ -141,11 +141,18 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
 
     # ---- schedulers and noise -------------------------------------------------------------------------------
     def initial_noise(self, settings, shape, generator, device) -> torch.Tensor:
-        """As LTX2Pipeline: video noise (1, C, f, h, w) first, then the audio noise packed (1, L, D)."""
+        """As LTX2Pipeline: video noise (1, C, f, h, w) first (packed (1, N, C) when starting from latents, as the
+        pipeline draws it then), then the audio noise packed (1, L, D)."""
         from diffusers.utils.torch_utils import randn_tensor
         layout = self.layout(settings)
         video_shape = (shape[0], shape[1], layout.frames, *shape[3:])
-        video = randn_tensor(video_shape, generator=generator, device=device, dtype=torch.float32)
+        if settings.denoise < 1.0:      # from given latents, the pipelines draw the video noise packed (B, N, C)
+            f, h, w = layout.frames // self.patch_t, shape[3] // self.patch, shape[4] // self.patch
+            packed = randn_tensor((shape[0], f * h * w, shape[1] * self.patch_t * self.patch ** 2),
+                                  generator=generator, device=device, dtype=torch.float32)
+            video = self.pipe._unpack_latents(packed, f, h, w, self.patch, self.patch_t)
+        else:
+            video = randn_tensor(video_shape, generator=generator, device=device, dtype=torch.float32)
         audio = randn_tensor((shape[0], layout.audio_steps, layout.audio_width), generator=generator, device=device,
                              dtype=torch.float32)
         return self.join(video, audio, layout)
