@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import fail
 from .sampling import SamplerSettings, StepCallback, sample
 from .windows import ContextOptions
 
@@ -36,7 +37,14 @@ def sample_clip(model, positive, negative, settings: SamplerSettings, init_laten
         audio = init_audio if init_audio is not None and init_audio.shape[1] == layout.audio_steps \
             else init_latents.new_zeros(1, layout.audio_steps, layout.audio_width)
         init_latents = model.join(init_latents.to(model.device, torch.float32), audio.to(model.device), layout)
-    joint = sample(model, positive, negative, settings, init_latents, on_step, context)
+    if context is not None:                       # long clips: windows over the picture, the sound carried across
+        from .families.ltx2_windows import sample_long
+        if init_latents is not None:
+            fail("context", "cannot be combined with a start `latent` on LTX-2", "a Context Options input",
+                 "Disconnect `context` or `latent`.")
+        joint = sample_long(model, positive, negative, settings, context, on_step)
+    else:
+        joint = sample(model, positive, negative, settings, init_latents, on_step)
     video, audio = model.split(joint, layout)
     return Clip(video, audio)
 
@@ -44,7 +52,6 @@ def sample_clip(model, positive, negative, settings: SamplerSettings, init_laten
 def decode_sound(model, latent: dict) -> dict:
     """A LATENT from the Temporal Sampler -> its sound as ComfyUI AUDIO {"waveform": (1, ch, n), "sample_rate"},
     n = exactly frames / fps seconds of samples (kinema_frames, kinema_fps of the LATENT)."""
-    from .checks import fail
     if not model.capabilities.joint_audio:
         fail("model", f"makes no sound with its video ({model.name})", model.name,
              "Use an LTX-2 model, or make sound with Video to Audio.")

@@ -386,6 +386,24 @@ WORKFLOWS = {
                                                           "audio": _link(9)}},
     }, [LTX2_NOTE, "Image to video: the image is the first frame, held clean while the rest of the clip and its "
         "sound are denoised (LTX2ImageToVideoPipeline's conditioning)."]),
+    "long_video_ltx2": ({
+        "1": _loader("fixture-ltx2"),
+        "2": _text(1, "rain falls on a tin roof, thunder rolls in the distance", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaContextOptions", "inputs": {
+            "context_length": 9, "context_overlap": 4, "fuse": "pyramid", "noise": "shuffle_context",
+            "mode": "predictions", "anchor": "none", "anchor_strength": 0.0}},
+        "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+            **_sampler(length=33, size=32, steps=4, cfg=3.0)["inputs"], "context": _link(7)}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "8": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/long_video_ltx2",
+                                                          "audio": _link(8)}},
+    }, [LTX2_NOTE, "Long clips with sound: 33 frames in 5 overlapping windows of 9 (FreeNoise). Each window denoises "
+        "its frames and the sound of the same moments in one pass, and overlapping windows are blended on both, "
+        "so the sound of the whole clip is one continuous track (no clicks or gaps at the seams). With LTX-2 use "
+        "windows of 121 frames, overlap 24."]),
     "upscale_video_ltx2": ({
         "1": _loader("fixture-ltx2"),
         "2": _text(1, "a lighthouse on a cliff at dusk, waves below, gulls calling", "Positive Prompt"),

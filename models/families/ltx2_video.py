@@ -69,6 +69,7 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         self.mel_rate, self.hop = pipe.audio_sampling_rate, pipe.audio_hop_length
         self.audio_ratio = pipe.audio_vae_temporal_compression_ratio
         self.latent_mel_bins = pipe.audio_mel_bins // pipe.audio_vae_mel_compression_ratio
+        self.latents_per_second = Fraction(self.mel_rate, self.hop * self.audio_ratio)   # audio steps: 25 for LTX-2
         self.audio_width = self.audio_vae.config.latent_channels * self.latent_mel_bins
         config = self.vocoder.config
         self.audio_channels = int(config.get("bwe_out_channels", config.get("out_channels", 2)))
