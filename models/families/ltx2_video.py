@@ -175,7 +175,7 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         with torch.no_grad():
             text, audio_text, text_mask = self.connectors(
                 torch.cat([c.embeds for c in conds]), torch.cat([c.mask for c in conds]),
-                padding_side=self.pipe.tokenizer_padding_side)
+                padding_side=getattr(getattr(self.pipe, "tokenizer", None), "padding_side", "left"))
         layout = self.layout(settings)
         h, w = settings.height // self.spatial_ratio, settings.width // self.spatial_ratio
         fps = float(self.fps(settings))
