@@ -31,6 +31,9 @@ def sample_clip(model, positive, negative, settings: SamplerSettings, init_laten
     init_latents: video latents (1, C, f, h, w) to start from (denoise < 1); init_audio: their packed audio latents
     (1, L, D) when the LATENT carries them (else the sound starts from the re-noised zero latent)."""
     if not model.capabilities.joint_audio:
+        if positive.key_images:
+            fail("positive", f"carries keyframe images, which {model.name} does not take", "Keyframe Image",
+                 "Use an LTX-2 model, or remove the Keyframe Image node.")
         return Clip(sample(model, positive, negative, settings, init_latents, on_step, context))
     layout = model.layout(settings)
     if init_latents is not None:

@@ -93,6 +93,8 @@ class Conditioning:
     video:  video-to-audio: the clip (F, H, W, 3) 0..1 on the CPU the sound is for (Video to Audio), or None.
     unconditional: the model's own all-zero "no prompt" input (Stable Audio without a negative prompt).
     portrait: one audio-driven portrait window's inputs (models/portrait.py), or None.
+    key_images: ((pixel frame > 0, IMAGE (1, H, W, 3) 0..1), ...): images the clip passes through at those frames
+            (Keyframe Image; LTX-2: LTX2ConditionPipeline's keyframe conditions at strength 1); () for none.
     """
     family: str
     prompt: str
@@ -104,6 +106,7 @@ class Conditioning:
     video: torch.Tensor | None = None
     unconditional: bool = False
     portrait: PortraitWindow | None = None
+    key_images: tuple[tuple[int, torch.Tensor], ...] = ()
 
     def replace(self, **changes) -> "Conditioning":
         """A copy with some fields changed."""

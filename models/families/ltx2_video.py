@@ -113,6 +113,11 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         c, f, h, w = super().latent_shape(settings)
         return (c, f + self.layout(settings).audio_frames, h, w)
 
+    def prefix_frames(self, positive: Conditioning) -> int:
+        """One latent frame before the clip per keyframe image (ltx2_keyframes: appended tokens, dropped at the
+        end)."""
+        return len(positive.key_images)
+
     def _tokens(self, settings) -> int:
         return (self.latent_frames(settings.num_frames) // self.patch_t) * (
             settings.height // self.spatial_ratio // self.patch) * (settings.width // self.spatial_ratio // self.patch)
@@ -146,17 +151,19 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         pipeline draws it then), then the audio noise packed (1, L, D)."""
         from diffusers.utils.torch_utils import randn_tensor
         layout = self.layout(settings)
+        prefix = shape[2] - layout.frames - layout.audio_frames                           # keyframe frames
         video_shape = (shape[0], shape[1], layout.frames, *shape[3:])
-        if settings.denoise < 1.0:      # from given latents, the pipelines draw the video noise packed (B, N, C)
-            f, h, w = layout.frames // self.patch_t, shape[3] // self.patch, shape[4] // self.patch
+        if settings.denoise < 1.0 or prefix:   # the pipelines draw it packed (B, N [+ keyframe tokens], C) then
+            f, h, w = layout.frames // self.patch_t + prefix, shape[3] // self.patch, shape[4] // self.patch
             packed = randn_tensor((shape[0], f * h * w, shape[1] * self.patch_t * self.patch ** 2),
                                   generator=generator, device=device, dtype=torch.float32)
-            video = self.pipe._unpack_latents(packed, f, h, w, self.patch, self.patch_t)
+            video = self.pipe._unpack_latents(packed, f, h, w, self.patch, self.patch_t)   # clip, then keyframes
+            video = torch.cat([video[:, :, layout.frames:], video[:, :, :layout.frames]], dim=2)  # keyframes first
         else:
             video = randn_tensor(video_shape, generator=generator, device=device, dtype=torch.float32)
         audio = randn_tensor((shape[0], layout.audio_steps, layout.audio_width), generator=generator, device=device,
                              dtype=torch.float32)
-        return self.join(video, audio, layout)
+        return torch.cat([video[:, :, :prefix], self.join(video[:, :, prefix:], audio, layout)], dim=2)
 
     def set_timesteps(self, scheduler, settings, device) -> None:
         """The pipelines' sigmas (linear 1 -> 1/n, shifted by the token count), or the distilled schedule."""
@@ -187,6 +194,8 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         self._preview_frames = layout.frames
         from . import ltx2_keyframes
         batch.update(ltx2_keyframes.image_condition(self, positive, settings, b))
+        batch.update(ltx2_keyframes.keyframe_batch(self, positive, settings, layout, b))
+        batch["prefix"] = len(positive.key_images)
         return batch
 
     # ---- the one denoiser call -----------------------------------------------------------------------------
@@ -194,18 +203,36 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         """joint latents (B, C, f + k, h, w) -> joint velocity, same shape: video and audio in one transformer call.
         Frames held clean (batch["mask"], image-to-video) get timestep 0 and velocity 0."""
         layout: JointLayout = batch["layout"]
-        b = latents.shape[0]
-        video, audio = self.split(latents.float(), layout)
+        b, prefix = latents.shape[0], batch["prefix"]
+        video, audio = self.split(latents[:, :, prefix:].float(), layout)
         if batch["mask"] is not None:                                                     # the held frames, clean
             m = batch["frame_mask"]
             video = video * (1 - m) + batch["clean"] * m
         f, h, w = batch["grid"]
         packed = self.pipe._pack_latents(video, self.patch, self.patch_t)                  # (B, N, C)
-        dtype = batch["encoder_hidden_states"].dtype
         timestep = t.to(self.device).float().reshape(-1).expand(b)                        # (B,)
-        video_timestep = timestep
-        if batch["mask"] is not None:                                                     # (1, N) 1 = clean
-            video_timestep = timestep.unsqueeze(-1) * (1 - batch["mask"])                 # (B, N)
+        mask, coords = batch["mask"], batch["video_coords"][:b]
+        if prefix:                                   # keyframe tokens after the clip's, clean, at their own times
+            kf = self.pipe._pack_latents(batch["kf_clean"], self.patch, self.patch_t)     # (1, Nk, C)
+            packed = torch.cat([packed, kf.expand(b, -1, -1)], dim=1)
+            base = mask if mask is not None else packed.new_zeros(1, packed.shape[1] - kf.shape[1])
+            mask = torch.cat([base, packed.new_ones(1, kf.shape[1])], dim=1)
+            coords = torch.cat([coords, batch["kf_coords"][:b]], dim=2)
+        v, a = self._call_transformer(packed, audio, timestep, mask, coords, batch, b)
+        if mask is not None:                                                              # clean tokens stay put
+            v = v * (1 - mask).unsqueeze(-1)
+        n = (f // self.patch_t) * (h // self.patch) * (w // self.patch)
+        v = self.pipe._unpack_latents(v[:, :n], f // self.patch_t, h // self.patch, w // self.patch, self.patch,
+                                      self.patch_t)                                       # (B, C, f, h, w)
+        return torch.cat([latents.new_zeros(b, *latents.shape[1:2], prefix, *latents.shape[3:]).float(),
+                          self.join(v, a.float(), layout)], dim=2)
+
+    def _call_transformer(self, packed, audio, timestep, mask, coords, batch, b):
+        """One LTX-2 transformer call: (video velocity (B, N, C), audio velocity (B, L, D)), float32."""
+        layout: JointLayout = batch["layout"]
+        f, h, w = batch["grid"]
+        dtype = batch["encoder_hidden_states"].dtype
+        video_timestep = timestep if mask is None else timestep.unsqueeze(-1) * (1 - mask)   # (B,) or (B, N)
         v, a = self.transformer(
             hidden_states=packed.to(dtype), audio_hidden_states=audio.to(dtype),
             encoder_hidden_states=batch["encoder_hidden_states"][:b],
@@ -214,15 +241,10 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
             sigma=timestep, encoder_attention_mask=batch["encoder_attention_mask"][:b],
             audio_encoder_attention_mask=batch["encoder_attention_mask"][:b], num_frames=f // self.patch_t,
             height=h // self.patch, width=w // self.patch, fps=batch["fps"], audio_num_frames=layout.audio_steps,
-            video_coords=batch["video_coords"][:b], audio_coords=batch["audio_coords"][:b],
+            video_coords=coords, audio_coords=batch["audio_coords"][:b],
             isolate_modalities=False, spatio_temporal_guidance_blocks=None, perturbation_mask=None,
             use_cross_timestep=self.use_cross_timestep, return_dict=False)
-        v = v.float()
-        if batch["mask"] is not None:                                                     # clean tokens stay put
-            v = v * (1 - batch["mask"]).unsqueeze(-1)
-        v = self.pipe._unpack_latents(v, f // self.patch_t, h // self.patch, w // self.patch, self.patch,
-                                      self.patch_t)                                       # (B, C, f, h, w)
-        return self.join(v, a.float(), layout)
+        return v.float(), a.float()
 
     def finish(self, latents, batch) -> torch.Tensor:
         """Frames held clean (image-to-video, keyframes) come back exactly as encoded."""

@@ -165,3 +165,50 @@ def test_a_folder_named_distilled_loads_with_the_distilled_schedule(models_dir, 
     link = tmp_path / "LTX-2.3-Distilled-Diffusers"
     link.symlink_to(models_dir / "diffusers" / "fixture-ltx2", target_is_directory=True)
     assert load_model(link).distilled and not load_model(models_dir / "diffusers" / "fixture-ltx2").distilled
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_keyframes_equal_ltx2_condition_pipeline(model, first):
+    """Keyframe images at latent frames 2 and 4 (pixel frames 3 and 7 of 9): LTX2ConditionPipeline's keyframe
+    conditions at strength 1 (appended tokens at their own times); with `first`, a condition at index 0 too (the
+    start image, held clean in place)."""
+    from diffusers import LTX2ConditionPipeline
+    from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+    from kinema.models.families.ltx2_portrait import portrait_array
+    a, b, start = _image(1), _image(2), _image(3)
+    settings = SamplerSettings(num_frames=9, height=32, width=64, num_inference_steps=3, guidance_scale=3.0, seed=4,
+                               frame_rate=Fraction(24))
+    positive = model.encode_prompt("a ball").replace(key_images=((3, a), (7, b)))
+    conditions = [LTX2VideoCondition(frames=portrait_array(a), index=2, strength=1.0),
+                  LTX2VideoCondition(frames=portrait_array(b), index=4, strength=1.0)]
+    if first:
+        positive = positive.with_image(start)
+        conditions.insert(0, LTX2VideoCondition(frames=portrait_array(start), index=0, strength=1.0))
+    clip = sample_clip(model, positive, model.encode_prompt("blur"), settings)
+    assert clip.video.shape == (1, 4, 5, 16, 32)
+    _compare(model, clip, settings, _pipe(model, LTX2ConditionPipeline),
+             dict(conditions=conditions, prompt="a ball", negative_prompt="blur"))
+    plain = sample_clip(model, model.encode_prompt("a ball"), model.encode_prompt("blur"), settings)
+    assert not torch.allclose(plain.video, clip.video, atol=1e-3)                   # the keyframes act
+
+
+def test_keyframe_frames_are_checked(model):
+    settings = SamplerSettings(num_frames=9, height=32, width=32, num_inference_steps=1, guidance_scale=1.0)
+    for frame in (4, 9, 0):
+        positive = model.encode_prompt("x").replace(key_images=((frame, _image(size=(32, 32))),))
+        with pytest.raises(ValueError, match="`frame` must be 2k\\+1"):
+            sample_clip(model, positive, None, settings)
+
+
+def test_keyframe_image_node_chains_and_other_families_refuse_keyframes(model, models_dir):
+    from kinema.nodes.conditioning import KinemaKeyframeImage
+    image = _image(size=(32, 32))
+    (one,) = KinemaKeyframeImage().attach(model.encode_prompt("x"), image, 3)
+    (two,) = KinemaKeyframeImage().attach(one, torch.cat([image, image]), 7)
+    assert [f for f, _ in two.key_images] == [3, 7] and two.key_images[1][1].shape == (1, 32, 32, 3)
+    settings = SamplerSettings(num_frames=9, height=32, width=32, num_inference_steps=1, guidance_scale=1.0)
+    assert sample_clip(model, two, None, settings).video.shape == (1, 4, 5, 16, 16)
+    wan = load_model(models_dir / "diffusers" / "fixture-wan-t2v")
+    with pytest.raises(ValueError, match="`positive` carries keyframe images"):
+        sample_clip(wan, wan.encode_prompt("x").replace(key_images=two.key_images), None,
+                    SamplerSettings(num_frames=5, height=32, width=32, num_inference_steps=1))
