@@ -10,8 +10,10 @@ followed along the frame axis by `k` audio frames: the packed audio latents (1, 
 second; D = audio channels x latent mel bins) flattened and zero-padded to k frames of C*h*w values. The flow
 Euler step and classifier-free guidance are elementwise, so stepping the joint tensor with one scheduler is
 stepping each stream with its own copy (as the pipeline does); padding cells get velocity 0 and stay 0.
-`split` / `join` move between the joint tensor and the two streams; the Temporal Sampler splits the result into
-the LATENT (video) and the AUDIO output (`decode_audio`).
+`split` / `join` move between the joint tensor and the two streams; models/joint.py splits the loop's result into
+the LATENT (video, with the audio latents riding along as "kinema_audio") and Decode Video Sound's AUDIO
+(`decode_audio`). Keyframe images (Conditioning.key_images) add p prefix frames before the clip: their clean
+tokens, appended to the video sequence as LTX2ConditionPipeline does (ltx2_keyframes.py); `finish` drops them.
 
 Parity with diffusers for a seed: the video noise (1, C, f, h, w) is drawn first, then the audio noise in packed
 layout (1, L, D) (as LTX2Pipeline draws it when given `audio_latents` with noise_scale 1); sigmas linear 1 -> 1/n
@@ -138,13 +140,6 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
         tail[:, :audio[0].numel()] = audio.reshape(b, -1)
         return torch.cat([video, tail.view(b, c, layout.audio_frames, h, w).to(video.dtype)], dim=2)
 
-    def joint_layout(self, joint: torch.Tensor, settings) -> JointLayout:
-        layout = self.layout(settings)
-        if joint.shape[2] != layout.frames + layout.audio_frames:
-            fail("latent", f"must hold {layout.frames} video + {layout.audio_frames} audio latent frames",
-                 tuple(joint.shape), "Pass the sampler's own joint latents.")
-        return layout
-
     # ---- schedulers and noise -------------------------------------------------------------------------------
     def initial_noise(self, settings, shape, generator, device) -> torch.Tensor:
         """As LTX2Pipeline: video noise (1, C, f, h, w) first (packed (1, N, C) when starting from latents, as the
@@ -200,8 +195,9 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
 
     # ---- the one denoiser call -----------------------------------------------------------------------------
     def predict(self, latents, t, batch) -> torch.Tensor:
-        """joint latents (B, C, f + k, h, w) -> joint velocity, same shape: video and audio in one transformer call.
-        Frames held clean (batch["mask"], image-to-video) get timestep 0 and velocity 0."""
+        """joint latents (B, C, p + f + k, h, w) -> joint velocity, same shape: video and audio in one transformer
+        call. Frames held clean (batch["mask"], image-to-video) and the p keyframe frames (appended tokens) get
+        timestep 0 and velocity 0."""
         layout: JointLayout = batch["layout"]
         b, prefix = latents.shape[0], batch["prefix"]
         video, audio = self.split(latents[:, :, prefix:].float(), layout)
