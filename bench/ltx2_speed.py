@@ -11,7 +11,7 @@ modality guidance off in the pipeline (Kinema does not run them). After one unti
 runs --runs times, alternating which goes first; the first step of each run is dropped (it includes the run's
 setup); the figure is the median of the rest. Peak RSS is reported.
 
-    OMP_NUM_THREADS=2 python bench/ltx2_speed.py [--layers 1] [--frames 25] [--height 256] [--width 384]
+    OMP_NUM_THREADS=2 python bench/ltx2_speed.py [--layers 1] [--frames 17] [--height 192] [--width 256] [--steps 3] [--runs 2]
 """
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ def step_times(run) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=1)
-    ap.add_argument("--frames", type=int, default=25)
-    ap.add_argument("--height", type=int, default=256)
-    ap.add_argument("--width", type=int, default=384)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--height", type=int, default=192)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--runs", type=int, default=2)
     args = ap.parse_args()
     from diffusers import LTX2Pipeline
