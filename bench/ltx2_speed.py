@@ -11,7 +11,8 @@ modality guidance off in the pipeline (Kinema does not run them). After one unti
 runs --runs times, alternating which goes first; the first step of each run is dropped (it includes the run's
 setup); the figure is the median of the rest. Peak RSS is reported.
 
-    OMP_NUM_THREADS=2 python bench/ltx2_speed.py [--layers 1] [--frames 17] [--height 192] [--width 256] [--steps 3] [--runs 2]
+    OMP_NUM_THREADS=2 python bench/ltx2_speed.py [--layers 1] [--frames 17] [--height 192] [--width 256]
+                                                 [--steps 3] [--runs 2]
 """
 from __future__ import annotations
 

@@ -243,4 +243,5 @@ def learned_upscale(upscaler: Upscaler, frames: torch.Tensor, factor: int,
     return out
 
 
-__all__ = ["KinemaTinyUpscaler", "LTX2LatentUpsampler", "UPSCALERS", "Upscaler", "learned_upscale", "load_upscaler", "run_in_pieces"]
+__all__ = ["KinemaTinyUpscaler", "LTX2LatentUpsampler", "UPSCALERS", "Upscaler", "learned_upscale", "load_upscaler",
+           "run_in_pieces"]

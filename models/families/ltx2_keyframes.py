@@ -66,8 +66,8 @@ def restore_clean(model, latents: torch.Tensor, batch: dict) -> torch.Tensor:
 # as that pipeline draws it: packed over the clip's tokens followed by the keyframes' tokens.
 
 def keyframe_batch(model, positive, settings, layout, batch_size: int) -> dict:
-    """Batch entries for positive.key_images (pixel frame r*k + 1 -> latent index k + 1): "kf_clean" (1, C, p, h, w) normalised latents, "kf_coords"
-    (B, 3, p*h*w, 2) their positions; none without keyframes."""
+    """Batch entries for positive.key_images (pixel frame r*k + 1 -> latent index k + 1): "kf_clean"
+    (1, C, p, h, w) normalised latents, "kf_coords" (B, 3, p*h*w, 2) their positions; none without keyframes."""
     if not positive.key_images:
         return {}
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition, retrieve_latents
@@ -90,7 +90,8 @@ def keyframe_batch(model, positive, settings, layout, batch_size: int) -> dict:
             z = retrieve_latents(model.vae.encode(pixels), sample_mode="argmax")      # (1, C, 1, h, w)
         latents.append(p._normalize_latents(z.float(), model.vae.latents_mean, model.vae.latents_std))
         coords.append(p._prepare_keyframe_coords(
-            keyframe_latent_num_frames=1, keyframe_latent_height=h, keyframe_latent_width=w, pixel_frame_idx=(index - 1) * model.temporal_ratio + 1,
+            keyframe_latent_num_frames=1, keyframe_latent_height=h, keyframe_latent_width=w,
+            pixel_frame_idx=(index - 1) * model.temporal_ratio + 1,
             num_pixel_frames=1, fps=float(model.fps(settings)), device=model.device))
     coords = torch.cat(coords, dim=2)
     return {"kf_clean": torch.cat(latents, dim=2),

@@ -1,8 +1,9 @@
 """LTX-2's latent upsampler (diffusers' LTX2LatentUpsamplePipeline) and the two-stage refine after it.
 
 A folder of LTX2LatentUpsamplePipeline (vae/ + latent_upsampler/) loads as the Upscaler kind
-`ltx2_latent_upsampler` (models/upscale.py's LTX2LatentUpsampler, in its registry UPSCALERS). The upsampler works on the video VAE's raw latents: 2x in
-space (and, when its config has temporal_upsample, 2x in time: f latent frames -> 2f - 1). LTX-2's two-stage
+`ltx2_latent_upsampler` (models/upscale.py's LTX2LatentUpsampler, in its registry UPSCALERS). The upsampler
+works on the video VAE's raw latents: 2x in space (and, when its config has temporal_upsample, 2x in time: f
+latent frames -> 2f - 1). LTX-2's two-stage
 recipe is then a short refine at the new size with the same LTX-2 model (`latent_upscale`): the upsampled latents
 (and the clip's sound latents) re-noised to `denoise` and sampled through Kinema's loop — with a distilled model, 8
 steps at denoise 0.375 run exactly diffusers' STAGE_2_DISTILLED_SIGMA_VALUES. Parity with diffusers: the

@@ -60,7 +60,8 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
     def __init__(self, path, device, dtype, pipe):
         super().__init__(path, device, dtype)
         self.pipe = pipe
-        self.transformer, self.vae, self.audio_vae, self.vocoder = pipe.transformer, pipe.vae, pipe.audio_vae, pipe.vocoder
+        self.transformer, self.vae = pipe.transformer, pipe.vae
+        self.audio_vae, self.vocoder = pipe.audio_vae, pipe.vocoder
         self.connectors = pipe.connectors
         self.default_scheduler = pipe.scheduler
         self.spatial_ratio = pipe.vae_spatial_compression_ratio
