@@ -391,6 +391,13 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         fail("images", "must be IMAGE frames (F, H, W, 3)", tuple(getattr(frames, "shape", ())),
              "Connect Load Video or Video Decode.")
+    if upscaler is not None and getattr(upscaler, "latent", False) and model is not None \
+            and model.capabilities.joint_audio:                  # LTX-2's latent upsampler: in the model's latents
+        from .families.ltx2_upsample import upscale_frames as latent_path
+        if positive is None and settings.strength > 0:
+            fail("positive", "is required to refine with a model", None, "Connect a Text Encode of the clip's prompt.")
+        return latent_path(model, upscaler, frames, positive, negative, settings.scale, settings.num_inference_steps,
+                           settings.guidance_scale, settings.seed, settings.strength, on_step)
     if upscaler is not None:
         from .upscale import learned_upscale
         big = learned_upscale(upscaler, frames[..., :3], settings.scale, on_chunk)    # (F, sH, sW, 3)

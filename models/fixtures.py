@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 FIXTURES = ("fixture-wan-t2v", "fixture-wan-i2v", "fixture-wan-vace", "fixture-animatediff", "fixture-stable-audio",
-            "fixture-ltx2")
+            "fixture-ltx2", "fixture-ltx2-upsampler")
 _CHARS = string.ascii_letters + string.digits + string.punctuation
 
 
@@ -194,6 +194,31 @@ def _gemma3(tok):
     return Gemma3ForConditionalGeneration(cfg).eval()
 
 
+def _ltx2_video_vae():
+    """fixture-ltx2's video VAE (seeded: the upsampler fixture holds the same weights)."""
+    from diffusers import AutoencoderKLLTX2Video
+    _seed()
+    return AutoencoderKLLTX2Video(   # spatiotemporal downsampling: multi-frame conditions need a time axis
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
+        layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
+        decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False),
+        downsample_type=("spatiotemporal",), upsample_residual=(False,), upsample_factor=(1,),
+        timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+
+
+@_private_rng
+def build_ltx2_upsampler(temporal: bool = False):
+    """LTX-2's latent upsampler in miniature (LTX2LatentUpsamplePipeline: fixture-ltx2's VAE + a 2x spatial, or with
+    temporal also 2x in time, LTX2LatentUpsamplerModel of 32 channels)."""
+    from diffusers import LTX2LatentUpsamplePipeline
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+    vae = _ltx2_video_vae()
+    _seed()
+    upsampler = LTX2LatentUpsamplerModel(in_channels=4, mid_channels=32, num_blocks_per_stage=1, dims=3,
+                                         spatial_upsample=True, temporal_upsample=temporal)
+    return LTX2LatentUpsamplePipeline(vae=vae, latent_upsampler=upsampler)
+
+
 @_private_rng
 def build_ltx2():
     """LTX-2 (joint video + audio) in miniature: video VAE 2x in space and time, 16 kHz stereo audio through a
@@ -219,13 +244,7 @@ def build_ltx2():
         audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
         audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
         rope_double_precision=False, causal_temporal_positioning=False, rope_type="split")
-    _seed()
-    vae = AutoencoderKLLTX2Video(   # spatiotemporal downsampling: multi-frame conditions need a time axis
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
-        layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
-        decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False),
-        downsample_type=("spatiotemporal",), upsample_residual=(False,), upsample_factor=(1,),
-        timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False)
+    vae = _ltx2_video_vae()
     _seed()
     audio_vae = AutoencoderKLLTX2Audio(
         # 4x in time and mel as LTX-2's (the pipelines assume it), 2 causal res blocks a level: speech encodes to
@@ -346,7 +365,7 @@ def write_comfy_files(models_dir: Path, overwrite: bool = False) -> list[Path]:
 
 BUILDERS = {"fixture-wan-t2v": build_wan_t2v, "fixture-wan-i2v": build_wan_i2v, "fixture-wan-vace": build_wan_vace,
             "fixture-animatediff": build_animatediff, "fixture-stable-audio": build_stable_audio,
-            "fixture-ltx2": build_ltx2}
+            "fixture-ltx2": build_ltx2, "fixture-ltx2-upsampler": build_ltx2_upsampler}
 
 
 def write_fixtures(models_dir: Path, names=FIXTURES, overwrite: bool = False) -> list[Path]:

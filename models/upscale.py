@@ -7,9 +7,9 @@ the Load Upscale Model node lists the folders a registered kind accepts, by thei
 
     kinema_tiny_upscaler   Kinema-Tiny Upscaler (bundled, models/tiny/upscaler.py): a (2+1)D residual conv net
                            on bicubic, 32 -> 64 px for Kinema-Tiny's clips; pixels in, pixels out.
-    (to come)              LTX-2's latent upsampler (LTX2LatentUpsamplePipeline): encode with the folder's VAE,
-                           upsample the latents, decode; it overrides `upscale` (or `upscale_piece` with its own
-                           context) and registers below.
+    ltx2_latent_upsampler  LTX-2's latent upsampler (LTX2LatentUpsamplePipeline, families/ltx2_upsample.py): on
+                           LTX-2 latents (Latent Upscale, or Video Upscale with an LTX-2 model: `latent` is True);
+                           alone, frames go through its folder's VAE (encode, upsample, decode).
 
 Long clips: `upscale` runs `upscale_piece` on chunks of frames and, for large frames, spatial tiles, each read
 with `temporal_context` frames and `spatial_context` pixels of margin, and keeps only the middle: for a model
@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .checks import fail
+from .checks import check_frames, fail
 from .families.registry import AUTO, Registry
 
 ChunkCallback = Callable[[int, int], None]        # (pieces done, pieces in all)
@@ -145,8 +145,74 @@ class KinemaTinyUpscaler(Upscaler):
         return self.net(x)[0].permute(1, 2, 3, 0).cpu()                               # (f, 2h, 2w, 3)
 
 
+# ---- LTX-2's latent upsampler -----------------------------------------------------------------------------------
+class LTX2LatentUpsampler(Upscaler):
+    """LTX-2's latent upsampler (an LTX2LatentUpsamplePipeline folder: vae/ + latent_upsampler/): 2x in space, and
+    2x in time when its config says temporal_upsample. With an LTX-2 model it works in that model's latents
+    (families/ltx2_upsample.py: Latent Upscale, Video Upscale's learned path); alone, through its own VAE."""
+    name = "ltx2_latent_upsampler"
+    title = "LTX-2 latent upsampler"
+    latent = True                 # works on LTX-2 latents: Video Upscale refines with an LTX-2 model after it
+
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype, pipe):
+        super().__init__(path, device, dtype)
+        self.pipe, self.vae, self.net = pipe, pipe.vae, pipe.latent_upsampler
+        config = self.net.config
+        self.scale = int(round(config.get("rational_spatial_scale", 2.0))) if config.spatial_upsample else 1
+        self.temporal = bool(config.temporal_upsample)
+        self.temporal_ratio = pipe.vae_temporal_compression_ratio
+
+    @classmethod
+    def accepts(cls, model_index: dict) -> bool:
+        return model_index.get("_class_name") == "LTX2LatentUpsamplePipeline"
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "LTX2LatentUpsampler":
+        from diffusers import LTX2LatentUpsamplePipeline
+        from .families.base import load_pipeline
+        return cls(path, device, dtype, load_pipeline(LTX2LatentUpsamplePipeline, path, device, dtype))
+
+    # ---- latents ------------------------------------------------------------------------------------------------
+    def upsample_raw(self, latents: torch.Tensor) -> torch.Tensor:
+        """raw (denormalised) VAE latents (1, C, f, h, w) -> (1, C, f', 2h, 2w), f' = 2f - 1 with temporal upsampling
+        else f: LTX2LatentUpsamplePipeline's latent output (adain and tone mapping off, as its defaults)."""
+        with torch.no_grad():
+            return self.net(latents.to(self.device, self.net.dtype)).float()
+
+    def upsample(self, model, latents: torch.Tensor) -> torch.Tensor:
+        """an LTX-2 model's normalised video latents (1, C, f, h, w) -> normalised upsampled latents."""
+        if latents.shape[1] != self.net.config.in_channels:
+            fail("upscaler", f"takes {self.net.config.in_channels} latent channels, the model's latents have "
+                 f"{latents.shape[1]}", self.path.name, "Use the upsampler released with the LTX-2 model.")
+        vae = model.vae
+        raw = model.pipe._denormalize_latents(latents.to(self.device, torch.float32), vae.latents_mean,
+                                              vae.latents_std, vae.config.scaling_factor)
+        return model.pipe._normalize_latents(self.upsample_raw(raw), vae.latents_mean, vae.latents_std,
+                                             vae.config.scaling_factor)
+
+    # ---- pixels (no LTX-2 model): the folder's own VAE ---------------------------------------------------------
+    def check_frames(self, frames: torch.Tensor, arg: str = "images") -> None:
+        super().check_frames(frames, arg)
+        check_frames(arg, frames.shape[0], self.temporal_ratio)
+
+    def upscale(self, frames: torch.Tensor, on_chunk: ChunkCallback | None = None) -> torch.Tensor:
+        """frames (F, H, W, 3) 0..1, F = r*k + 1 -> (F', 2H, 2W, 3) through the folder's VAE (encode, upsample,
+        decode; F' = 2F - 1 with temporal upsampling)."""
+        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import retrieve_latents
+        self.check_frames(frames)
+        pixels = (frames[..., :3].float().permute(3, 0, 1, 2)[None] * 2 - 1).to(self.device, self.vae.dtype)
+        with torch.no_grad():
+            z = retrieve_latents(self.vae.encode(pixels), sample_mode="argmax")
+            timestep = torch.zeros(1, device=self.device) if self.vae.config.timestep_conditioning else None
+            video = self.vae.decode(self.upsample_raw(z).to(self.vae.dtype), timestep, return_dict=False)[0]
+        if on_chunk is not None:
+            on_chunk(1, 1)
+        return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
+
+
+
 UPSCALERS = Registry("learned upscaler", "Load Upscale Model")
-for _cls in (KinemaTinyUpscaler,):            # LTX-2's latent upsampler registers here; append only
+for _cls in (KinemaTinyUpscaler, LTX2LatentUpsampler):            # append only
     UPSCALERS.register(_cls)
 
 
@@ -177,4 +243,5 @@ def learned_upscale(upscaler: Upscaler, frames: torch.Tensor, factor: int,
     return out
 
 
-__all__ = ["KinemaTinyUpscaler", "UPSCALERS", "Upscaler", "learned_upscale", "load_upscaler", "run_in_pieces"]
+__all__ = ["KinemaTinyUpscaler", "LTX2LatentUpsampler", "UPSCALERS", "Upscaler", "learned_upscale", "load_upscaler",
+           "run_in_pieces"]

@@ -46,6 +46,32 @@ class KinemaImageToVideo:
         return (positive.with_image(image[:1, ..., :3].float().cpu()),)
 
 
+class KinemaKeyframeImage:
+    DESCRIPTION = ("Attaches a keyframe: the clip passes through this image at `frame` (LTX-2, as its condition "
+                   "pipeline's keyframes). Chain several for several keyframes; for frame 0 use Image to Video.")
+    CATEGORY = "Kinema/conditioning"
+    RETURN_TYPES = ("KINEMA_COND",)
+    RETURN_NAMES = ("positive",)
+    OUTPUT_TOOLTIPS = ("The positive prompt carrying the keyframe (and any it carried before).",)
+    FUNCTION = "attach"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "positive": ("KINEMA_COND", {"tooltip": "The encoded positive prompt (LTX-2)."}),
+            "image": ("IMAGE", {"tooltip": "The keyframe. Only the first image of a batch is used; it is resized to "
+                                           "cover the sampler's size and centre-cropped; alpha is ignored."}),
+            "frame": ("INT", {"default": 9, "min": 1, "max": 10000, "tooltip":
+                              "The video frame it appears at: 8k+1 for LTX-2 (9, 17, ... 113); another value is "
+                              "an error, never rounded."}),
+        }}
+
+    def attach(self, positive, image, frame):
+        from ..models.checks import check_shape
+        check_shape("image", image, 4, "(frames, height, width, channels)", "Connect an IMAGE output.")
+        return (positive.replace(key_images=(*positive.key_images, (frame, image[:1, ..., :3].float().cpu()))),)
+
+
 class KinemaPromptSchedule:
     DESCRIPTION = ("One prompt per stretch of the video (FreeNoise multi-prompt): 'FRAME: prompt' entries. Each "
                    "window follows the prompt of its frames, blended between keyframes; the new prompts act in the "
@@ -73,7 +99,7 @@ class KinemaPromptSchedule:
 
 
 NODE_CLASS_MAPPINGS = {"KinemaTextEncode": KinemaTextEncode, "KinemaImageToVideo": KinemaImageToVideo,
-                       "KinemaPromptSchedule": KinemaPromptSchedule}
+                       "KinemaPromptSchedule": KinemaPromptSchedule, "KinemaKeyframeImage": KinemaKeyframeImage}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTextEncode": "Text Encode (Kinema)",
                               "KinemaImageToVideo": "Image to Video Conditioning",
-                              "KinemaPromptSchedule": "Prompt Schedule"}
+                              "KinemaPromptSchedule": "Prompt Schedule", "KinemaKeyframeImage": "Keyframe Image"}

@@ -180,6 +180,61 @@ def _latent_files() -> list[str]:
     return found
 
 
+class KinemaDecodeVideoSound:
+    DESCRIPTION = ("The sound an LTX-2 Temporal Sampler made with the picture (in the same pass), decoded by the "
+                   "model's audio VAE and vocoder: exactly frames / fps seconds, for Decode And Save Video's audio.")
+    CATEGORY = "Kinema/decode"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The clip's sound {'waveform': (1, channels, samples), 'sample_rate'}.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_MODEL", {"tooltip": "The LTX-2 model that sampled the latent."}),
+            "latent": ("LATENT", {"tooltip": "The Temporal Sampler's latent (it carries the sound's latents)."}),
+        }}
+
+    def decode(self, model, latent):
+        from ..models.joint import decode_sound
+        return (decode_sound(model, latent),)
+
+
+class KinemaLatentUpscale:
+    DESCRIPTION = ("LTX-2's two-stage upscale: the latent upsampler doubles width and height (and the frames, if "
+                   "it has temporal layers) in latent space, then the same LTX-2 model refines at the new size with "
+                   "a short pass. The clip's sound comes along.")
+    CATEGORY = "Kinema/latent"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The latent at 2x (1, C, f, 2h, 2w), with its sound: connect to Video Decode.",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("KINEMA_MODEL", {"tooltip": "The LTX-2 model that sampled the latent (it refines)."}),
+            "upscaler": ("KINEMA_UPSCALER", {"tooltip": "An LTX-2 latent upsampler (Load Upscale Model)."}),
+            "latent": ("LATENT", {"tooltip": "The Temporal Sampler's LTX-2 latent."}),
+            "positive": ("KINEMA_COND", {"tooltip": "The clip's prompt for the refine."}),
+            "negative": ("KINEMA_COND", {"tooltip": "What to avoid in the refine; used when cfg > 1."}),
+            "steps": ("INT", {"default": 8, "min": 1, "max": 1000, "tooltip":
+                              "Steps of the full schedule; the refine runs the last steps x denoise of them."}),
+            "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip":
+                              "Guidance of the refine; 1 or less turns it off (distilled LTX-2: 1)."}),
+            "seed": widgets.seed(),
+            "denoise": ("FLOAT", {"default": 0.375, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip":
+                                  "How much the refine redraws. Distilled LTX-2 at 8 steps: 0.375 runs its stage-2 "
+                                  "sigmas (0.909, 0.725, 0.422). 0: upsample only."}),
+        }}
+
+    def upscale(self, model, upscaler, latent, positive, negative, steps, cfg, seed, denoise):
+        from ..models.families.ltx2_upsample import latent_upscale
+        return (latent_upscale(model, upscaler, latent, positive, negative, steps, cfg, seed, denoise,
+                               on_step=widgets.step_progress(steps, model)),)
+
+
 class KinemaLoadLatent:
     DESCRIPTION = ("Loads latents saved by Decode And Save Video (prefix_00001_.latents.safetensors, in the output "
                    "folder, or copied to the input folder), to decode them again, e.g. after a failed decode. "
@@ -220,6 +275,8 @@ NODE_CLASS_MAPPINGS = {
     "KinemaDecodeAndSave": KinemaDecodeAndSave,
     "KinemaLoadLatent": KinemaLoadLatent,
     "KinemaTileOptions": KinemaTileOptions,
+    "KinemaDecodeVideoSound": KinemaDecodeVideoSound,
+    "KinemaLatentUpscale": KinemaLatentUpscale,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaVideoDecode": "Video Decode",
@@ -227,4 +284,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "KinemaDecodeAndSave": "Decode And Save Video",
     "KinemaLoadLatent": "Load Latent",
     "KinemaTileOptions": "Tiled VAE Options",
+    "KinemaDecodeVideoSound": "Decode Video Sound",
+    "KinemaLatentUpscale": "Latent Upscale",
 }

@@ -379,7 +379,8 @@ class KinemaLoadUpscaleModel:
         return {"required": {
             "model": (_upscale_models() or ["(no upscale models found)"], {"tooltip":
                       "An upscaler folder (holding model_index.json); only folders of a known kind are listed: "
-                      "Kinema-Tiny Upscaler (kinema-tiny-upscaler, bundled)."}),
+                      "Kinema-Tiny Upscaler (kinema-tiny-upscaler, bundled), LTX-2 latent upsamplers "
+                      "(LTX2LatentUpsamplePipeline folders: Latent Upscale)."}),
             "device": _device(),
             "dtype": _dtype(" Kinema-Tiny Upscaler always runs fp32."),
         }}

@@ -12,7 +12,8 @@ class KinemaTemporalSampler:
     CATEGORY = "Kinema/sampling"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("Video latents {'samples': (1, C, f, h, w)}: connect to Video Decode.",)
+    OUTPUT_TOOLTIPS = ("Video latents {'samples': (1, C, f, h, w)}: connect to Video Decode. LTX-2 also carries "
+                       "the clip's sound: Decode Video Sound turns it into AUDIO.",)
     FUNCTION = "sample"
 
     @classmethod
@@ -48,17 +49,28 @@ class KinemaTemporalSampler:
                                              "size as set here."}),
             "context": ("KINEMA_CONTEXT", {"tooltip": "Long video: windows from a Context Options node. Without it "
                                                       "the whole clip is denoised at once."}),
+            "fps": ("FLOAT", {"forceInput": True, "default": 24.0, "min": 0.01, "max": 1000.0, "tooltip":
+                              "LTX-2: the clip's frames per second (positions in seconds; the sound lasts frames / "
+                              "fps). Unconnected: 24, LTX-2's default. Save at the same fps. Other models ignore it."}),
         }}
 
     def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
-               latent=None, context=None):
-        from ..models.sampling import SamplerSettings, sample
+               latent=None, context=None, fps=None):
+        from fractions import Fraction
+        from ..models.joint import sample_clip
+        from ..models.media import check_fps
+        from ..models.sampling import SamplerSettings
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
-                                   guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
+                                   guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise,
+                                   frame_rate=check_fps("fps", fps) if fps is not None else Fraction(0))
         init = latent["samples"] if latent is not None else None
-        samples = sample(model, positive, negative, settings, init_latents=init, context=context,
-                         on_step=widgets.step_progress(steps, model))
-        return ({"samples": samples.cpu(), "kinema_frames": length},)
+        clip = sample_clip(model, positive, negative, settings, init_latents=init,
+                           init_audio=latent.get("kinema_audio") if latent is not None else None, context=context,
+                           on_step=widgets.step_progress(steps, model))
+        out = {"samples": clip.video.cpu(), "kinema_frames": length}
+        if clip.audio_latents is not None:
+            out.update(kinema_audio=clip.audio_latents.cpu(), kinema_fps=model.fps(settings))
+        return (out,)
 
 
 class KinemaContextOptions:

@@ -31,7 +31,8 @@ MAX_BYTES = 40_000            # what a thumbnail may weigh
 # what each fixture stands in for (the loader's value -> the real model a user loads instead)
 NEEDS = {"fixture-wan-t2v": "Wan 2.1 / 2.2 text-to-video", "fixture-wan-i2v": "Wan 2.1 image-to-video",
          "fixture-wan-vace": "Wan 2.1 VACE", "fixture-animatediff": "AnimateDiff (SD 1.5 + motion adapter)",
-         "fixture-stable-audio": "Stable Audio Open 1.0", "fixture-ltx2": "LTX-2 (audio branch)",
+         "fixture-stable-audio": "Stable Audio Open 1.0", "fixture-ltx2": "LTX-2 (diffusers folder or checkpoint + Gemma)",
+         "fixture-ltx2-upsampler": "the LTX-2 latent upsampler",
          "fixture_wan_t2v.safetensors": "Wan 2.1 files (diffusion model, UMT5, VAE)",
          "fixture-wan-lightx2v.safetensors": "a lightx2v 4-step LoRA"}
 BG, PANEL, TEXT, MUTED, ACCENT = (20, 30, 70), (36, 48, 96), (240, 242, 250), (170, 180, 215), (255, 200, 40)

@@ -50,6 +50,9 @@ RESUME = ("Decode And Save Video writes the latents first (prefix_00001_.latents
           "output/Kinema/<file>.latents.safetensors`, or pick the file in Load Latent and connect it here.")
 NEG = "blurry, flicker, distorted, low quality"
 TINY = "kinema-tiny-video"          # bundled with the pack (models/tiny/weights)
+LTX2_NOTE = ("Bundled: `fixture-ltx2`, a tiny RANDOM-WEIGHT LTX-2 from `kinema fixtures` (noise, and noisy sound). For "
+             "real clips put Lightricks/LTX-2 (diffusers format) in models/diffusers and use 121 frames at 768x512, "
+             "24 fps, 40 steps, cfg 4 (a folder named *distilled*: 8 steps, cfg 1).")
 BACKDROP = "#141e46"               # dark blue: a Kinema-Tiny background colour, far from every object colour
 
 WORKFLOWS = {
@@ -361,6 +364,72 @@ WORKFLOWS = {
         "frames (same fps in Video to Audio and Save Video: the sound lasts exactly frames / fps), Save Video "
         "muxes both into one mp4 (H.264 + AAC). Bundled: `fixture-wan-t2v` and `fixture-ltx2` (tiny, RANDOM "
         "weights: noise). For real results load Wan 2.x and an LTX-2 diffusers folder (Lightricks/LTX-2)."]),
+    # ---- LTX-2 (picture and sound in one pass) --------------------------------------------------------------
+    "text_to_video_ltx2": ({
+        "1": _loader("fixture-ltx2"),
+        "2": _text(1, "waves crash on rocks at the shore, spray flies up, the roar of the surf", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": _sampler(length=17, size=64, steps=4, cfg=3.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "7": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/text_to_video_ltx2",
+                                                          "audio": _link(7)}},
+    }, [LTX2_NOTE, "Picture and sound in one pass: the Temporal Sampler denoises LTX-2's video and audio latents "
+        "together (one transformer, cross-attention both ways); Decode Video Sound gives the sound, exactly frames "
+        "/ fps long (24 fps unless the sampler's fps socket is connected: save at the same fps)."]),
+    "image_to_video_ltx2": ({
+        "1": _loader("fixture-ltx2"),
+        "2": _text(1, "the red ball rolls to the right across the grass, birds sing", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "scene.png"}},
+        "8": {"class_type": "KinemaImageToVideo", "inputs": {"positive": _link(2), "image": _link(7)}},
+        "4": _sampler(pos=8, length=17, size=64, steps=4, cfg=3.0),
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "9": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/image_to_video_ltx2",
+                                                          "audio": _link(9)}},
+    }, [LTX2_NOTE, "Image to video: the image is the first frame, held clean while the rest of the clip and its "
+        "sound are denoised (LTX2ImageToVideoPipeline's conditioning)."]),
+    "long_video_ltx2": ({
+        "1": _loader("fixture-ltx2"),
+        "2": _text(1, "rain falls on a tin roof, thunder rolls in the distance", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "7": {"class_type": "KinemaContextOptions", "inputs": {
+            "context_length": 9, "context_overlap": 4, "fuse": "pyramid", "noise": "shuffle_context",
+            "mode": "predictions", "anchor": "none", "anchor_strength": 0.0}},
+        "4": {"class_type": "KinemaTemporalSampler", "inputs": {
+            **_sampler(length=33, size=32, steps=4, cfg=3.0)["inputs"], "context": _link(7)}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "8": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/long_video_ltx2",
+                                                          "audio": _link(8)}},
+    }, [LTX2_NOTE, "Long clips with sound: 33 frames in 5 overlapping windows of 9 (FreeNoise). Each window denoises "
+        "its frames and the sound of the same moments in one pass, and overlapping windows are blended on both, "
+        "so the sound of the whole clip is one continuous track (no clicks or gaps at the seams). With LTX-2 use "
+        "windows of 121 frames, overlap 24."]),
+    "upscale_video_ltx2": ({
+        "1": _loader("fixture-ltx2"),
+        "2": _text(1, "a lighthouse on a cliff at dusk, waves below, gulls calling", "Positive Prompt"),
+        "3": _text(1, NEG, "Negative Prompt"),
+        "4": _sampler(length=17, size=32, steps=4, cfg=3.0),
+        "7": {"class_type": "KinemaLoadUpscaleModel", "inputs": {"model": "fixture-ltx2-upsampler",
+                                                                 "device": "auto", "dtype": "auto"}},
+        "8": {"class_type": "KinemaLatentUpscale", "inputs": {
+            "model": _link(1), "upscaler": _link(7), "latent": _link(4), "positive": _link(2),
+            "negative": _link(3), "steps": 8, "cfg": 1.0, "seed": 42, "denoise": 0.375}},
+        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(8)}},
+        "9": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(8)}},
+        "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
+                                                          "filename_prefix": "Kinema/upscale_video_ltx2",
+                                                          "audio": _link(9)}},
+    }, [LTX2_NOTE, "LTX-2's two stages: sample small, then Latent Upscale doubles width and height in latent space "
+        "with LTX-2's latent upsampler and refines at the new size with the same model (8 steps at denoise 0.375: "
+        "a distilled model's stage-2 sigmas). The sound comes along. Bundled: `fixture-ltx2-upsampler` (tiny, "
+        "RANDOM weights); real: the LTX-2 release's latent upsampler saved as an LTX2LatentUpsamplePipeline "
+        "folder in models/latent_upscale_models or models/diffusers."]),
 }
 
 

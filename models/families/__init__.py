@@ -13,6 +13,7 @@ from .animatediff import AnimateDiffFamily
 from .base import AudioFamily, Capabilities, Conditioning, SchedulerChoice, VideoFamily
 from .ltx2_audio import LTX2AudioFamily
 from .ltx2_portrait import LTX2PortraitFamily
+from .ltx2_video import LTX2VideoFamily
 from .registry import AUTO, Registry
 from .stable_audio import StableAudioFamily
 from .tiny import KinemaTinyFamily
@@ -22,7 +23,7 @@ from .wan import WanFamily
 from .wan_vace import WanVACEFamily
 
 VIDEO = Registry("video", "Load Video Model")
-for _cls in (WanFamily, WanVACEFamily, AnimateDiffFamily, KinemaTinyFamily):   # order = dropdown order: append only
+for _cls in (WanFamily, WanVACEFamily, AnimateDiffFamily, KinemaTinyFamily, LTX2VideoFamily):   # append only
     VIDEO.register(_cls)
 
 AUDIO = Registry("audio", "Load Audio Model")

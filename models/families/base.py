@@ -51,6 +51,7 @@ class Capabilities:
     text_to_audio: bool = False       # sound from a prompt alone (Stable Audio)
     video_to_audio: bool = False      # sound for a clip (LTX-2's audio branch, Kinema-Tiny Audio)
     portrait: bool = False            # audio-driven portrait windows (models/portrait.py)
+    joint_audio: bool = False         # the sampler makes the clip's sound with the picture (LTX-2 video)
 
 
 # ---- conditioning (KINEMA_COND) -------------------------------------------------------------------------------
@@ -92,6 +93,8 @@ class Conditioning:
     video:  video-to-audio: the clip (F, H, W, 3) 0..1 on the CPU the sound is for (Video to Audio), or None.
     unconditional: the model's own all-zero "no prompt" input (Stable Audio without a negative prompt).
     portrait: one audio-driven portrait window's inputs (models/portrait.py), or None.
+    key_images: ((pixel frame > 0, IMAGE (1, H, W, 3) 0..1), ...): images the clip passes through at those frames
+            (Keyframe Image; LTX-2: LTX2ConditionPipeline's keyframe conditions at strength 1); () for none.
     """
     family: str
     prompt: str
@@ -103,6 +106,7 @@ class Conditioning:
     video: torch.Tensor | None = None
     unconditional: bool = False
     portrait: PortraitWindow | None = None
+    key_images: tuple[tuple[int, torch.Tensor], ...] = ()
 
     def replace(self, **changes) -> "Conditioning":
         """A copy with some fields changed."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import fail
 from .base import load_pipeline
 
 LTX2_PIPELINES = {"LTX2Pipeline", "LTX2ConditionPipeline", "LTX2ImageToVideoPipeline"}
@@ -43,15 +44,38 @@ def load_ltx2_pipeline(path: Path, device: torch.device, dtype: torch.dtype):
     return load_pipeline(LTX2ConditionPipeline, path, device, dtype, fp32=("vae", "audio_vae", "vocoder"))
 
 
-def set_ltx2_timesteps(scheduler, num_inference_steps: int, video_tokens: int, device) -> None:
+def distilled_sigmas(num_inference_steps: int) -> list[float]:
+    """The distilled LTX-2 checkpoints' few-step sigmas (diffusers.pipelines.ltx2.utils.DISTILLED_SIGMA_VALUES, from
+    Lightricks' ltx-pipelines): all 8 for 8 steps; fewer steps take the schedule's last n (the coarse tail the
+    distilled model also meets as its stage-2 refine: STAGE_2_DISTILLED_SIGMA_VALUES for 3)."""
+    from diffusers.pipelines.ltx2.utils import DISTILLED_SIGMA_VALUES
+    n = len(DISTILLED_SIGMA_VALUES)
+    if not 1 <= num_inference_steps <= n:
+        fail("steps", f"must be 1..{n} for a distilled LTX-2 model (its schedule has {n} sigmas)",
+             num_inference_steps, f"Use {n} steps (or 3 for a refine pass).")
+    return list(DISTILLED_SIGMA_VALUES[n - num_inference_steps:])
+
+
+def set_ltx2_timesteps(scheduler, num_inference_steps: int, video_tokens: int, device, distilled: bool = False
+                       ) -> None:
     """The LTX-2 pipelines' sigmas (linear 1 -> 1/n) with their resolution-dependent shift (mu from the number of
-    video tokens; schedulers without dynamic shifting ignore it)."""
+    video tokens; schedulers without dynamic shifting ignore it); distilled: the distilled sigmas, passed as the
+    pipelines take `sigmas=DISTILLED_SIGMA_VALUES` (same mu: a distilled folder's scheduler does not shift)."""
     from diffusers.pipelines.ltx2.pipeline_ltx2_condition import calculate_shift
     n = num_inference_steps
     c = scheduler.config
     mu = calculate_shift(video_tokens, c.get("base_image_seq_len", 1024), c.get("max_image_seq_len", 4096),
                          c.get("base_shift", 0.95), c.get("max_shift", 2.05))
-    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / n, n), device=device, mu=mu)
+    sigmas = distilled_sigmas(n) if distilled else np.linspace(1.0, 1 / n, n)
+    scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
+
+
+def audio_steps_covering(num_samples: int, mel_rate: int, sample_rate: int, hop: int, ratio: int) -> int:
+    """Fewest audio latent steps whose decoded waveform covers num_samples at sample_rate (the causal mel VAE gives
+    ratio * (L - 1) + 1 mel frames for L steps, each hop samples at the mel rate)."""
+    mel_samples = -(-num_samples * mel_rate // sample_rate)
+    mel_frames = -(-mel_samples // hop)
+    return max(1, -(-(mel_frames - 1) // ratio) + 1)
 
 
 def gemma_prompt(pipe, text: str, device, max_sequence_length: int = MAX_SEQUENCE_LENGTH

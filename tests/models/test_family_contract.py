@@ -54,7 +54,7 @@ def test_families_declare_name_title_and_capabilities(cls):
 def test_dropdowns_are_derived_from_the_registries():
     """The loaders' `family` values: auto + the registered names, in registration order (saved in workflows:
     these exact values must never change)."""
-    assert [c.value for c in FamilyChoice] == ["auto", "wan", "wan_vace", "animatediff", "kinema_tiny"]
+    assert [c.value for c in FamilyChoice] == ["auto", "wan", "wan_vace", "animatediff", "kinema_tiny", "ltx2"]
     assert [c.value for c in AudioFamilyChoice] == ["auto", "stable_audio", "ltx2", "kinema_tiny_audio"]
     assert VIDEO.choices() == [c.value for c in FamilyChoice]
 

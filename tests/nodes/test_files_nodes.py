@@ -122,8 +122,9 @@ def test_pickles_and_lost_scales_refused_by_the_node(files_dirs):
 def test_load_video_model_lists_only_video_folders(kinema_dirs):
     names = KinemaLoadVideoModel.INPUT_TYPES()["required"]["model"][0]
     assert {"fixture-wan-t2v", "fixture-wan-i2v", "fixture-wan-vace", "fixture-animatediff",
-            "kinema-tiny-video"} <= set(names)
-    assert not {"fixture-stable-audio", "fixture-ltx2", "kinema-tiny-audio", "kinema-tiny-portrait"} & set(names)
+            "kinema-tiny-video", "fixture-ltx2"} <= set(names)          # LTX-2 is a video family too (picture + sound)
+    assert not {"fixture-stable-audio", "fixture-ltx2-upsampler", "kinema-tiny-audio",
+                "kinema-tiny-portrait"} & set(names)
 
 
 # ---------------------------------------------------------------- Load Video Model (Checkpoint)

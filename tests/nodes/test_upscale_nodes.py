@@ -33,7 +33,8 @@ def _read(path: Path) -> torch.Tensor:
 def test_load_upscale_model_lists_only_upscalers_and_feeds_video_upscale(kinema_dirs):
     from kinema.models.upscale import KinemaTinyUpscaler, learned_upscale
     spec = KinemaLoadUpscaleModel.INPUT_TYPES()["required"]
-    assert spec["model"][0] == ["kinema-tiny-upscaler"]     # not the video, audio, portrait or fixture folders
+    # not the video, audio, portrait or other fixture folders (fixture-ltx2-upsampler is an LTX-2 latent upsampler)
+    assert spec["model"][0] == ["fixture-ltx2-upsampler", "kinema-tiny-upscaler"]
     (up,) = KinemaLoadUpscaleModel().load("kinema-tiny-upscaler", "auto", "auto")
     assert isinstance(up, KinemaTinyUpscaler) and up.scale == 2
     with pytest.raises(FileNotFoundError, match="not-there"):
