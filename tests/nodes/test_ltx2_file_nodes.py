@@ -45,7 +45,7 @@ def test_checkpoint_node_loads_ltx2_with_its_gemma_file(folders):
     assert spec["optional"]["text_encoder"][0] == ["none", TE] and CK in spec["required"]["checkpoint"][0]
     node = KinemaLoadCheckpoint()
     (model,) = node.load(CK, "(no motion modules in models/animatediff_models)", "cpu", "fp32", text_encoder=TE)
-    assert model.path.name == CK and model.name in ("ltx2", "ltx2_portrait")
+    assert model.path.name == CK and model.name == "ltx2"
     assert type(model.pipe.transformer).__name__ == "LTX2VideoTransformer3DModel"
     _refused(lambda: node.load(CK, "x", "cpu", "fp32"), "text_encoder", "is needed", "gemma_3_12B_it")
     _refused(lambda: node.load("sd15_tiny.safetensors", "x", "cpu", "fp32", text_encoder=TE), "text_encoder",
@@ -67,3 +67,19 @@ def test_audio_and_portrait_loaders_take_the_same_files(folders):
                                                     text_encoder=TE), "checkpoint", "is not an LTX-2", "checkpoints/")
     _refused(lambda: KinemaLoadPortraitModel().load("(none)", "cpu", "fp32", checkpoint=CK), "text_encoder",
              "is needed", "text_encoders/")
+
+
+def test_checkpoint_files_make_the_ltx2_video_family_with_sound_equal_to_diffusers(folders):
+    """The files route gives the same video family as a diffusers folder: picture and sound in one pass, equal to
+    LTX2Pipeline built from the very components read from the two files."""
+    from fractions import Fraction
+    from diffusers import LTX2Pipeline
+    from kinema.models.joint import sample_clip
+    from kinema.models.sampling import SamplerSettings
+    from test_ltx2_video import _compare, _pipe
+    (model,) = KinemaLoadCheckpoint().load(CK, "x", "cpu", "fp32", text_encoder=TE)
+    assert model.name == "ltx2" and model.capabilities.joint_audio
+    settings = SamplerSettings(num_frames=9, height=32, width=64, num_inference_steps=2, guidance_scale=3.0, seed=3,
+                               frame_rate=Fraction(25))
+    clip = sample_clip(model, model.encode_prompt("a drum"), model.encode_prompt(""), settings)
+    _compare(model, clip, settings, _pipe(model, LTX2Pipeline), dict(prompt="a drum", negative_prompt=""))
