@@ -80,6 +80,18 @@ def audio_steps_covering(num_samples: int, mel_rate: int, sample_rate: int, hop:
 
 def gemma_prompt(pipe, text: str, device, max_sequence_length: int = MAX_SEQUENCE_LENGTH
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gemma hidden states of every layer, stacked: (embeds (1, L, D * layers), mask (1, L))."""
-    with torch.no_grad():
-        return pipe._get_gemma_prompt_embeds(text, max_sequence_length=max_sequence_length, device=device)
+    """Gemma hidden states of every layer, stacked: (embeds (1, L, D * layers), mask (1, L)). On a GPU, Gemma (24 GB
+    in bf16 for the 12B) comes to the device for the prompt and goes back to RAM after it, as ComfyUI offloads its
+    text encoders: the denoiser gets the memory while it samples."""
+    device = torch.device(device)
+    encoder = pipe.text_encoder
+    if device.type != "cpu":
+        encoder.to(device)
+    try:
+        with torch.no_grad():
+            return pipe._get_gemma_prompt_embeds(text, max_sequence_length=max_sequence_length, device=device)
+    finally:
+        if device.type != "cpu":
+            encoder.to("cpu")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()

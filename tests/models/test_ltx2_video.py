@@ -212,3 +212,21 @@ def test_keyframe_image_node_chains_and_other_families_refuse_keyframes(model, m
     with pytest.raises(ValueError, match="`positive` carries keyframe images"):
         sample_clip(wan, wan.encode_prompt("x").replace(key_images=two.key_images), None,
                     SamplerSettings(num_frames=5, height=32, width=32, num_inference_steps=1))
+
+
+def test_gemma_leaves_the_gpu_after_each_prompt(model, monkeypatch):
+    """On a GPU the text encoder is on the device only while a prompt is encoded (moves recorded; the encoding
+    itself runs on the CPU here: no GPU in CI)."""
+    from kinema.models.families import ltx2_common
+    moves = []
+    encoder = model.pipe.text_encoder
+    monkeypatch.setattr(encoder, "to", lambda *a, **k: moves.append(str(a[0])) or encoder)
+    calls = []
+    monkeypatch.setattr(model.pipe, "_get_gemma_prompt_embeds",
+                        lambda text, max_sequence_length, device: calls.append((text, str(device), list(moves)))
+                        or (torch.zeros(1, 2, 3), torch.ones(1, 2)))
+    ltx2_common.gemma_prompt(model.pipe, "a drum", "cuda:0")
+    assert calls == [("a drum", "cuda:0", ["cuda:0"])] and moves == ["cuda:0", "cpu"]
+    moves.clear()
+    ltx2_common.gemma_prompt(model.pipe, "a drum", "cpu")
+    assert moves == []
