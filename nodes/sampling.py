@@ -48,17 +48,25 @@ class KinemaTemporalSampler:
                                              "size as set here."}),
             "context": ("KINEMA_CONTEXT", {"tooltip": "Long video: windows from a Context Options node. Without it "
                                                       "the whole clip is denoised at once."}),
+            "step_cache": ("KINEMA_STEP_CACHE", {"tooltip": "Faster sampling from a Step Cache node: steps whose "
+                                                            "change is predicted small reuse the last one. The first "
+                                                            "run of a model + scheduler + steps calibrates it."}),
         }}
 
     def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
-               latent=None, context=None):
+               latent=None, context=None, step_cache=None):
         from ..models.sampling import SamplerSettings, sample
+        from ..models.step_cache import session
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
         init = latent["samples"] if latent is not None else None
-        samples = sample(model, positive, negative, settings, init_latents=init, context=context,
-                         on_step=widgets.step_progress(steps, model))
-        return ({"samples": samples.cpu(), "kinema_frames": length},)
+        with session(step_cache, model, settings) as predict:
+            samples = sample(model, positive, negative, settings, init_latents=init, context=context,
+                             on_step=widgets.step_progress(steps, model), predict=predict)
+        result = ({"samples": samples.cpu(), "kinema_frames": length},)
+        if step_cache is None:
+            return result
+        return {"ui": {"text": [predict.stats.text()]}, "result": result}
 
 
 class KinemaContextOptions:
@@ -106,5 +114,36 @@ class KinemaContextOptions:
                                noise=noise, mode=mode, anchor=anchor, anchor_strength=anchor_strength),)
 
 
-NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler, "KinemaContextOptions": KinemaContextOptions}
-NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler", "KinemaContextOptions": "Context Options"}
+class KinemaStepCache:
+    DESCRIPTION = ("Step caching (MagCache's rule): the sampler skips denoiser calls whose change is predicted small "
+                   "and reuses the last residual. Calibrated automatically by the first run of a model + scheduler "
+                   "+ steps (stored beside the model); later runs skip. Per CFG branch and per window.")
+    CATEGORY = "Kinema/sampling"
+    RETURN_TYPES = ("KINEMA_STEP_CACHE",)
+    RETURN_NAMES = ("step_cache",)
+    OUTPUT_TOOLTIPS = ("Connect to the `step_cache` input of the Temporal Sampler or Video Edit.",)
+    FUNCTION = "options"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "threshold": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                          "How much accumulated change a skipped run of steps may carry: 0 never skips; 0.05 "
+                          "careful, 0.1 balanced, 0.3 fast. The sampler's text reports calls saved."}),
+            "max_skips": ("INT", {"default": 3, "min": 0, "max": 100, "tooltip":
+                          "Most steps skipped in a row before one must compute (MagCache's K)."}),
+            "retention": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                          "Fraction of the first steps that always compute (they set the layout)."}),
+        }}
+
+    def options(self, threshold, max_skips, retention):
+        from ..models.step_cache import StepCache
+        cache = StepCache(threshold=threshold, max_skips=max_skips, retention=retention)
+        cache.check()
+        return (cache,)
+
+
+NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler, "KinemaContextOptions": KinemaContextOptions,
+                       "KinemaStepCache": KinemaStepCache}
+NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler", "KinemaContextOptions": "Context Options",
+                              "KinemaStepCache": "Step Cache"}
