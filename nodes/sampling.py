@@ -55,18 +55,24 @@ class KinemaTemporalSampler:
 
     def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
                latent=None, context=None, step_cache=None):
+        from dataclasses import replace
+
+        from ..models import memory
         from ..models.sampling import SamplerSettings, sample
         from ..models.step_cache import session
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
         init = latent["samples"] if latent is not None else None
+        model.check_settings(settings)                       # the size rules' errors come before the estimate's
+        window = settings if context is None else replace(settings, num_frames=min(length, context.context_length))
+        fits = memory.check(model, window, guided=cfg > 1.0)  # refuses what cannot fit, before any step
         with session(step_cache, model, settings) as predict:
             samples = sample(model, positive, negative, settings, init_latents=init, context=context,
                              on_step=widgets.step_progress(steps, model), predict=predict)
         result = ({"samples": samples.cpu(), "kinema_frames": length},)
         if step_cache is None:
             return result
-        return {"ui": {"text": [predict.stats.text()]}, "result": result}
+        return {"ui": {"text": [predict.stats.text(), fits]}, "result": result}
 
 
 class KinemaContextOptions:
