@@ -64,7 +64,8 @@ class KinemaTemporalSampler:
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise)
         init = latent["samples"] if latent is not None else None
         model.check_settings(settings)                       # the size rules' errors come before the estimate's
-        window = settings if context is None else replace(settings, num_frames=min(length, context.context_length))
+        whole = context is None or (model.capabilities.attention_windows and context.mode != FuseMode.PREDICTIONS)
+        window = settings if whole else replace(settings, num_frames=min(length, context.context_length))
         fits = memory.check(model, window, guided=cfg > 1.0)  # refuses what cannot fit, before any step
         with session(step_cache, model, settings) as predict:
             samples = sample(model, positive, negative, settings, init_latents=init, context=context,
