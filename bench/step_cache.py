@@ -9,7 +9,15 @@ shape / direction accuracy over the 72 clips (uncached first). The calibration i
 run measures the ratios (a full run, counted apart), every later run reads them.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/step_cache.py [--steps 30] [--thresholds 0.05,0.1,0.2,0.4]
-Takes about 6 minutes on one CPU core (72 clips x 5 samplings of 30 steps)."""
+Takes about 6 minutes on one quiet CPU core (72 clips x 5 samplings of 30 steps); 23 on a busy shared one.
+
+Measured 2026-12-03 (defaults; max_skips 4, retention 0.2; uncached: colour 100%, shape 86.1%, direction 100%):
+    threshold  calls  fewer  speedup  PSNR mean (min)  SSIM    colour  shape  direction
+    0.05       20.0   1.50x  1.54x    54.6 (46.3)      0.9997  100%    86.1%  100%
+    0.1        15.0   2.00x  2.00x    47.9 (35.5)      0.9986  100%    80.6%  100%
+    0.2        13.0   2.31x  2.39x    44.4 (31.7)      0.9972  100%    81.9%  100%
+    0.4        11.0   2.73x  2.77x    41.6 (28.2)      0.9949  100%    81.9%  100%
+(Computing the last step too, 12 calls, changed nothing measurable: same PSNR and accuracies.)"""
 from __future__ import annotations
 
 import argparse
