@@ -10,7 +10,15 @@ Prints, all measured in this run:
   no text encoder (random prompt embeddings): the denoiser is what the ratio is about.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/wan_speed.py [--steps 2] [--rounds 2]
-Needs about 4 GB of RAM; some minutes on 2 cores."""
+Needs about 3.5 GB of RAM; about 15 minutes on 2 busy shared cores.
+
+Measured once, 2026-12-03 13:45 UTC, 2 threads on a 2-core machine shared with other jobs (load 3-7):
+    s/step Kinema 72.3, 64.9 / WanPipeline 97.9, 50.4 (rounds K D K D): min ratio 1.287 (goal <= 1.02 not shown:
+    the rounds vary 2x with the other jobs; a 3-block full-width check right after timed one batch-2 call (Kinema's
+    CFG) at 3.95-4.38 s against two batch-1 calls (WanPipeline's CFG) at 4.70-5.93 s). Max latent diff 3.8e-2 (bf16).
+    peak sampling RSS bf16 3.25 GB, fp8 2.45 GB: ratio 0.753 (goal <= 0.6 not met); the denoiser's weights
+    2.64 -> 1.35 GB (0.51x); the rest of the process (~0.6 GB bf16, ~1.1 GB fp8: runtime, activations, and heap
+    the bf16 weights left behind after the cast) does not shrink. fp8 s/step 53.3 (one round)."""
 from __future__ import annotations
 
 import argparse
