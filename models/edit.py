@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from . import sampling
+from . import step_cache as step_cache_mod
 from .checks import check_choice, check_range, fail
 from .families.base import Conditioning, VideoFamily
 from .sampling import Predict, SamplerSettings, StepCallback
@@ -230,13 +231,14 @@ def decode_video(model: VideoFamily, latents: torch.Tensor, tiling=None) -> torc
 
 def edit_video(model: VideoFamily, frames: torch.Tensor, positive: Conditioning, negative: Conditioning | None,
                settings: EditSettings, source_prompt: Conditioning | None = None, mask: torch.Tensor | None = None,
-               tiling=None, on_step: StepCallback | None = None) -> torch.Tensor:
+               tiling=None, on_step: StepCallback | None = None, step_cache=None) -> torch.Tensor:
     """Edit a clip: frames (F, H, W, 3) 0..1 -> edited frames, same count and size.
 
     Args:
         positive: the prompt describing the edited clip; negative: what to avoid (used when cfg > 1).
         source_prompt: what the source shows (flowedit only; required there).
         mask: optional MASK (1 or F, H, W), 1 = edit, 0 = keep: outside it the output is the source pixels.
+        step_cache: optional step_cache.StepCache (sdedit only; flowedit refuses it).
     Returns:
         IMAGE (F, H, W, 3) float32 0..1 on the CPU. strength 0 gives decode(encode(frames)) (the VAE round trip),
         with the source pasted back outside a mask.
@@ -250,9 +252,11 @@ def edit_video(model: VideoFamily, frames: torch.Tensor, positive: Conditioning,
         if source_prompt is None:
             fail("source_prompt", "is required by method flowedit (what the source video shows)", None,
                  "Connect a Text Encode of the source's description, e.g. 'a red circle moves right'.")
+        step_cache_mod.refuse_flowedit(step_cache)
         out = flowedit(model, src, positive, negative, source_prompt, settings, lm, on_step)
     else:
-        out = sdedit(model, src, positive, negative, settings, lm, on_step)
+        with step_cache_mod.session(step_cache, model, _sampler_settings(model, src, settings)) as predict:
+            out = sdedit(model, src, positive, negative, settings, lm, on_step, predict)
     edited = decode_video(model, out, tiling)[:n]                               # (F, H, W, 3)
     if m is not None:                                                            # paste the source back outside
         mm = m[..., None]                                                        # (1 or F, H, W, 1)

@@ -25,16 +25,17 @@ class Clip:
 
 def sample_clip(model, positive, negative, settings: SamplerSettings, init_latents: torch.Tensor | None = None,
                 init_audio: torch.Tensor | None = None, on_step: StepCallback | None = None,
-                context: ContextOptions | None = None) -> Clip:
+                context: ContextOptions | None = None, predict=None) -> Clip:
     """sampling.sample for any video family; a joint-audio family also returns its sound's latents.
 
     init_latents: video latents (1, C, f, h, w) to start from (denoise < 1); init_audio: their packed audio latents
-    (1, L, D) when the LATENT carries them (else the sound starts from the re-noised zero latent)."""
+    (1, L, D) when the LATENT carries them (else the sound starts from the re-noised zero latent); predict: the loop's
+    predict= hook (a step cache), passed on."""
     if not model.capabilities.joint_audio:
         if positive.key_images:
             fail("positive", f"carries keyframe images, which {model.name} does not take", "Keyframe Image",
                  "Use an LTX-2 model, or remove the Keyframe Image node.")
-        return Clip(sample(model, positive, negative, settings, init_latents, on_step, context))
+        return Clip(sample(model, positive, negative, settings, init_latents, on_step, context, predict=predict))
     layout = model.layout(settings)
     if init_latents is not None:
         audio = init_audio if init_audio is not None and init_audio.shape[1] == layout.audio_steps \
@@ -45,9 +46,12 @@ def sample_clip(model, positive, negative, settings: SamplerSettings, init_laten
         if init_latents is not None:
             fail("context", "cannot be combined with a start `latent` on LTX-2", "a Context Options input",
                  "Disconnect `context` or `latent`.")
+        if predict is not None:
+            fail("step_cache", "cannot be combined with context windows on LTX-2 yet", "a Step Cache input",
+                 "Disconnect `step_cache` or `context`.")
         joint = sample_long(model, positive, negative, settings, context, on_step)
     else:
-        joint = sample(model, positive, negative, settings, init_latents, on_step)
+        joint = sample(model, positive, negative, settings, init_latents, on_step, predict=predict)
     video, audio = model.split(joint, layout)
     return Clip(video, audio)
 

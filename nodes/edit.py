@@ -51,15 +51,17 @@ class KinemaVideoEdit:
                                                          "right'); required there, ignored by sdedit."}),
             "mask": ("MASK", {"tooltip": "Where to edit, 1 = edit, 0 = keep (1 or F frames at the video's size). "
                                          "Outside it the output is exactly the source pixels."}),
+            "step_cache": ("KINEMA_STEP_CACHE", {"tooltip": "sdedit: skip denoiser calls whose change is predicted "
+                                                            "small (Step Cache node). flowedit refuses it."}),
         }}
 
     def edit(self, model, images, positive, negative, method, strength, steps, cfg, source_cfg, seed,
-             source_prompt=None, mask=None):
+             source_prompt=None, mask=None, step_cache=None):
         from ..models.edit import EditSettings, edit_video
         settings = EditSettings(method=method, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
                                 source_guidance_scale=source_cfg, seed=seed)
         return (edit_video(model, images, positive, negative, settings, source_prompt, mask,
-                           on_step=widgets.step_progress(steps, model)),)
+                           on_step=widgets.step_progress(steps, model), step_cache=step_cache),)
 
 
 class KinemaReferenceImage:

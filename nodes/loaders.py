@@ -54,6 +54,19 @@ def _video_models() -> list[str]:
     return _folders_of(VIDEO)
 
 
+def _options() -> tuple:
+    return ("KINEMA_MODEL_OPTIONS", {"tooltip": "Memory and speed modes from a Model Options node (fp8 weights, "
+                                                "block offload, attention backend, compile), applied as the model "
+                                                "loads. Without it the model loads as it is."})
+
+
+def _with_options(model, options) -> dict:
+    """The loaders' result with Model Options applied; the node's text lists what they did."""
+    from ..models.model_options import apply_options
+    notes = apply_options(model, options)
+    return {"ui": {"text": ["; ".join(notes)]}, "result": (model,)} if notes else (model,)
+
+
 class KinemaLoadVideoModel:
     DESCRIPTION = ("Loads a video model folder (diffusers format, models/diffusers): Wan 2.x text/image-to-video, "
                    "AnimateDiff (SD1.5 + motion adapter) or Kinema-Tiny (`kinema-tiny-video`, bundled: 9 frames "
@@ -91,15 +104,20 @@ class KinemaLoadVideoModel:
                 "default": 0, "min": 0, "max": 64, "tooltip": "GPUs to shard over when parallel is set: 0 = all "
                                                               "visible (CUDA_VISIBLE_DEVICES), else 2 or more "
                                                               "(1 is an error). Ignored when parallel is none."}),
+            "options": _options(),
         }}
 
-    def load(self, model, family, device, dtype, weights="none", parallel="none", gpus=0):
+    def load(self, model, family, device, dtype, weights="none", parallel="none", gpus=0, options=None):
         from ..models.families import load_model
         path = env.find_model("diffusers", model)
         file = None if weights == "none" else env.find_model("single_file", weights, files=True)
         dev, dt = _load_args(device, dtype, path, file)
         if parallel == ParallelChoice.NONE:
-            return (load_model(path, family, dev, dt, weights=file),)
+            return _with_options(load_model(path, family, dev, dt, weights=file), options)
+        if options is not None:
+            from ..models.checks import fail
+            fail("options", "cannot be combined with parallel (the helper processes load their own copy)", parallel,
+                 "Set parallel to none, or disconnect `options`.")
         from ..models.parallel import load_parallel
         return (load_parallel(path, family, dev, dt, parallel, gpus, weights=file),)
 
@@ -251,16 +269,17 @@ class KinemaLoadModelFiles:
             "clip_vision": (_files("clip_vision", "CLIP vision files", True), {
                 "default": "none", "tooltip": "Wan 2.1 I2V and FLF2V only: clip_vision_h from clip_vision/. Other "
                                               "models take no CLIP image features (setting it is an error)."}),
+            "options": _options(),
         }}
 
     def load(self, denoiser, text_encoder, vae, device, dtype, weight_dtype, text_encoder_memory, denoiser_2="none",
-             clip_vision="none"):
+             clip_vision="none", options=None):
         from ..models.files.family import WanFiles, is_fixture, load_wan_files
         files = WanFiles(_file("diffusion_models", denoiser), _file("text_encoders", text_encoder), _file("vae", vae),
                          _file("diffusion_models", denoiser_2), _file("clip_vision", clip_vision))
         dev, dt = _load_args(device, dtype, files.denoiser, files.denoiser_2, files.vae, files.clip_vision)
-        return (load_wan_files(files, dev, dt, weight_dtype, text_encoder_memory,
-                               strict=not is_fixture(files.denoiser)),)
+        return _with_options(load_wan_files(files, dev, dt, weight_dtype, text_encoder_memory,
+                                            strict=not is_fixture(files.denoiser)), options)
 
 
 class KinemaLoadCheckpoint:
@@ -292,21 +311,22 @@ class KinemaLoadCheckpoint:
                              "LTX-2 checkpoints: the Gemma 3 file from text_encoders/ (gemma_3_12B_it*.safetensors, "
                              "which carries its tokenizer). SD 1.5 checkpoints carry their text encoder: leave "
                              "none."}),
+            "options": _options(),
         }}
 
-    def load(self, checkpoint, motion_module, device, dtype, text_encoder="none"):
+    def load(self, checkpoint, motion_module, device, dtype, text_encoder="none", options=None):
         from ..models.files.ltx2 import is_ltx2_file
         from ..models.files.sd15 import load_animatediff_files
         path = _file("checkpoints", checkpoint)
         if is_ltx2_file(path):
-            return (_ltx2_files("video", checkpoint, text_encoder, device, dtype),)
+            return _with_options(_ltx2_files("video", checkpoint, text_encoder, device, dtype), options)
         if text_encoder != "none":
             from ..models.checks import fail
             fail("text_encoder", "is only for LTX-2 checkpoints (an SD 1.5 checkpoint carries its CLIP text encoder)",
                  text_encoder, "Set text_encoder to none.")
         motion = _file("animatediff_models", motion_module)
         dev, dt = _load_args(device, dtype, path, motion)
-        return (load_animatediff_files(path, motion, env.clip_tokenizer_dirs(), dev, dt),)
+        return _with_options(load_animatediff_files(path, motion, env.clip_tokenizer_dirs(), dev, dt), options)
 
 
 def _lora_path(name: str):
@@ -391,12 +411,49 @@ class KinemaLoadUpscaleModel:
         return (load_upscaler(path, *_load_args(device, dtype, path)),)
 
 
+class KinemaModelOptions:
+    DESCRIPTION = ("Memory and speed modes for a video model: fp8 weight storage (half of bf16's memory), block "
+                   "offload (stream the denoiser's blocks from CPU memory on CUDA), attention backend, torch.compile "
+                   "of the repeated blocks. Connect to a loader's `options`; a change reloads the model.")
+    CATEGORY = "Kinema/loaders"
+    RETURN_TYPES = ("KINEMA_MODEL_OPTIONS",)
+    RETURN_NAMES = ("options",)
+    OUTPUT_TOOLTIPS = ("Connect to the `options` input of Load Video Model (or the Files / Checkpoint loaders).",)
+    FUNCTION = "options"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..models.model_options import AttentionChoice, WeightStorage
+        return {"required": {
+            "weights": ([c.value for c in WeightStorage], {"default": "default", "tooltip":
+                        "The denoiser's weights in memory. fp8_e4m3fn: 1 byte a weight, each layer computes in the "
+                        "loader's dtype (diffusers layerwise casting); norms and embeddings stay as loaded."}),
+            "offload_blocks": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip":
+                               "CUDA: keep this many transformer blocks on the GPU at a time and stream the rest "
+                               "from pinned CPU memory, prefetching the next (group offloading). 0: everything on "
+                               "the GPU. Other devices: no effect (a warning)."}),
+            "attention": ([c.value for c in AttentionChoice], {"default": "default", "tooltip":
+                          "Attention kernel via diffusers' dispatcher: native (torch SDPA), flash (flash-attn), "
+                          "sage (SageAttention), xformers. Only installed ones work; others are an error naming the "
+                          "package."}),
+            "compile": ("BOOLEAN", {"default": False, "tooltip":
+                        "torch.compile the repeated blocks (compiled once, reused by every block): faster steps "
+                        "after a slow first one. Needs a working compiler toolchain (Triton on CUDA)."}),
+        }}
+
+    def options(self, weights, offload_blocks, attention, compile):
+        from ..models.model_options import ModelOptions
+        opts = ModelOptions(weights=weights, offload_blocks=offload_blocks, attention=attention, compile=compile)
+        opts.check()
+        return (opts,)
+
+
 NODE_CLASS_MAPPINGS = {"KinemaLoadVideoModel": KinemaLoadVideoModel, "KinemaLoadAudioModel": KinemaLoadAudioModel,
                        "KinemaLoadPortraitModel": KinemaLoadPortraitModel, "KinemaLoadLoRA": KinemaLoadLoRA,
                        "KinemaLoadModelFiles": KinemaLoadModelFiles, "KinemaLoadCheckpoint": KinemaLoadCheckpoint,
-                       "KinemaLoadUpscaleModel": KinemaLoadUpscaleModel}
+                       "KinemaLoadUpscaleModel": KinemaLoadUpscaleModel, "KinemaModelOptions": KinemaModelOptions}
 NODE_DISPLAY_NAME_MAPPINGS = {"KinemaLoadVideoModel": "Load Video Model", "KinemaLoadAudioModel": "Load Audio Model",
                               "KinemaLoadPortraitModel": "Load Portrait Model", "KinemaLoadLoRA": "Load LoRA (Kinema)",
                               "KinemaLoadModelFiles": "Load Video Model (Files)",
                               "KinemaLoadCheckpoint": "Load Video Model (Checkpoint)",
-                              "KinemaLoadUpscaleModel": "Load Upscale Model"}
+                              "KinemaLoadUpscaleModel": "Load Upscale Model", "KinemaModelOptions": "Model Options"}

@@ -52,25 +52,39 @@ class KinemaTemporalSampler:
             "fps": ("FLOAT", {"forceInput": True, "default": 24.0, "min": 0.01, "max": 1000.0, "tooltip":
                               "LTX-2: the clip's frames per second (positions in seconds; the sound lasts frames / "
                               "fps). Unconnected: 24, LTX-2's default. Save at the same fps. Other models ignore it."}),
+            "step_cache": ("KINEMA_STEP_CACHE", {"tooltip": "Faster sampling from a Step Cache node: steps whose "
+                                                            "change is predicted small reuse the last one. The first "
+                                                            "run of a model + scheduler + steps calibrates it."}),
         }}
 
     def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
-               latent=None, context=None, fps=None):
+               latent=None, context=None, fps=None, step_cache=None):
+        from dataclasses import replace
         from fractions import Fraction
+
+        from ..models import memory
         from ..models.joint import sample_clip
         from ..models.media import check_fps
         from ..models.sampling import SamplerSettings
+        from ..models.step_cache import session
         settings = SamplerSettings(num_frames=length, height=height, width=width, num_inference_steps=steps,
                                    guidance_scale=cfg, seed=seed, scheduler=scheduler, shift=shift, denoise=denoise,
                                    frame_rate=check_fps("fps", fps) if fps is not None else Fraction(0))
         init = latent["samples"] if latent is not None else None
-        clip = sample_clip(model, positive, negative, settings, init_latents=init,
-                           init_audio=latent.get("kinema_audio") if latent is not None else None, context=context,
-                           on_step=widgets.step_progress(steps, model))
+        model.check_settings(settings)                       # the size rules' errors come before the estimate's
+        whole = context is None or (model.capabilities.attention_windows and context.mode != FuseMode.PREDICTIONS)
+        window = settings if whole else replace(settings, num_frames=min(length, context.context_length))
+        fits = memory.check(model, window, guided=cfg > 1.0)  # refuses what cannot fit, before any step
+        with session(step_cache, model, settings) as predict:
+            clip = sample_clip(model, positive, negative, settings, init_latents=init,
+                               init_audio=latent.get("kinema_audio") if latent is not None else None,
+                               context=context, on_step=widgets.step_progress(steps, model), predict=predict)
         out = {"samples": clip.video.cpu(), "kinema_frames": length}
         if clip.audio_latents is not None:
             out.update(kinema_audio=clip.audio_latents.cpu(), kinema_fps=model.fps(settings))
-        return (out,)
+        if step_cache is None:
+            return (out,)
+        return {"ui": {"text": [predict.stats.text(), fits]}, "result": (out,)}
 
 
 class KinemaContextOptions:
@@ -118,5 +132,36 @@ class KinemaContextOptions:
                                noise=noise, mode=mode, anchor=anchor, anchor_strength=anchor_strength),)
 
 
-NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler, "KinemaContextOptions": KinemaContextOptions}
-NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler", "KinemaContextOptions": "Context Options"}
+class KinemaStepCache:
+    DESCRIPTION = ("Step caching (MagCache's rule): the sampler skips denoiser calls whose change is predicted small "
+                   "and reuses the last residual. Calibrated automatically by the first run of a model + scheduler "
+                   "+ steps (stored beside the model); later runs skip. Per CFG branch and per window.")
+    CATEGORY = "Kinema/sampling"
+    RETURN_TYPES = ("KINEMA_STEP_CACHE",)
+    RETURN_NAMES = ("step_cache",)
+    OUTPUT_TOOLTIPS = ("Connect to the `step_cache` input of the Temporal Sampler or Video Edit.",)
+    FUNCTION = "options"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "threshold": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                          "How much accumulated change a skipped run of steps may carry: 0 never skips; 0.05 "
+                          "careful, 0.1 balanced, 0.3 fast. The sampler's text reports calls saved."}),
+            "max_skips": ("INT", {"default": 3, "min": 0, "max": 100, "tooltip":
+                          "Most steps skipped in a row before one must compute (MagCache's K)."}),
+            "retention": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                          "Fraction of the first steps that always compute (they set the layout)."}),
+        }}
+
+    def options(self, threshold, max_skips, retention):
+        from ..models.step_cache import StepCache
+        cache = StepCache(threshold=threshold, max_skips=max_skips, retention=retention)
+        cache.check()
+        return (cache,)
+
+
+NODE_CLASS_MAPPINGS = {"KinemaTemporalSampler": KinemaTemporalSampler, "KinemaContextOptions": KinemaContextOptions,
+                       "KinemaStepCache": KinemaStepCache}
+NODE_DISPLAY_NAME_MAPPINGS = {"KinemaTemporalSampler": "Temporal Sampler", "KinemaContextOptions": "Context Options",
+                              "KinemaStepCache": "Step Cache"}

@@ -1,0 +1,234 @@
+"""The GPU suite of issue 16, one script, under 8 minutes on a datacenter GPU; every ratio measured in this run.
+
+Full-size architectures with random weights (prompts as random embeddings; no text encoder):
+1. wan_loop:    Wan 2.1 T2V 1.3B, 832x480, 81 frames, cfg 5: seconds per step of Kinema's loop against diffusers'
+                WanPipeline on the same modules, same seed (and the largest latent difference between the two).
+2. wan_memory:  peak VRAM (torch.cuda.max_memory_allocated) and s/step of Kinema's loop with the denoiser plain
+                (bf16), fp8 storage (layerwise casting) and block offload (group offloading, streamed), each
+                beside models/memory.py's estimate for it.
+3. step_cache:  calibration run, then a cached run (threshold 0.1): denoiser calls and wall-clock speedup.
+4. attention:   the backends available here (models/model_options.available_attention) and one Wan denoiser call
+                with each.
+5. animatediff: SD 1.5 + motion module v2 at 512x512, 8 frames, 4 steps, cfg 1 (few-step LoRA settings): seconds
+                for sampling + decode (the animated-sticker claim: under 1 s on a datacenter GPU).
+
+    .venv/bin/python bench/gpu_suite.py [--out suite.json]
+    .venv/bin/python bench/gpu_suite.py --dry-run    # every section at fixture size on the CPU (tests run this)
+A failing section is reported and the others still run; the exit status is 1 when any failed."""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realsize as R  # noqa: E402
+
+
+@dataclass
+class Setup:
+    tiny: bool
+    device: str
+    dtype: torch.dtype
+    frames: int
+    height: int
+    width: int
+    steps: int
+    cache_steps: int
+    offload_blocks: int
+
+    @classmethod
+    def of(cls, dry: bool) -> "Setup":
+        if dry:
+            return cls(True, "cpu", torch.float32, 5, 32, 32, 3, 8, 1)
+        return cls(False, "cuda", torch.bfloat16, 81, 480, 832, 4, 20, 4)
+
+    def settings(self, steps: int | None = None, **kw):
+        from kinema.models.sampling import SamplerSettings
+        return SamplerSettings(num_frames=self.frames, height=self.height, width=self.width,
+                               num_inference_steps=steps or self.steps, guidance_scale=5.0, seed=0, **kw)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def per_step(stamps: list[float]) -> float:
+    """Mean seconds per step from the times at the end of each step, leaving out the first (warm-up) step."""
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return sum(gaps) / len(gaps) if gaps else float("nan")
+
+
+def kinema_run(model, pos, neg, settings, predict=None) -> tuple[torch.Tensor, float, float]:
+    """(latents, s/step, peak bytes on CUDA or 0) of one run of Kinema's loop."""
+    from kinema.models.sampling import sample
+    dev = str(model.device)
+    stamps: list[float] = []
+
+    def on_step(i, total, latents):
+        sync(dev)
+        stamps.append(time.perf_counter())
+
+    if dev.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    out = sample(model, pos, neg, settings, on_step=on_step, predict=predict)
+    peak = torch.cuda.max_memory_allocated() if dev.startswith("cuda") else 0
+    return out, per_step(stamps), peak
+
+
+def wan_loop(s: Setup, ctx: dict) -> dict:
+    pipe = R.wan_pipeline(s.tiny, s.device, s.dtype)
+    model = R.wan_family(pipe, s.device, s.dtype)
+    pe, ne = (R.prompt_embeds("wan", s.tiny, s.device, s.dtype, seed) for seed in (0, 1))
+    pos, neg = R.conditioning("wan", pe), R.conditioning("wan", ne)
+    ctx.update(pipe=pipe, model=model, pos=pos, neg=neg)
+    ours, ours_step, _ = kinema_run(model, pos, neg, s.settings())
+    stamps: list[float] = []
+
+    def on_end(p, i, t, kwargs):
+        sync(s.device)
+        stamps.append(time.perf_counter())
+        return kwargs
+
+    with torch.no_grad():
+        theirs = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_frames=s.frames, height=s.height,
+                      width=s.width, num_inference_steps=s.steps, guidance_scale=5.0, output_type="latent",
+                      generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=on_end).frames
+    return {"kinema_s_per_step": ours_step, "diffusers_s_per_step": per_step(stamps),
+            "ratio": ours_step / per_step(stamps), "max_latent_diff": float((ours - theirs.float()).abs().max())}
+
+
+def _memory_row(s: Setup, model, pos, neg) -> dict:
+    from kinema.models import memory
+    shape = model.latent_shape(s.settings())
+    est = memory.estimate(memory.profile(model), shape[1], shape[2], shape[3], True, str(model.device))
+    _, step, peak = kinema_run(model, pos, neg, s.settings(steps=2 if not s.tiny else 3))
+    return {"peak_gb": peak / memory.GB if peak else None, "estimate_gb": est.total / memory.GB, "s_per_step": step}
+
+
+def wan_memory(s: Setup, ctx: dict) -> dict:
+    from kinema.models.model_options import ModelOptions, apply_options
+    model, pos, neg = ctx["model"], ctx["pos"], ctx["neg"]
+    rows = {"plain": _memory_row(s, model, pos, neg)}
+    ctx["plain_done"] = True
+    step_cache(s, ctx, into=rows)                         # on the plain model, before it is cast to fp8
+    attention(s, ctx, into=rows)
+    apply_options(model, ModelOptions(weights="fp8_e4m3fn"))
+    gc.collect()
+    rows["fp8"] = _memory_row(s, model, pos, neg)
+    ctx.pop("model"), ctx.pop("pipe")
+    del model
+    gc.collect()
+    if s.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    pipe = R.wan_pipeline(s.tiny, s.device, s.dtype, transformer_device="cpu")   # weights start in CPU memory
+    fresh = R.wan_family(pipe, s.device, s.dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notes = apply_options(fresh, ModelOptions(offload_blocks=s.offload_blocks))
+    rows[f"offload_{s.offload_blocks}"] = {**_memory_row(s, fresh, pos, neg), "note": notes[0],
+                                           "warnings": [str(w.message) for w in caught]}
+    return rows
+
+
+def step_cache(s: Setup, ctx: dict, into: dict) -> None:
+    from kinema.models.step_cache import StepCache, session
+    model, pos, neg = ctx["model"], ctx["pos"], ctx["neg"]
+    settings = s.settings(steps=s.cache_steps)
+    cache = StepCache(threshold=0.1, max_skips=3, store=Path(model.path))
+    times = []
+    for _ in range(2):                                    # calibration (full), then cached
+        with session(cache, model, settings) as predict:
+            start = time.perf_counter()
+            kinema_run(model, pos, neg, settings, predict)
+            times.append(time.perf_counter() - start)
+        stats = predict.stats
+    into["step_cache"] = {"steps": s.cache_steps, "calls": stats.calls, "skipped": stats.skipped,
+                          "fewer_calls": stats.saving, "speedup": times[0] / times[1]}
+
+
+def attention(s: Setup, ctx: dict, into: dict) -> None:
+    from kinema.models.model_options import available_attention
+    model, pos, neg = ctx["model"], ctx["pos"], ctx["neg"]
+    from kinema.models.sampling import model_input  # noqa: F401  (the loop's own input layout)
+    shape = (2, *model.latent_shape(s.settings()))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(s.device, s.dtype)
+    batch = {"encoder_hidden_states": torch.cat([neg.embeds, pos.embeds])}
+    t = torch.tensor(500.0, device=s.device)
+    rows = {}
+    for backend in available_attention():
+        try:
+            model.transformer.set_attention_backend(backend)
+            with torch.no_grad():
+                model.predict(x, t, batch)                # warm-up
+                sync(s.device)
+                start = time.perf_counter()
+                model.predict(x, t, batch)
+                sync(s.device)
+            rows[backend] = time.perf_counter() - start
+        except Exception as exc:                          # noqa: BLE001 (a backend that fails here is reported)
+            rows[backend] = f"error: {exc}"
+    model.transformer.set_attention_backend("native")
+    into["attention_s_per_call"] = rows
+
+
+def animatediff(s: Setup, ctx: dict) -> dict:
+    from kinema.models.sampling import SamplerSettings, sample
+    size = 64 if s.tiny else 512
+    model = R.animatediff_family(s.tiny, s.device, torch.float32 if s.tiny else torch.float16)
+    pos = R.conditioning("animatediff", R.prompt_embeds("animatediff", s.tiny, s.device, model.dtype, 0))
+    settings = SamplerSettings(num_frames=8, height=size, width=size, num_inference_steps=4, guidance_scale=1.0,
+                               seed=0)
+    times = []
+    for _ in range(2):                                    # the first run warms the kernels up
+        sync(s.device)
+        start = time.perf_counter()
+        frames = model.decode(sample(model, pos, None, settings))
+        sync(s.device)
+        times.append(time.perf_counter() - start)
+    return {"seconds": times[1], "first_run_seconds": times[0], "frames": list(frames.shape)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dry-run", action="store_true", help="every section at fixture size on the CPU")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    s = Setup.of(args.dry_run)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA GPU here: run with --dry-run, or on a GPU machine")
+        return 2
+    from kinema.models.model_options import available_attention
+    report = {"device": torch.cuda.get_device_name() if s.device == "cuda" else "cpu (dry run)",
+              "size": f"{s.frames} frames {s.width}x{s.height}", "attention_available": available_attention()}
+    ctx: dict = {}
+    failed = []
+    start = time.perf_counter()
+    for name, section in (("wan_loop", wan_loop), ("wan_memory", wan_memory), ("animatediff", animatediff)):
+        t0 = time.perf_counter()
+        try:
+            report[name] = section(s, ctx)
+        except Exception as exc:                          # noqa: BLE001 (one section failing keeps the others)
+            failed.append(name)
+            report[name] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+        report[name + "_wall_s"] = time.perf_counter() - t0
+        print(f"{name}: {json.dumps(report[name], default=str)}", flush=True)
+    report["total_s"] = time.perf_counter() - start
+    report["failed"] = failed
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1, default=str))
+    print(f"total {report['total_s']:.1f} s; failed: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

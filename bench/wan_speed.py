@@ -1,0 +1,122 @@
+"""CPU, real size: Wan 2.1 T2V 1.3B (full-size transformer, random bf16 weights) at 17 frames, 160x160, cfg 5.
+
+Prints, all measured in this run:
+- seconds per step of Kinema's loop (models/sampling.sample through the Wan family) against diffusers' WanPipeline
+  on the same modules, same seed and settings; runs interleaved (K D K D), each the minimum over rounds (the
+  machine is shared: the minimum is the run least disturbed), and the largest latent difference between the two;
+- peak RSS while sampling with the denoiser stored bf16 against fp8 (Model Options' layerwise casting, bf16
+  compute), each in a fresh process (peak reset after building, so it is the sampling's peak: weights +
+  activations + everything else the process holds). The VAE is at fixture size (neither loop decodes) and there is
+  no text encoder (random prompt embeddings): the denoiser is what the ratio is about.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/wan_speed.py [--steps 2] [--rounds 2]
+Needs about 3.5 GB of RAM; about 15 minutes on 2 busy shared cores.
+
+Measured once, 2026-12-03 13:45 UTC, 2 threads on a 2-core machine shared with other jobs (load 3-7):
+    s/step Kinema 72.3, 64.9 / WanPipeline 97.9, 50.4 (rounds K D K D): min ratio 1.287 (goal <= 1.02 not shown:
+    the rounds vary 2x with the other jobs; a 3-block full-width check right after timed one batch-2 call (Kinema's
+    CFG) at 3.95-4.38 s against two batch-1 calls (WanPipeline's CFG) at 4.70-5.93 s). Max latent diff 3.8e-2 (bf16).
+    peak sampling RSS bf16 3.25 GB, fp8 2.45 GB: ratio 0.753 (goal <= 0.6 not met); the denoiser's weights
+    2.64 -> 1.35 GB (0.51x); the rest of the process (~0.6 GB bf16, ~1.1 GB fp8: runtime, activations, and heap
+    the bf16 weights left behind after the cast) does not shrink. fp8 s/step 53.3 (one round)."""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realsize as R  # noqa: E402
+
+FRAMES, SIZE = 17, 160
+
+
+def _hwm_reset() -> None:
+    """Return freed heap memory to the system and reset the peak RSS (VmHWM) to the current RSS."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def _settings(steps: int):
+    from kinema.models.sampling import SamplerSettings
+    return SamplerSettings(num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=5.0,
+                           seed=0)
+
+
+def part(storage: str, steps: int, rounds: int, tiny: bool = False) -> dict:
+    """One process: build, (fp8: cast), reset the peak, sample; bf16 also times WanPipeline against Kinema."""
+    from kinema.models.model_options import ModelOptions, apply_options
+    from kinema.models.sampling import sample
+    pipe = R.wan_pipeline(tiny, "cpu", torch.bfloat16, tiny_vae=True)
+    model = R.wan_family(pipe, "cpu", torch.bfloat16)
+    if storage == "fp8":
+        apply_options(model, ModelOptions(weights="fp8_e4m3fn"))
+    pe, ne = (R.prompt_embeds("wan", tiny, "cpu", torch.bfloat16, seed) for seed in (0, 1))
+    pos, neg = R.conditioning("wan", pe), R.conditioning("wan", ne)
+    weights = sum(p.numel() * p.element_size() for p in model.transformer.parameters())
+    _hwm_reset()
+    base_rss = _status("VmRSS")
+    out = {"storage": storage, "denoiser_weight_bytes": weights, "rss_before_sampling": base_rss}
+    kin, dif = [], []
+    for _ in range(rounds if storage == "bf16" else 1):
+        start = time.perf_counter()
+        ours = sample(model, pos, neg, _settings(steps))
+        kin.append((time.perf_counter() - start) / steps)
+        if storage != "bf16":
+            continue
+        start = time.perf_counter()
+        with torch.no_grad():
+            theirs = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_frames=FRAMES, height=SIZE, width=SIZE,
+                          num_inference_steps=steps, guidance_scale=5.0, output_type="latent",
+                          generator=torch.Generator("cpu").manual_seed(0)).frames
+        dif.append((time.perf_counter() - start) / steps)
+        out["max_latent_diff"] = float((ours - theirs.float()).abs().max())
+    out.update(peak_rss=_status("VmHWM"), kinema_s_per_step=min(kin), kinema_rounds=kin)
+    if dif:
+        out.update(diffusers_s_per_step=min(dif), diffusers_rounds=dif)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--tiny", action="store_true", help="the same at fixture size (a quick check of the script)")
+    p.add_argument("--part", choices=["bf16", "fp8"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.part:
+        print(json.dumps(part(args.part, args.steps, args.rounds, args.tiny)))
+        return
+    results = {}
+    for storage in ("bf16", "fp8"):
+        proc = subprocess.run([sys.executable, __file__, "--part", storage, "--steps", str(args.steps), "--rounds",
+                               str(args.rounds)] + ["--tiny"] * args.tiny, capture_output=True, text=True, check=True)
+        results[storage] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(storage, results[storage], flush=True)
+    b, f = results["bf16"], results["fp8"]
+    gb = 1024 ** 3
+    print(f"\nWan 2.1 1.3B (random bf16 weights), {FRAMES} frames {SIZE}x{SIZE}, cfg 5, {args.steps} steps, "
+          f"{torch.get_num_threads()} threads")
+    print(f"s/step: Kinema {b['kinema_s_per_step']:.2f}, WanPipeline {b['diffusers_s_per_step']:.2f}: ratio "
+          f"{b['kinema_s_per_step'] / b['diffusers_s_per_step']:.3f} (goal <= 1.02); max latent diff "
+          f"{b['max_latent_diff']:.2e}")
+    print(f"peak RSS sampling: bf16 {b['peak_rss'] / gb:.2f} GB, fp8 {f['peak_rss'] / gb:.2f} GB: ratio "
+          f"{f['peak_rss'] / b['peak_rss']:.3f} (goal <= 0.6); denoiser weights {b['denoiser_weight_bytes'] / gb:.2f}"
+          f" -> {f['denoiser_weight_bytes'] / gb:.2f} GB; fp8 s/step {f['kinema_s_per_step']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
