@@ -47,12 +47,13 @@ LATENTS_SUFFIX = ".latents.safetensors"
 LATENTS_FORMAT = 1
 CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and at most a quarter of the RAM)
 MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
-MAX_CHUNK = {"causal": 4, "frame": 16}   # latent frames per call: Wan 4 (16 frames), per-frame VAEs 16 frames
+MAX_CHUNK = {"causal": 8, "frame": 16}   # latent frames per call: Wan 8 (32 frames), per-frame VAEs 16 frames
 GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512)
-CPU_CALL_PX = 1 << 16         # on the CPU a call of this size already amortises the per-call overhead (16 frames of
-                              # 64x64, one of 256x256): small clips decode in one call, as diffusers does, and
-                              # larger frames one latent frame at a time (longer chunks would only cost memory:
-                              # 4 Wan latent frames at 128 px peaked 1.9 GB against 1.5 GB for diffusers' decode)
+CPU_CALL_PX = 1 << 18         # on the CPU: calls up to this size (16 frames of 128x128, 4 of 256x256) amortise the
+                              # per-call overhead of Wan's ~100 small ops per latent frame; 17 frames at 128 px
+                              # decode in two calls (frame 0, then 16 frames), 257 frames in 17 calls instead of
+                              # 65. Frames of 480p and up are already one call per latent frame (1.6 M px); longer
+                              # calls there only cost memory.
 TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
 # resolution x dtype bytes). Measured from the peak RSS of single decode calls on the CPU, fresh processes, random
@@ -75,8 +76,8 @@ class TileSettings:
     tile_px: int = 0         # spatial tile side in pixels (rounded down to whole latent cells); 0: from the budget,
                              # the whole frame when it fits
     overlap_px: int = 0      # pixels shared by neighbouring tiles; 0: a quarter of the tile
-    chunk_frames: int = 0    # latent frames per VAE call (after Wan's first, which goes alone); 0: enough to keep a
-                             # GPU busy within the budget (1 on the CPU)
+    chunk_frames: int = 0    # latent frames per VAE call (after Wan's first, which goes alone); 0: the largest call
+                             # that fits the budget, up to GPU_CALL_PX / CPU_CALL_PX output pixels x frames
 
     def check(self) -> None:
         check_range("memory_mb", self.memory_mb, 0, 1 << 24, "Use 0 for automatic, or the MB the VAE may use.")

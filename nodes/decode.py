@@ -45,8 +45,9 @@ class KinemaTileOptions:
                                      "More overlap hides seams better and costs time."}),
             "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip":
                                      "Latent frames per VAE call (Wan: each is 4 frames; its first frame always goes "
-                                     "alone). 0: enough to keep a GPU busy within the budget (at most 4 for Wan, "
-                                     "16 for AnimateDiff; 1 on CPU). Chunks are exact up to float rounding "
+                                     "alone). 0: the largest calls that fit the budget (at most 8 for Wan, 16 for "
+                                     "AnimateDiff; on CPU about 16 frames of 128x128 per call, one latent frame at "
+                                     "480p). Chunks are exact up to float rounding "
                                      "(< 1e-6): they change memory and speed, not the picture."}),
         }}
 
