@@ -244,17 +244,20 @@ _CACHE_COST: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary
 
 
 def _cache_bytes_per_px(ad) -> float:
-    """Causal cache bytes per output pixel, measured exactly on a 2x2-cell probe (it scales with the area)."""
+    """Causal cache bytes per output pixel, measured exactly on a 2x2-cell probe (it scales with the area). The
+    probe runs on a copy of the VAE on the meta device: shapes only, no weights touched, no time spent."""
     if ad.kind != "causal":
         return 0.0
     if ad.vae not in _CACHE_COST:
-        p = next(ad.vae.parameters())
-        z = torch.zeros(1, ad.z_dim, 2, 2, 2, device=p.device, dtype=p.dtype)
-        cache = ad.new_cache()
+        dbytes = next(ad.vae.parameters()).element_size()
+        with torch.device("meta"):
+            probe = _CausalVAE(type(ad.vae).from_config(ad.vae.config))
+        z = torch.zeros(1, ad.z_dim, 2, 2, 2, device="meta")
+        cache = probe.new_cache()
         with torch.no_grad():
-            ad.decode(z[:, :, :1], cache, first=True)
-            ad.decode(z[:, :, 1:], cache, first=False)
-        total = sum(c.numel() * c.element_size() for c in cache if isinstance(c, torch.Tensor))
+            probe.decode(z[:, :, :1], cache, first=True)
+            probe.decode(z[:, :, 1:], cache, first=False)
+        total = sum(c.numel() * dbytes for c in cache if isinstance(c, torch.Tensor))
         _CACHE_COST[ad.vae] = total / (2 * ad.spatial) ** 2
     return _CACHE_COST[ad.vae]
 
