@@ -300,8 +300,9 @@ def cached(path, temporal: int | None, device="cpu", dtype=torch.float32) -> Tin
 
 
 def for_model(model, folders) -> TinyVideoDecoder | None:
-    """The tiny decoder for `model` from the first fitting file in `folders`, loaded once, or None."""
+    """The tiny decoder for `model` from the first fitting file in `folders`, loaded once on the model's device
+    (float32), or None."""
     path = find_for(model, folders)
     if path is None:
         return None
-    return cached(path, int(getattr(model, "temporal_ratio", 1)) or None)
+    return cached(path, int(getattr(model, "temporal_ratio", 1)) or None, getattr(model, "device", None) or "cpu")

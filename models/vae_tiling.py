@@ -617,14 +617,16 @@ def describe(model, latents: torch.Tensor, fps: float | None = None, fmt: str | 
 
 def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "mp4", *, audio: dict | None = None,
                    settings: TileSettings | None = None, metadata: dict[str, str] | None = None,
-                   on_frames: Callable[[int, int], None] | None = None) -> Path:
+                   on_frames: Callable[[int, int], None] | None = None,
+                   decoder: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None) -> Path:
     """Decode latents (1, C, f, h, w) chunk by chunk straight into a video file (atomic: the file exists only
-    when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop)."""
+    when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop).
+    decoder: latents -> IMAGE chunks instead of the model's VAE (a tiny decoder's decode_chunks: draft)."""
     from .media import VideoWriter
     check_latents(model, latents)
     total = model.pixel_frames(latents.shape[2])
     with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
-        for chunk in stream_decode(model, latents, settings):
+        for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
             out.write(chunk)
             if on_frames is not None:
                 on_frames(out.frames, total)
@@ -643,7 +645,8 @@ class SavedDecode:
 def decode_and_save(model, latents: torch.Tensor, path, fps: float, fmt: str = "mp4", *,
                     audio: dict | None = None, settings: TileSettings | None = None,
                     metadata: dict[str, str] | None = None, keep_latents: bool = False,
-                    on_frames: Callable[[int, int], None] | None = None) -> SavedDecode:
+                    on_frames: Callable[[int, int], None] | None = None,
+                    decoder: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None) -> SavedDecode:
     """Crash-safe decode: save the latents beside `path` first (x.latents.safetensors), then stream the decode
     into the video. On success the latents file is deleted unless keep_latents; on failure it stays (and no
     half-written video does), to resume with the Load Latent node or `kinema decode`."""
@@ -652,7 +655,7 @@ def decode_and_save(model, latents: torch.Tensor, path, fps: float, fmt: str = "
     fmt_v = VideoWriter(path, fps, fmt, audio=audio).fmt.value     # checks fps, format and audio before writing
     lat_path = save_latents(latents_path_for(path), latents, describe(model, latents, fps, fmt_v, metadata), audio)
     video = decode_to_file(model, latents, path, fps, fmt_v, audio=audio, settings=settings, metadata=metadata,
-                           on_frames=on_frames)
+                           on_frames=on_frames, decoder=decoder)
     if not keep_latents:
         lat_path.unlink(missing_ok=True)
         return SavedDecode(video, None)
