@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 from .checks import fail
 
-CALL_PX = 1 << 21            # output pixels x frames per call (5 frames of 832x480: one latent frame at 480p, whose
-                             # 4 frames take ~1.4 GB of activations on the CPU): memory stays flat with length
+CALL_PX = 1 << 21            # output pixels x frames per call (5 frames of 832x480: one latent frame at 480p; two
+                             # took 2.7 GB of working memory on the CPU, bench/tiny_decode.py): flat with length
 # (latent channels, patch, frames per latent frame) -> the reference's name for the weights of that shape
 KNOWN = {(16, 1, 4): "taew2_1", (48, 2, 4): "taew2_2", (32, 2, 4): "taehv1_5", (128, 4, 8): "taeltx"}
 _GROW, _OUT = (7, 13, 19), 22          # decoder indices of the time-growth convolutions and of the last convolution
