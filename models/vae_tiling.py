@@ -47,12 +47,13 @@ LATENTS_SUFFIX = ".latents.safetensors"
 LATENTS_FORMAT = 1
 CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and at most a quarter of the RAM)
 MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
-MAX_CHUNK = {"causal": 4, "frame": 16}   # latent frames per call: Wan 4 (16 frames), per-frame VAEs 16 frames
+MAX_CHUNK = {"causal": 8, "frame": 16}   # latent frames per call: Wan 8 (32 frames), per-frame VAEs 16 frames
 GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512)
-CPU_CALL_PX = 1 << 16         # on the CPU a call of this size already amortises the per-call overhead (16 frames of
-                              # 64x64, one of 256x256): small clips decode in one call, as diffusers does, and
-                              # larger frames one latent frame at a time (longer chunks would only cost memory:
-                              # 4 Wan latent frames at 128 px peaked 1.9 GB against 1.5 GB for diffusers' decode)
+CPU_CALL_PX = 1 << 18         # on the CPU: calls up to this size (16 frames of 128x128, 4 of 256x256) amortise the
+                              # per-call overhead of Wan's ~100 small ops per latent frame; 17 frames at 128 px
+                              # decode in two calls (frame 0, then 16 frames), 257 frames in 17 calls instead of
+                              # 65. Frames of 480p and up are already one call per latent frame (1.6 M px); longer
+                              # calls there only cost memory.
 TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
 # resolution x dtype bytes). Measured from the peak RSS of single decode calls on the CPU, fresh processes, random
@@ -75,8 +76,8 @@ class TileSettings:
     tile_px: int = 0         # spatial tile side in pixels (rounded down to whole latent cells); 0: from the budget,
                              # the whole frame when it fits
     overlap_px: int = 0      # pixels shared by neighbouring tiles; 0: a quarter of the tile
-    chunk_frames: int = 0    # latent frames per VAE call (after Wan's first, which goes alone); 0: enough to keep a
-                             # GPU busy within the budget (1 on the CPU)
+    chunk_frames: int = 0    # latent frames per VAE call (after Wan's first, which goes alone); 0: the largest call
+                             # that fits the budget, up to GPU_CALL_PX / CPU_CALL_PX output pixels x frames
 
     def check(self) -> None:
         check_range("memory_mb", self.memory_mb, 0, 1 << 24, "Use 0 for automatic, or the MB the VAE may use.")
@@ -243,17 +244,20 @@ _CACHE_COST: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary
 
 
 def _cache_bytes_per_px(ad) -> float:
-    """Causal cache bytes per output pixel, measured exactly on a 2x2-cell probe (it scales with the area)."""
+    """Causal cache bytes per output pixel, measured exactly on a 2x2-cell probe (it scales with the area). The
+    probe runs on a copy of the VAE on the meta device: shapes only, no weights touched, no time spent."""
     if ad.kind != "causal":
         return 0.0
     if ad.vae not in _CACHE_COST:
-        p = next(ad.vae.parameters())
-        z = torch.zeros(1, ad.z_dim, 2, 2, 2, device=p.device, dtype=p.dtype)
-        cache = ad.new_cache()
+        dbytes = next(ad.vae.parameters()).element_size()
+        with torch.device("meta"):
+            probe = _CausalVAE(type(ad.vae).from_config(ad.vae.config))
+        z = torch.zeros(1, ad.z_dim, 2, 2, 2, device="meta")
+        cache = probe.new_cache()
         with torch.no_grad():
-            ad.decode(z[:, :, :1], cache, first=True)
-            ad.decode(z[:, :, 1:], cache, first=False)
-        total = sum(c.numel() * c.element_size() for c in cache if isinstance(c, torch.Tensor))
+            probe.decode(z[:, :, :1], cache, first=True)
+            probe.decode(z[:, :, 1:], cache, first=False)
+        total = sum(c.numel() * dbytes for c in cache if isinstance(c, torch.Tensor))
         _CACHE_COST[ad.vae] = total / (2 * ad.spatial) ** 2
     return _CACHE_COST[ad.vae]
 
@@ -613,14 +617,16 @@ def describe(model, latents: torch.Tensor, fps: float | None = None, fmt: str | 
 
 def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "mp4", *, audio: dict | None = None,
                    settings: TileSettings | None = None, metadata: dict[str, str] | None = None,
-                   on_frames: Callable[[int, int], None] | None = None) -> Path:
+                   on_frames: Callable[[int, int], None] | None = None,
+                   decoder: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None) -> Path:
     """Decode latents (1, C, f, h, w) chunk by chunk straight into a video file (atomic: the file exists only
-    when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop)."""
+    when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop).
+    decoder: latents -> IMAGE chunks instead of the model's VAE (a tiny decoder's decode_chunks: draft)."""
     from .media import VideoWriter
     check_latents(model, latents)
     total = model.pixel_frames(latents.shape[2])
     with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
-        for chunk in stream_decode(model, latents, settings):
+        for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
             out.write(chunk)
             if on_frames is not None:
                 on_frames(out.frames, total)
@@ -639,7 +645,8 @@ class SavedDecode:
 def decode_and_save(model, latents: torch.Tensor, path, fps: float, fmt: str = "mp4", *,
                     audio: dict | None = None, settings: TileSettings | None = None,
                     metadata: dict[str, str] | None = None, keep_latents: bool = False,
-                    on_frames: Callable[[int, int], None] | None = None) -> SavedDecode:
+                    on_frames: Callable[[int, int], None] | None = None,
+                    decoder: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None) -> SavedDecode:
     """Crash-safe decode: save the latents beside `path` first (x.latents.safetensors), then stream the decode
     into the video. On success the latents file is deleted unless keep_latents; on failure it stays (and no
     half-written video does), to resume with the Load Latent node or `kinema decode`."""
@@ -648,7 +655,7 @@ def decode_and_save(model, latents: torch.Tensor, path, fps: float, fmt: str = "
     fmt_v = VideoWriter(path, fps, fmt, audio=audio).fmt.value     # checks fps, format and audio before writing
     lat_path = save_latents(latents_path_for(path), latents, describe(model, latents, fps, fmt_v, metadata), audio)
     video = decode_to_file(model, latents, path, fps, fmt_v, audio=audio, settings=settings, metadata=metadata,
-                           on_frames=on_frames)
+                           on_frames=on_frames, decoder=decoder)
     if not keep_latents:
         lat_path.unlink(missing_ok=True)
         return SavedDecode(video, None)

@@ -7,6 +7,23 @@ from . import env, widgets
 _TILING = ("KINEMA_TILING", {"tooltip": "Optional memory budget and tile sizes from a Tiled VAE Options node. "
                                         "Unconnected: automatic (free GPU memory, or a quarter of the RAM on CPU)."})
 _latents_path = widgets.input_resolver("latents file")
+_DRAFT = ("BOOLEAN", {"default": False, "tooltip":
+                      "Fast, lower-fidelity decode with the tiny decoder for this model from models/vae_approx "
+                      "(taew2_1 for Wan 2.1 / 2.2 14B, taew2_2 for Wan 2.2 5B, from madebyollin/taehv), to look "
+                      "through seeds before the full decode. Off: the model's own VAE."})
+
+
+def _draft_chunks(model):
+    """latents -> IMAGE chunks through the user's tiny decoder for `model`; a clear error when there is none."""
+    from ..models import taehv
+    from ..models.checks import fail
+    dec = taehv.for_model(model, env.model_search_dirs("vae_approx"))
+    if dec is None:
+        folders = ", ".join(str(d) for d in env.model_search_dirs("vae_approx"))
+        fail("draft", f"needs a tiny decoder for this {model.name} model ({model.latent_channels} latent channels) "
+             "in a vae_approx folder", "none found", f"Put the model's TAEHV .safetensors file (taew2_1, taew2_2, "
+             f"taehv, taeltx) into one of: {folders}; or turn draft off.")
+    return dec.decode_chunks
 
 
 def _latent_samples(model, latent):
@@ -45,8 +62,8 @@ class KinemaTileOptions:
                                      "More overlap hides seams better and costs time."}),
             "chunk_frames": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip":
                                      "Latent frames per VAE call (Wan: each is 4 frames; its first frame always goes "
-                                     "alone). 0: enough to keep a GPU busy within the budget (at most 4 for Wan, "
-                                     "16 for AnimateDiff; 1 on CPU). Chunks are exact up to float rounding "
+                                     "alone). 0: the largest calls that fit the budget (at most 8 for Wan, 16 for "
+                                     "AnimateDiff; on CPU about 16 frames of 128x128). Chunks are exact up to float rounding "
                                      "(< 1e-6): they change memory and speed, not the picture."}),
         }}
 
@@ -73,13 +90,14 @@ class KinemaVideoDecode:
         return {"required": {
             "model": ("KINEMA_MODEL", {"tooltip": "The model whose VAE decodes (the one that sampled)."}),
             "latent": ("LATENT", {"tooltip": "Video latents from the Temporal Sampler, (1, C, f, h, w)."}),
-        }, "optional": {"tiling": _TILING}}
+        }, "optional": {"tiling": _TILING, "draft": _DRAFT}}
 
-    def decode(self, model, latent, tiling=None):
+    def decode(self, model, latent, tiling=None, draft=False):
         import torch
         from ..models import vae_tiling
         samples = _latent_samples(model, latent)
-        return (torch.cat(list(vae_tiling.stream_decode(model, samples, tiling))),)
+        chunks = _draft_chunks(model)(samples) if draft else vae_tiling.stream_decode(model, samples, tiling)
+        return (torch.cat(list(chunks)),)
 
 
 class KinemaVideoEncode:
@@ -147,12 +165,13 @@ class KinemaDecodeAndSave:
                                              "successful decode (off: deleted once the video is complete; after a "
                                              "failure it always stays). Resume or redo the decode with `kinema "
                                              "decode FILE.latents.safetensors`, or Load Latent into this node."}),
+                "draft": _DRAFT,
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
     def save(self, model, latent, fps, format, filename_prefix, audio=None, tiling=None, keep_latents=False,
-             prompt=None, extra_pnginfo=None):
+             draft=False, prompt=None, extra_pnginfo=None):
         from ..models import media, vae_tiling
         samples = _latent_samples(model, latent)
         fmt = media.video_format(format)
@@ -161,7 +180,8 @@ class KinemaDecodeAndSave:
         progress = env.Progress(model.pixel_frames(samples.shape[2]))
         vae_tiling.decode_and_save(model, samples, path, fps, fmt, audio=audio, settings=tiling,
                                    keep_latents=keep_latents, metadata=widgets.save_tags(prompt, extra_pnginfo),
-                                   on_frames=lambda done, total: progress(done))
+                                   on_frames=lambda done, total: progress(done),
+                                   decoder=_draft_chunks(model) if draft else None)
         return {"ui": widgets.video_ui(widgets.saved_entry(path, root, "output"), fmt), "result": ()}
 
 

@@ -34,6 +34,7 @@ MODEL_FOLDERS = {
     "checkpoints": ["checkpoints"],
     "animatediff_models": ["animatediff_models"],
     "upscaler": ["diffusers", "latent_upscale_models"],     # learned upscaler folders (Load Upscale Model)
+    "vae_approx": ["vae_approx"],                           # tiny decoders (taew2_1...): previews, draft decodes
 }
 MODEL_SUFFIXES = (".safetensors",)      # what list_models(files=True) lists unless told otherwise
 

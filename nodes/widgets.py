@@ -112,15 +112,36 @@ def _to_pil(frame):
 
 def step_progress(steps: int, model=None):
     """The loop's on_step(i, total, latents) for a node: progress per step; with `model`, also a live preview
-    (the family's cheap latent -> RGB) when the host shows previews."""
+    when the host shows previews: the first frame decoded by the user's tiny decoder (models/vae_approx) when one
+    fits the model, else the family's cheap latent -> RGB map (see preview_frame)."""
     progress = env.Progress(steps)
+    previewer: list = []                                   # chosen at the first preview, kept for the run
 
     def on_step(i, total, latents):
         progress.total = total
         wants = model is not None and progress.wants_preview
-        progress(i, _to_pil(model.preview(latents)[0]) if wants else None)
+        if wants and not previewer:
+            previewer.append(preview_frame(model))
+        progress(i, _to_pil(previewer[0](latents)) if wants else None)
 
     return on_step
+
+
+def preview_frame(model):
+    """latents (1, C, f, h, w) -> one preview frame (H, W, 3) 0..1: the tiny decoder's first frame when the user
+    has one for this model in a vae_approx folder, unless ComfyUI's preview method is latent2rgb; else the
+    family's linear map (one pixel per latent cell)."""
+    from ..models import taehv
+    method = getattr(getattr(getattr(env._comfy("comfy.cli_args"), "args", None), "preview_method", None),
+                     "value", None)
+    if method != "latent2rgb":
+        try:
+            dec = taehv.for_model(model, env.model_search_dirs("vae_approx"))
+        except ValueError:                                 # a file that fits by its keys but cannot be loaded
+            dec = None
+        if dec is not None:
+            return lambda latents: next(dec.decode_chunks(latents[:1, :, :1].float(), chunk=1))[0]
+    return lambda latents: model.preview(latents)[0]
 
 
 def chunk_progress():

@@ -146,7 +146,12 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
     roomy = vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20))
     assert roomy.num_tiles(60, 104) == 1 and roomy.chunk == 1                     # on the CPU: one latent frame
     on_gpu = lambda vae, shape: vae_tiling.plan(vae, shape, TileSettings(memory_mb=1 << 20), device="cuda").chunk
-    assert on_gpu(wan_vae, shape) == 2 and on_gpu(wan_vae, (16, 21, 8, 8)) == 4   # enough work per call
+    assert on_gpu(wan_vae, shape) == 2 and on_gpu(wan_vae, (16, 21, 8, 8)) == 8   # enough work per call
+    small = vae_tiling.plan(wan_vae, (16, 65, 16, 16), TileSettings(memory_mb=1 << 20))   # 257 frames at 128 px
+    assert small.chunk == 4 and small.num_tiles(16, 16) == 1                      # 16 frames per call on the CPU
+    assert vae_tiling.plan(wan_vae, (0, 65, 16, 16), TileSettings(memory_mb=1 << 20), encode=True).chunk == 4
+    short = vae_tiling.plan(wan_vae, (16, 5, 16, 16), TileSettings(memory_mb=1 << 20))
+    assert short.chunk == small.chunk and short.estimate_mb == small.estimate_mb  # the same calls: flat memory
     tight = vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=64))
     assert tight.num_tiles(60, 104) > 1 and tight.chunk >= 1
     assert tight.estimate_mb <= 64 or tight.tile_h == vae_tiling.MIN_TILE

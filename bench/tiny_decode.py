@@ -1,0 +1,90 @@
+"""Tiny decoder (TAEHV layout, models/taehv.py) against the full Wan 2.1 VAE: decode time, peak memory, frame count and
+size, in one run (goal, issue 20: the tiny decoder >= 10x faster at 480p).
+
+Both at their real channel counts with random weights: the Wan 2.1 VAE (AutoencoderKLWan, base_dim 96, 127 M
+parameters) through Kinema's streaming decode (models/vae_tiling.py, automatic plan), and a taew2_1-layout tiny
+decoder (widths 256/128/64/64, 16 latent channels, 9.8 M parameters) through TinyVideoDecoder.decode_chunks. Each in
+its own process (peak = ru_maxrss; work = peak - RSS after building the model), the same latents, CPU.
+Usage: nice python bench/tiny_decode.py [--frames 9] [--size 832x480]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+CHILD = textwrap.dedent("""
+    import json, sys, time, torch
+    who, frames = sys.argv[1], int(sys.argv[2])
+    width, height = (int(v) for v in sys.argv[3].split("x"))
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2 ** 20
+    torch.manual_seed(0)
+    z = torch.randn(1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+    if who == "wan-vae":
+        from diffusers import AutoencoderKLWan
+        from kinema.models import vae_tiling
+        model = AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2).eval()
+        run = lambda: vae_tiling.decode_chunks(model, z)
+        plan = vae_tiling.plan(model, tuple(z.shape[1:]))
+        info = f"chunk {plan.chunk}, tiles {plan.num_tiles(*z.shape[-2:])}"
+    else:
+        from kinema.models import taehv
+        model = taehv.TinyVideoDecoder(taehv.TinySpec(16, 1, (256, 128, 64, 64), (1, 2, 2))).eval()
+        run = lambda: model.decode_chunks(z)
+        info = f"{model.spec.name}, chunk {model.chunk_frames(*z.shape[-2:])}"
+    params = sum(p.numel() for p in model.parameters())
+    base = rss_mb()
+    t = time.perf_counter()
+    n, size = 0, None
+    with torch.no_grad():
+        for chunk in run():                                                  # (n, H, W, 3) 0..1
+            n, size = n + chunk.shape[0], tuple(chunk.shape[1:3])
+    print(json.dumps({"frames": n, "size": size, "seconds": time.perf_counter() - t, "base_mb": base,
+                      "params": params, "info": info}))
+""")
+
+
+def _child(cmd: list[str]) -> tuple[dict, float]:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0), err.seek(0)
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"{cmd[3:5]} failed:\n{err.read()[-3000:]}")
+        return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=9, help="frames (4k+1)")
+    ap.add_argument("--size", default="832x480", help="WIDTHxHEIGHT, multiples of 8")
+    args = ap.parse_args()
+    print(f"Wan 2.1 VAE vs taew2_1-layout tiny decoder, {args.frames} frames at {args.size}, random weights, CPU "
+          f"({os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    print(f"{'who':9} {'params':>7} {'frames':>6} {'size':>9} {'peak MB':>8} {'work MB':>8} {'seconds':>8}  plan")
+    rows = {}
+    for who in ("tiny", "wan-vae"):
+        t = time.perf_counter()
+        rep, peak = _child([sys.executable, "-c", CHILD, who, str(args.frames), args.size])
+        rep.update(peak_mb=peak, work_mb=peak - rep["base_mb"], wall=time.perf_counter() - t)
+        rows[who] = rep
+        w, h = rep["size"][1], rep["size"][0]
+        print(f"{who:9} {rep['params'] / 1e6:6.1f}M {rep['frames']:6d} {f'{w}x{h}':>9} {peak:8.0f} "
+              f"{rep['work_mb']:8.0f} {rep['seconds']:8.1f}  {rep['info']}", flush=True)
+    tiny, full = rows["tiny"], rows["wan-vae"]
+    speed = full["seconds"] / tiny["seconds"]
+    same = tiny["frames"] == full["frames"] == args.frames and tiny["size"] == full["size"]
+    print(f"\ntiny decoder: {speed:.1f}x faster ({'met' if speed >= 10 else 'NOT met'}: goal >= 10x), working memory "
+          f"{tiny['work_mb']:.0f} MB vs {full['work_mb']:.0f} MB ({tiny['work_mb'] / full['work_mb']:.2f}x), "
+          f"frames and size {'identical' if same else 'DIFFERENT'} ({tiny['frames']} x {tiny['size']})")
+
+
+if __name__ == "__main__":
+    main()
