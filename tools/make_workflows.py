@@ -38,6 +38,10 @@ def _loader(name):
                        "parallel": "none", "gpus": 0}}
 
 
+def _video_decode(latent=4, model=1) -> dict:
+    return {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(model), "latent": _link(latent), "draft": False}}
+
+
 def _decode_and_save(fps: float, prefix: str, model=1, latent=4) -> dict:
     """Decode And Save Video keeping the latents: a long render is never lost to a failed decode."""
     return {"class_type": "KinemaDecodeAndSave", "inputs": {
@@ -61,7 +65,7 @@ WORKFLOWS = {
         "2": _text(1, "a paper boat drifts across a calm blue pond, soft morning light", "Positive Prompt"),
         "3": _text(1, NEG, "Negative Prompt"),
         "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/text_to_video_wan"}},
     }, ["Text to video with Wan 2.x. Bundled: `fixture-wan-t2v`, a tiny RANDOM-WEIGHT model from "
@@ -76,7 +80,7 @@ WORKFLOWS = {
         "4": {"class_type": "KinemaTemporalSampler", "inputs": {
             **_sampler(model=7, length=17, size=64, steps=4, cfg=1.0)["inputs"], "scheduler": "flow_euler",
             "shift": 5.0}},
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/text_to_video_wan_lora_4step"}},
     }, ["Few-step Wan with a distillation LoRA: Load LoRA puts lightx2v's 4-step LoRA on the model, and the sampler "
@@ -95,7 +99,7 @@ WORKFLOWS = {
         "2": _text(1, "a paper boat drifts across a calm blue pond, soft morning light", "Positive Prompt"),
         "3": _text(1, NEG, "Negative Prompt"),
         "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/text_to_video_wan_files"}},
     }, ["Text to video with Wan from the files ComfyUI users already have: Load Video Model (Files) takes the "
@@ -110,7 +114,7 @@ WORKFLOWS = {
         "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "scene.png"}},
         "8": {"class_type": "KinemaImageToVideo", "inputs": {"positive": _link(2), "image": _link(7)}},
         "4": _sampler(pos=8, length=17, size=64, steps=8, cfg=5.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/image_to_video_wan"}},
     }, ["Image to video with Wan 2.x I2V: the loaded image is the first frame. Bundled: `fixture-wan-i2v` "
@@ -120,7 +124,7 @@ WORKFLOWS = {
         "2": _text(1, "a red circle moves right", "Positive Prompt"),
         "3": _text(1, "", "Negative Prompt"),
         "4": _sampler(length=9, size=32, steps=10, cfg=4.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "7": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
                                                             "method": "bicubic"}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(7), "fps": 8.0, "format": "mp4",
@@ -140,7 +144,7 @@ WORKFLOWS = {
               "_meta": {"title": "Sprite On Backdrop"}},
         "9": {"class_type": "KinemaImageToVideo", "inputs": {"positive": _link(2), "image": _link(8)}},
         "4": _sampler(pos=9, length=9, size=32, steps=10, cfg=4.0, seed=2),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "10": {"class_type": "KinemaChromaKey", "inputs": {"images": _link(5), "key_color": BACKDROP,
                                                            "tolerance": 0.1, "softness": 0.1, "despill": 0.0}},
         "11": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(10), "scale_by": 8.0,
@@ -161,7 +165,7 @@ WORKFLOWS = {
               "_meta": {"title": "Sticker On Key Green"}},
         "9": {"class_type": "KinemaVideoEncode", "inputs": {"model": _link(1), "images": _link(8), "length": 8}},
         "4": _sampler(length=8, size=64, steps=8, cfg=7.5, denoise=0.6, latent=9),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "10": {"class_type": "KinemaChromaKey", "inputs": {"images": _link(5), "key_color": "#00ff00",
                                                            "tolerance": 0.15, "softness": 0.1, "despill": 1.0}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(10), "fps": 8.0, "format": "webp",
@@ -194,7 +198,7 @@ WORKFLOWS = {
             "mode": "auto", "anchor": "first", "anchor_strength": 0.5}},
         "4": {"class_type": "KinemaTemporalSampler", "inputs": {
             **_sampler(length=33, size=32, steps=10, cfg=4.0)["inputs"], "context": _link(7)}},
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "8": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "kinema-tiny-audio", "family": "auto",
                                                                "device": "auto", "dtype": "auto",
                                                                "checkpoint": "none", "text_encoder": "none"}},
@@ -256,7 +260,7 @@ WORKFLOWS = {
         "8": {"class_type": "KinemaReferenceImage", "inputs": {"model": _link(1), "positive": _link(2),
                                                                "image": _link(7), "strength": 1.0}},
         "4": _sampler(pos=8, length=9, size=32, steps=10, cfg=4.0, seed=0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "9": {"class_type": "KinemaResizeVideo", "inputs": {"images": _link(5), "scale_by": 8.0,
                                                             "method": "bicubic"}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(9), "fps": 8.0, "format": "mp4",
@@ -308,7 +312,7 @@ WORKFLOWS = {
         "8": {"class_type": "KinemaReferenceImage", "inputs": {"model": _link(1), "positive": _link(2),
                                                                "image": _link(7), "strength": 1.0}},
         "4": _sampler(pos=8, length=17, size=64, steps=8, cfg=5.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 16.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/personalized_video_wan_vace"}},
     }, ["Personalization with Wan VACE: the reference image is a VACE reference (fitted into the frame on white, "
@@ -350,7 +354,7 @@ WORKFLOWS = {
         "2": _text(1, "waves crash on rocks at the shore, spray flies up", "Positive Prompt"),
         "3": _text(1, NEG, "Negative Prompt"),
         "4": _sampler(length=17, size=64, steps=8, cfg=5.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4), "draft": False}},
+        "5": _video_decode(4),
         "7": {"class_type": "KinemaLoadAudioModel", "inputs": {"model": "fixture-ltx2", "family": "auto",
                                                                "device": "auto", "dtype": "auto",
                                                                "checkpoint": "none", "text_encoder": "none"}},
@@ -370,7 +374,7 @@ WORKFLOWS = {
         "2": _text(1, "waves crash on rocks at the shore, spray flies up, the roar of the surf", "Positive Prompt"),
         "3": _text(1, NEG, "Negative Prompt"),
         "4": _sampler(length=17, size=64, steps=4, cfg=3.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "5": _video_decode(4),
         "7": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/text_to_video_ltx2",
@@ -385,7 +389,7 @@ WORKFLOWS = {
         "7": {"class_type": "KinemaLoadImage", "inputs": {"image": "scene.png"}},
         "8": {"class_type": "KinemaImageToVideo", "inputs": {"positive": _link(2), "image": _link(7)}},
         "4": _sampler(pos=8, length=17, size=64, steps=4, cfg=3.0),
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "5": _video_decode(4),
         "9": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/image_to_video_ltx2",
@@ -401,7 +405,7 @@ WORKFLOWS = {
             "mode": "predictions", "anchor": "none", "anchor_strength": 0.0}},
         "4": {"class_type": "KinemaTemporalSampler", "inputs": {
             **_sampler(length=33, size=32, steps=4, cfg=3.0)["inputs"], "context": _link(7)}},
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(4)}},
+        "5": _video_decode(4),
         "8": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(4)}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/long_video_ltx2",
@@ -420,7 +424,7 @@ WORKFLOWS = {
         "8": {"class_type": "KinemaLatentUpscale", "inputs": {
             "model": _link(1), "upscaler": _link(7), "latent": _link(4), "positive": _link(2),
             "negative": _link(3), "steps": 8, "cfg": 1.0, "seed": 42, "denoise": 0.375}},
-        "5": {"class_type": "KinemaVideoDecode", "inputs": {"model": _link(1), "latent": _link(8)}},
+        "5": _video_decode(8),
         "9": {"class_type": "KinemaDecodeVideoSound", "inputs": {"model": _link(1), "latent": _link(8)}},
         "6": {"class_type": "KinemaSaveVideo", "inputs": {"images": _link(5), "fps": 24.0, "format": "mp4",
                                                           "filename_prefix": "Kinema/upscale_video_ltx2",
