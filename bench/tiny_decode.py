@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import textwrap
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from decode_memory import _child  # noqa: E402  (one measured child process, as the decode bench runs it)
 
 CHILD = textwrap.dedent("""
     import json, sys, time, torch
@@ -49,16 +50,6 @@ CHILD = textwrap.dedent("""
     print(json.dumps({"frames": n, "size": size, "seconds": time.perf_counter() - t, "base_mb": base,
                       "params": params, "info": info}))
 """)
-
-
-def _child(cmd: list[str]) -> tuple[dict, float]:
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        out.seek(0), err.seek(0)
-        if os.waitstatus_to_exitcode(status):
-            raise SystemExit(f"{cmd[3:5]} failed:\n{err.read()[-3000:]}")
-        return json.loads(out.read().strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
 def main() -> None:

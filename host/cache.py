@@ -27,6 +27,8 @@ import types
 from collections import OrderedDict
 from typing import Iterator, NamedTuple
 
+from ..models.heap import trim_heap
+
 __all__ = ["OutputCache", "default_budget", "estimate_bytes"]
 
 MB = 1 << 20
@@ -220,18 +222,3 @@ def release_memory() -> None:
     trim_heap()
 
 
-def trim_heap() -> None:
-    """glibc's malloc_trim(0): the heap's free pages back to the system (freed frames otherwise stay in the
-    process as fragmented heap). A no-op off glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    import ctypes
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None

@@ -30,7 +30,6 @@ Plain torch + diffusers: nothing here imports ComfyUI, the nodes or a host.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -42,6 +41,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .checks import check_frames, check_range, fail
+from .heap import trim_heap
 
 LATENTS_SUFFIX = ".latents.safetensors"
 LATENTS_FORMAT = 1
@@ -398,24 +398,6 @@ def _chunks(f: int, chunk: int, causal: bool) -> list[tuple[int, int, bool]]:
     return out
 
 
-def _release_freed_memory() -> None:
-    """Give the C heap's freed pages back to the OS (glibc malloc_trim). Decoding on the CPU frees and reallocates
-    tensors of many sizes every chunk; without this, heap fragmentation lets the resident memory creep up over a
-    long video (measured: +100 MB from 17 to 65 frames at 64 px, flat with it). A no-op off glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    import ctypes
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
 def _move(cache: list | None, device) -> None:
     """Move a causal cache's tensors (in place in the list) to `device`: off the GPU between a tile's chunks."""
     for k, c in enumerate(cache or []):
@@ -456,7 +438,7 @@ def decode_chunks(vae, z: torch.Tensor, settings: TileSettings | None = None,
             frames = (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
         del video
         if p.device.type == "cpu" and frames.numel() * 4 >= TRIM_BYTES:
-            _release_freed_memory()
+            trim_heap()
         yield frames
 
 

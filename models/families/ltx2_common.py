@@ -95,3 +95,15 @@ def gemma_prompt(pipe, text: str, device, max_sequence_length: int = MAX_SEQUENC
             encoder.to("cpu")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def decode_video(pipe, latents: torch.Tensor, device) -> torch.Tensor:
+    """Normalised video latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU, as LTX-2's
+    pipelines decode (decode timestep 0)."""
+    vae = pipe.vae
+    z = pipe._denormalize_latents(latents.to(device, torch.float32), vae.latents_mean, vae.latents_std,
+                                  vae.config.scaling_factor)
+    timestep = torch.zeros(1, device=device) if vae.config.timestep_conditioning else None
+    with torch.no_grad():
+        video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]              # (1, 3, F, H, W) -1..1
+    return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()              # (F, H, W, 3)

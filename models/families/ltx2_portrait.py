@@ -41,7 +41,7 @@ import torch
 from ..checks import check_frames, check_shape, fail
 from ..portrait import Window
 from .base import Capabilities, Conditioning, PortraitWindow, VideoFamily
-from .ltx2_common import LTX2Folder, gemma_prompt, set_ltx2_timesteps
+from .ltx2_common import LTX2Folder, decode_video, gemma_prompt, set_ltx2_timesteps
 
 N_FFT = 1024                  # LTX-2's mel STFT size (ltx-core AudioProcessor); not stored in the diffusers folder
 
@@ -283,13 +283,7 @@ class LTX2PortraitFamily(LTX2Folder, VideoFamily):
     def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, C, f, h, w) normalised -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU (as the DFR
         pipeline decodes, decode_timestep 0)."""
-        vae = self.vae
-        z = self.pipe._denormalize_latents(latents.to(self.device, torch.float32), vae.latents_mean, vae.latents_std,
-                                           vae.config.scaling_factor)
-        timestep = torch.zeros(1, device=self.device) if vae.config.timestep_conditioning else None
-        with torch.no_grad():
-            video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]          # (1, 3, F, H, W) -1..1
-        return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()          # (F, H, W, 3)
+        return decode_video(self.pipe, latents, self.device)
 
     # ---- portrait windows (models/portrait.py) -------------------------------------------------------------
     def portrait_session(self, image, waveform, sample_rate, fps, num_frames, *, prompt="", overlap=None,

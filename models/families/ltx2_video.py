@@ -34,7 +34,7 @@ import torch
 
 from ..checks import fail
 from .base import Capabilities, Conditioning, VideoFamily
-from .ltx2_common import LTX2Folder, audio_steps_covering, gemma_prompt, set_ltx2_timesteps
+from .ltx2_common import LTX2Folder, decode_video, audio_steps_covering, gemma_prompt, set_ltx2_timesteps
 
 DEFAULT_FPS = Fraction(24)        # LTX2Pipeline's frame_rate default (the sampler has no fps input connected)
 
@@ -252,13 +252,7 @@ class LTX2VideoFamily(LTX2Folder, VideoFamily):
     def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """video latents (1, C, f, h, w) normalised -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU (decode
         timestep 0, as LTX2Pipeline's default). Joint latents are refused: split them first."""
-        vae = self.vae
-        z = self.pipe._denormalize_latents(latents.to(self.device, torch.float32), vae.latents_mean, vae.latents_std,
-                                           vae.config.scaling_factor)
-        timestep = torch.zeros(1, device=self.device) if vae.config.timestep_conditioning else None
-        with torch.no_grad():
-            video = vae.decode(z.to(vae.dtype), timestep, return_dict=False)[0]          # (1, 3, F, H, W) -1..1
-        return (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()          # (F, H, W, 3)
+        return decode_video(self.pipe, latents, self.device)
 
     def encode(self, frames: torch.Tensor, tiling=None) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1, F = r*k + 1 -> normalised latents (1, C, f, h, w) (VAE argmax)."""
