@@ -13,19 +13,7 @@ from kinema.models import media, vae_tiling
 from kinema.nodes.decode import (KinemaDecodeAndSave, KinemaLoadLatent, KinemaTileOptions, KinemaVideoDecode,
                                  KinemaVideoEncode)
 
-FRAMES = 17                                   # Wan: 5 latent frames -> 1 + 4 * 4 frames
-
-
-@pytest.fixture(scope="module")
-def wan(models_dir):
-    from kinema.models.families import load_model
-    return load_model(models_dir / "diffusers" / "fixture-wan-t2v")
-
-
-@pytest.fixture
-def latent():
-    torch.manual_seed(0)
-    return {"samples": torch.randn(1, 16, 5, 4, 6), "kinema_frames": FRAMES}          # 17 frames of 32x48
+FRAMES = 17                                   # the `latent` fixture (tests/nodes/conftest.py): 17 frames of 32x48
 
 
 def _files(folder):

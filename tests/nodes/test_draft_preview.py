@@ -14,18 +14,6 @@ from kinema.nodes.decode import KinemaDecodeAndSave, KinemaVideoDecode
 TAEW2_1 = Path(__file__).resolve().parents[1] / "data" / "taehv" / "taew2_1.safetensors"   # 16 ch, 8 px, t 4
 
 
-@pytest.fixture(scope="module")
-def wan(models_dir):
-    from kinema.models.families import load_model
-    return load_model(models_dir / "diffusers" / "fixture-wan-t2v")
-
-
-@pytest.fixture
-def latent():
-    torch.manual_seed(0)
-    return {"samples": torch.randn(1, 16, 5, 4, 6), "kinema_frames": 17}              # 17 frames of 32x48
-
-
 @pytest.fixture
 def with_tiny(kinema_dirs):
     folder = kinema_dirs["models"] / "vae_approx"
