@@ -235,8 +235,12 @@ def ltx2(s: Setup, ctx: dict) -> dict:
                                guidance_scale=3.0, seed=0, frame_rate=Fraction(24))
     layout = model.layout(settings)
     ours: list[float] = []
+
+    def on_step(*_):
+        sync(s.device)
+        ours.append(time.perf_counter())
     with torch.no_grad():
-        clip = sample_clip(model, pos, neg, settings, on_step=lambda *_: (sync(s.device), ours.append(time.perf_counter())))
+        clip = sample_clip(model, pos, neg, settings, on_step=on_step)
     reference = LTX2Pipeline(**{k: getattr(pipe, k) for k in R.LTX2_PARTS})
     reference.set_progress_bar_config(disable=True)
     theirs: list[float] = []

@@ -1,5 +1,6 @@
 """Real-size architectures with random weights for the benches (the compute is real even if the pictures are not):
-Wan 2.1 T2V 1.3B and AnimateDiff (SD 1.5 UNet + motion module v2), as diffusers pipelines and as Kinema families,
+Wan 2.1 T2V 1.3B, AnimateDiff (SD 1.5 UNet + motion module v2) and LTX-2 19B (+ its latent upsampler), as diffusers
+pipelines and as Kinema families,
 plus random prompt embeddings in place of the text encoders (UMT5-XXL alone would be 11 GB of random weights).
 `tiny=True` gives the same code paths at fixture size (the suites' --dry-run)."""
 from __future__ import annotations
@@ -107,10 +108,10 @@ LTX2_PARTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "sched
 
 
 def ltx2_pipeline(tiny: bool, device, dtype=torch.bfloat16, layers: int | None = None):
-    """LTX2ConditionPipeline (what Kinema's family holds) without Gemma (prompts come as embeddings). tiny: the fixture-ltx2 model (models/fixtures.py).
-    Else the transformer and connectors of models/files/configs/ltx2_19b.json (all 48 layers, or `layers`) with
-    random weights built on `device` in `dtype`, LTX-2's audio VAE (default config, 53M), a small video VAE and
-    vocoder (sizes only)."""
+    """LTX2ConditionPipeline (what Kinema's family holds) without Gemma (prompts come as embeddings). tiny: the
+    fixture-ltx2 model (models/fixtures.py). Else the transformer and connectors of
+    models/files/configs/ltx2_19b.json (all 48 layers, or `layers`) with random weights built on `device` in
+    `dtype`, LTX-2's audio VAE (default config, 53M), a small video VAE and vocoder (sizes only)."""
     import json
     from diffusers import (AutoencoderKLLTX2Audio, FlowMatchEulerDiscreteScheduler, LTX2ConditionPipeline,
                            LTX2VideoTransformer3DModel)
