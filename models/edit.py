@@ -439,6 +439,9 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
     latents = encode_video(model, big, tiling)
     es = EditSettings(strength=settings.strength, num_inference_steps=settings.num_inference_steps,
                       guidance_scale=settings.guidance_scale, seed=settings.seed)
+    if settings.tile and model.capabilities.joint_audio:
+        fail("tile_size", f"cannot tile {model.name}'s joint picture + sound latents", settings.tile,
+             "Set tile_size to 0, or connect the LTX-2 latent upsampler as `upscaler` (its own refine).")
     predict = tiled_predict(model, settings.tile, settings.overlap) if settings.tile else None
     out = sdedit(model, latents, positive, negative, es, None, on_step, predict)
     return decode_video(model, out, tiling)[: frames.shape[0]].clamp(0, 1)

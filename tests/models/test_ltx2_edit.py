@@ -59,3 +59,9 @@ def test_edit_video_on_ltx2_returns_the_clip(model):
     out = E.edit_video(model, clip, model.encode_prompt("snow"), None, _settings(0.7, steps=2), mask=mask)
     assert out.shape == clip.shape and torch.equal(out[:, :, 16:], clip[:, :, 16:].clamp(0, 1))
     assert (out[:, :, :16] - clip[:, :, :16]).abs().max() > 1e-3
+
+
+def test_tiled_refine_on_ltx2_is_refused_with_the_fix(model):
+    settings = E.UpscaleSettings(strength=0.3, num_inference_steps=2, tile=8, overlap=2)
+    with pytest.raises(ValueError, match="`tile_size` cannot tile .*Set tile_size to 0"):
+        E.upscale_video(_clip(), settings, model, model.encode_prompt("x"))
