@@ -11,6 +11,11 @@ Full-size architectures with random weights (prompts as random embeddings; no te
                 with each.
 5. animatediff: SD 1.5 + motion module v2 at 512x512, 8 frames, 4 steps, cfg 1 (few-step LoRA settings): seconds
                 for sampling + decode (the animated-sticker claim: under 1 s on a datacenter GPU).
+6. ltx2:        LTX-2 19B (all 48 layers, bf16, configs of models/files/configs/ltx2_19b.json) text-to-video WITH
+                audio at 768x512, 121 frames, cfg 3: s/step of Kinema's loop (models/joint.sample_clip through the
+                family) against diffusers' LTX2Pipeline on the same modules (3 steps: the first dropped), and the
+                latent upsampler (2x spatial) on those latents: Kinema's LTX2LatentUpsampler against
+                LTX2LatentUpsamplePipeline (seconds, and the largest difference).
 
     .venv/bin/python bench/gpu_suite.py [--out suite.json]
     .venv/bin/python bench/gpu_suite.py --dry-run    # every section at fixture size on the CPU (tests run this)
@@ -198,6 +203,95 @@ def animatediff(s: Setup, ctx: dict) -> dict:
     return {"seconds": times[1], "first_run_seconds": times[0], "frames": list(frames.shape)}
 
 
+def _free(ctx: dict, device: str) -> None:
+    ctx.clear()
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def _timed(device: str, fn) -> tuple[object, float]:
+    sync(device)
+    start = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - start
+
+
+def ltx2(s: Setup, ctx: dict) -> dict:
+    from fractions import Fraction
+    from diffusers import LTX2Pipeline
+    from kinema.models.families.base import Conditioning
+    from kinema.models.joint import sample_clip
+    from kinema.models.sampling import SamplerSettings
+    _free(ctx, s.device)                                  # the Wan models go before the 19B one comes
+    frames, height, width, steps = (9, 64, 64, 3) if s.tiny else (121, 512, 768, 3)
+    pipe = R.ltx2_pipeline(s.tiny, s.device, s.dtype)
+    model = R.ltx2_family(pipe, s.device, s.dtype)
+    embeds = [R.ltx2_prompt_embeds(pipe, 32 if s.tiny else 1024, s.device, s.dtype, seed) for seed in (0, 1)]
+    mask = torch.ones(1, embeds[0].shape[1], dtype=torch.long, device=s.device)
+    pos, neg = (Conditioning("ltx2", p, e, mask=mask) for p, e in zip(("a", "b"), embeds))
+    settings = SamplerSettings(num_frames=frames, height=height, width=width, num_inference_steps=steps,
+                               guidance_scale=3.0, seed=0, frame_rate=Fraction(24))
+    layout = model.layout(settings)
+    ours: list[float] = []
+
+    def on_step(*_):
+        sync(s.device)
+        ours.append(time.perf_counter())
+    with torch.no_grad():
+        clip = sample_clip(model, pos, neg, settings, on_step=on_step)
+    reference = LTX2Pipeline(**{k: getattr(pipe, k) for k in R.LTX2_PARTS})
+    reference.set_progress_bar_config(disable=True)
+    theirs: list[float] = []
+
+    def on_end(p, i, t, kwargs):
+        sync(s.device)
+        theirs.append(time.perf_counter())
+        return kwargs
+    audio = torch.zeros(1, pipe.audio_vae.config.latent_channels, layout.audio_steps, model.latent_mel_bins,
+                        device=s.device, dtype=s.dtype)
+    with torch.no_grad():
+        reference(prompt_embeds=embeds[0], prompt_attention_mask=mask, negative_prompt_embeds=embeds[1],
+                  negative_prompt_attention_mask=mask, height=height, width=width, num_frames=frames,
+                  frame_rate=24.0, num_inference_steps=steps, guidance_scale=3.0, audio_guidance_scale=3.0,
+                  stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
+                  guidance_rescale=0.0, audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None,
+                  noise_scale=1.0, audio_latents=audio, generator=torch.Generator("cpu").manual_seed(0),
+                  output_type="latent", callback_on_step_end=on_end)
+    row = {"size": f"{frames} frames {width}x{height}", "latent": list(clip.video.shape),
+           "audio_latent": list(clip.audio_latents.shape), "steps_timed": steps - 1,
+           "layers": pipe.transformer.config.num_layers, "kinema_s_per_step": per_step(ours),
+           "diffusers_s_per_step": per_step(theirs), "ratio": per_step(ours) / per_step(theirs)}
+    del reference
+    row["upsampler"] = _ltx2_upsample(s, pipe, model, clip.video)
+    return row
+
+
+def _ltx2_upsample(s: Setup, pipe, model, latents: torch.Tensor) -> dict:
+    """Kinema's LTX2LatentUpsampler.upsample (Latent Upscale's first half) vs LTX2LatentUpsamplePipeline, seconds
+    (after one warm-up call each) and the largest difference of the normalised results."""
+    from diffusers import LTX2LatentUpsamplePipeline
+    up = R.ltx2_upsampler(s.tiny, pipe, s.device, s.dtype)
+    reference = LTX2LatentUpsamplePipeline(vae=up.vae, latent_upsampler=up.net)
+    vae = model.vae
+    raw = model.pipe._denormalize_latents(latents.to(s.device, torch.float32), vae.latents_mean, vae.latents_std,
+                                          vae.config.scaling_factor)
+
+    def theirs():
+        with torch.no_grad():
+            out = reference(latents=raw.to(up.net.dtype), output_type="latent", return_dict=False)[0]
+        return model.pipe._normalize_latents(out.float(), vae.latents_mean, vae.latents_std,
+                                             vae.config.scaling_factor)
+    times = {}
+    for name, fn in (("kinema", lambda: up.upsample(model, latents)), ("diffusers", theirs)):
+        _timed(s.device, fn)                              # warm-up
+        times[name] = _timed(s.device, fn)
+    (big, k), (ref, d) = times["kinema"], times["diffusers"]
+    return {"latent_out": list(big.shape), "kinema_s": k, "diffusers_s": d,
+            "max_diff": float((big - ref.to(big.device)).abs().max())}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="every section at fixture size on the CPU")
@@ -213,7 +307,8 @@ def main(argv=None) -> int:
     ctx: dict = {}
     failed = []
     start = time.perf_counter()
-    for name, section in (("wan_loop", wan_loop), ("wan_memory", wan_memory), ("animatediff", animatediff)):
+    for name, section in (("wan_loop", wan_loop), ("wan_memory", wan_memory), ("animatediff", animatediff),
+                          ("ltx2", ltx2)):
         t0 = time.perf_counter()
         try:
             report[name] = section(s, ctx)

@@ -1,5 +1,6 @@
 """Real-size architectures with random weights for the benches (the compute is real even if the pictures are not):
-Wan 2.1 T2V 1.3B and AnimateDiff (SD 1.5 UNet + motion module v2), as diffusers pipelines and as Kinema families,
+Wan 2.1 T2V 1.3B, AnimateDiff (SD 1.5 UNet + motion module v2) and LTX-2 19B (+ its latent upsampler), as diffusers
+pipelines and as Kinema families,
 plus random prompt embeddings in place of the text encoders (UMT5-XXL alone would be 11 GB of random weights).
 `tiny=True` gives the same code paths at fixture size (the suites' --dry-run)."""
 from __future__ import annotations
@@ -89,3 +90,75 @@ def animatediff_family(tiny: bool, device, dtype=torch.float16):
     pipe = AnimateDiffPipeline(vae=vae, text_encoder=None, tokenizer=None, unet=unet, motion_adapter=None,
                                scheduler=scheduler)
     return AnimateDiffFamily(Path(tempfile.mkdtemp(prefix="kinema-bench-")), torch.device(device), dtype, pipe)
+
+
+LTX2_CONFIG = Path(__file__).resolve().parents[1] / "models" / "files" / "configs" / "ltx2_19b.json"
+
+
+def _ltx2_small_vae(device):
+    """A small LTX-2 video VAE with LTX-2's 32x / 8x compression and 128 channels (it sizes the latents and holds
+    their statistics; nothing is decoded in the benches)."""
+    from diffusers import AutoencoderKLLTX2Video
+    return AutoencoderKLLTX2Video(block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8),
+                                  layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
+                                  spatial_compression_ratio=32, temporal_compression_ratio=8).to(device).eval()
+
+
+LTX2_PARTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder", "scheduler", "text_encoder", "tokenizer")
+
+
+def ltx2_pipeline(tiny: bool, device, dtype=torch.bfloat16, layers: int | None = None):
+    """LTX2ConditionPipeline (what Kinema's family holds) without Gemma (prompts come as embeddings). tiny: the
+    fixture-ltx2 model (models/fixtures.py). Else the transformer and connectors of
+    models/files/configs/ltx2_19b.json (all 48 layers, or `layers`) with random weights built on `device` in
+    `dtype`, LTX-2's audio VAE (default config, 53M), a small video VAE and vocoder (sizes only)."""
+    import json
+    from diffusers import (AutoencoderKLLTX2Audio, FlowMatchEulerDiscreteScheduler, LTX2ConditionPipeline,
+                           LTX2VideoTransformer3DModel)
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    if tiny:
+        from kinema.models.fixtures import build_ltx2
+        pipe = build_ltx2()
+        parts = {k: pipe.components[k] for k in LTX2_PARTS if k not in ("text_encoder", "tokenizer")}
+        return LTX2ConditionPipeline(**parts, text_encoder=None, tokenizer=None).to(device)
+    cfg = json.loads(LTX2_CONFIG.read_text())
+    tcfg = dict(cfg["transformer"], num_layers=layers or cfg["transformer"]["num_layers"])
+    transformer = random_module(LTX2VideoTransformer3DModel, tcfg, device, dtype)
+    connectors = random_module(LTX2TextConnectors, cfg["connectors"], device, dtype, seed=2)
+    sched = {k: v for k, v in cfg["scheduler"].items() if not k.startswith("_")}
+    return LTX2ConditionPipeline(transformer=transformer, connectors=connectors, vae=_ltx2_small_vae(device),
+                        audio_vae=AutoencoderKLLTX2Audio().to(device).eval(),
+                        vocoder=LTX2Vocoder(hidden_channels=32).to(device).eval(),
+                        scheduler=FlowMatchEulerDiscreteScheduler(**sched), text_encoder=None, tokenizer=None)
+
+
+def ltx2_family(pipe, device, dtype=torch.bfloat16):
+    """Kinema's LTX-2 video family around a pipeline built here (its path: an empty temporary folder)."""
+    from kinema.models.families.ltx2_video import LTX2VideoFamily
+    return LTX2VideoFamily(Path(tempfile.mkdtemp(prefix="kinema-bench-")), torch.device(device), dtype, pipe)
+
+
+def ltx2_upsampler(tiny: bool, pipe, device, dtype=torch.bfloat16):
+    """Kinema's LTX2LatentUpsampler (models/upscale.py) around an LTX2LatentUpsamplePipeline: the fixture's when
+    tiny, else LTX2LatentUpsamplerModel's default (LTX-2's 128 channels, 2x spatial) with random weights, sharing
+    `pipe`'s video VAE (the latent statistics)."""
+    from diffusers import LTX2LatentUpsamplePipeline
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+    from kinema.models.upscale import LTX2LatentUpsampler
+    if tiny:
+        from kinema.models.fixtures import build_ltx2_upsampler
+        up = build_ltx2_upsampler().to(device)
+    else:
+        torch.manual_seed(3)
+        with torch.device(device):                        # default init (its blur kernel is a fixed buffer)
+            net = LTX2LatentUpsamplerModel().to(dtype).eval()
+        up = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=net)
+    return LTX2LatentUpsampler(Path(tempfile.mkdtemp(prefix="kinema-bench-")), torch.device(device), dtype, up)
+
+
+def ltx2_prompt_embeds(pipe, tokens: int, device, dtype, seed: int) -> torch.Tensor:
+    """Random stacked Gemma states (1, tokens, caption width x layers), what LTX2Pipeline's connectors take."""
+    c = pipe.connectors.config
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, tokens, c.caption_channels * c.text_proj_in_factor, generator=g).to(device, dtype)

@@ -122,7 +122,9 @@ def sdedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, neg
         predict: optional replacement for model.predict (tiled refine), same signature.
     Returns:
         latents (1, C, f, h, w) float32. strength 0 returns the source; with no mask and no `predict` the result
-        equals sampling.sample(..., denoise=strength, init_latents=source) for the same seed.
+        equals sampling.sample(..., denoise=strength, init_latents=source) for the same seed. On a joint-audio
+        family (LTX-2) the loop runs on the joint video + audio latents through joint.sample_clip (the sound re-made
+        from the re-noised zero latent, as the Temporal Sampler with a `latent`), and the video part is returned.
     """
     settings.check()
     if settings.strength == 0:
@@ -130,23 +132,42 @@ def sdedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, neg
     x0 = source.to(model.device, torch.float32)
     m = None if mask is None else mask.to(model.device, torch.float32)
 
+    sampler = _sampler_settings(model, source, settings)
+    joint = model.capabilities.joint_audio
+    audio_frames = model.layout(sampler).audio_frames if joint else 0
+
     def keep_outside(run: sampling.Run, i: int, latents: torch.Tensor) -> torch.Tensor:
-        """Outside the mask: the source at the noise level the latents now have (the source after the last step)."""
+        """Outside the mask: the source at the noise level the latents now have (the source after the last step).
+        Joint latents (LTX-2: [keyframe frames,] video frames, audio frames): only the video frames are blended."""
         last = i + 1 == len(run.timesteps)
-        keep = x0 if last else _renoised(model, run, x0, run.timesteps[i + 1])
-        return keep * (1 - m) + latents * m
+        start = latents.shape[2] - x0.shape[2] - audio_frames
+        clip = slice(start, start + x0.shape[2])
+        keep = x0 if last else _renoised(model, run, x0, run.timesteps[i + 1], run.noise[:, :, clip])
+        if start == 0 and not audio_frames:
+            return keep * (1 - m) + latents * m
+        out = latents.clone()
+        out[:, :, clip] = keep * (1 - m) + latents[:, :, clip] * m
+        return out
 
-    return sampling.sample(model, positive, negative, _sampler_settings(model, source, settings), init_latents=x0,
-                           on_step=on_step, predict=predict, post_step=None if m is None else keep_outside)
+    post_step = None if m is None else keep_outside
+    if joint:                                 # LTX-2: the sound is re-made alongside (models/joint.py), then dropped
+        from .joint import sample_clip
+        return sample_clip(model, positive, negative, sampler, init_latents=x0, on_step=on_step, predict=predict,
+                           post_step=post_step).video
+    return sampling.sample(model, positive, negative, sampler, init_latents=x0, on_step=on_step, predict=predict,
+                           post_step=post_step)
 
 
-def _renoised(model, run: sampling.Run, x0: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
-    """x0 at the noise level of the scheduler's next step (called after the scheduler's step)."""
+def _renoised(model, run: sampling.Run, x0: torch.Tensor, t_next: torch.Tensor,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+    """x0 at the noise level of the scheduler's next step (called after the scheduler's step); noise: the run's
+    noise at x0's frames (default run.noise)."""
+    noise = run.noise if noise is None else noise
     scheduler = run.scheduler
     if model.flow and getattr(scheduler, "step_index", None) is not None and hasattr(scheduler, "sigmas"):
         sigma = scheduler.sigmas[scheduler.step_index].to(x0.device, torch.float32)
-        return (1 - sigma) * x0 + sigma * run.noise
-    return scheduler.add_noise(x0, run.noise, t_next.reshape(1))
+        return (1 - sigma) * x0 + sigma * noise
+    return scheduler.add_noise(x0, noise, t_next.reshape(1))
 
 
 def flowedit(model: VideoFamily, source: torch.Tensor, positive: Conditioning, negative: Conditioning | None,
@@ -418,6 +439,9 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
     latents = encode_video(model, big, tiling)
     es = EditSettings(strength=settings.strength, num_inference_steps=settings.num_inference_steps,
                       guidance_scale=settings.guidance_scale, seed=settings.seed)
+    if settings.tile and model.capabilities.joint_audio:
+        fail("tile_size", f"cannot tile {model.name}'s joint picture + sound latents", settings.tile,
+             "Set tile_size to 0, or connect the LTX-2 latent upsampler as `upscaler` (its own refine).")
     predict = tiled_predict(model, settings.tile, settings.overlap) if settings.tile else None
     out = sdedit(model, latents, positive, negative, es, None, on_step, predict)
     return decode_video(model, out, tiling)[: frames.shape[0]].clamp(0, 1)

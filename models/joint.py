@@ -25,17 +25,19 @@ class Clip:
 
 def sample_clip(model, positive, negative, settings: SamplerSettings, init_latents: torch.Tensor | None = None,
                 init_audio: torch.Tensor | None = None, on_step: StepCallback | None = None,
-                context: ContextOptions | None = None, predict=None) -> Clip:
+                context: ContextOptions | None = None, predict=None, post_step=None) -> Clip:
     """sampling.sample for any video family; a joint-audio family also returns its sound's latents.
 
     init_latents: video latents (1, C, f, h, w) to start from (denoise < 1); init_audio: their packed audio latents
     (1, L, D) when the LATENT carries them (else the sound starts from the re-noised zero latent); predict: the loop's
-    predict= hook (a step cache), passed on."""
+    predict= hook (a step cache), passed on; post_step: the loop's post_step= blend (Video Edit's mask), passed on
+    (on a joint-audio family it gets the joint latents; not with context windows)."""
     if not model.capabilities.joint_audio:
         if positive.key_images:
             fail("positive", f"carries keyframe images, which {model.name} does not take", "Keyframe Image",
                  "Use an LTX-2 model, or remove the Keyframe Image node.")
-        return Clip(sample(model, positive, negative, settings, init_latents, on_step, context, predict=predict))
+        return Clip(sample(model, positive, negative, settings, init_latents, on_step, context, predict=predict,
+                           post_step=post_step))
     layout = model.layout(settings)
     if init_latents is not None:
         audio = init_audio if init_audio is not None and init_audio.shape[1] == layout.audio_steps \
@@ -51,7 +53,8 @@ def sample_clip(model, positive, negative, settings: SamplerSettings, init_laten
                  "Disconnect `step_cache` or `context`.")
         joint = sample_long(model, positive, negative, settings, context, on_step)
     else:
-        joint = sample(model, positive, negative, settings, init_latents, on_step, predict=predict)
+        joint = sample(model, positive, negative, settings, init_latents, on_step, predict=predict,
+                       post_step=post_step)
     video, audio = model.split(joint, layout)
     return Clip(video, audio)
 

@@ -29,3 +29,8 @@ def test_gpu_suite_dry_run(tmp_path):
     assert mem["step_cache"]["skipped"] > 0 and mem["step_cache"]["fewer_calls"] > 1.5
     assert isinstance(mem["attention_s_per_call"]["native"], float)
     assert r["animatediff"]["frames"] == [8, 64, 64, 3]
+    ltx2 = r["ltx2"]                                        # LTX-2 with audio: Kinema's loop, LTX2Pipeline, upsampler
+    assert ltx2["latent"][:3] == [1, 4, 5] and ltx2["audio_latent"][0] == 1 and ltx2["steps_timed"] == 2
+    assert ltx2["kinema_s_per_step"] > 0 and ltx2["diffusers_s_per_step"] > 0
+    up = ltx2["upsampler"]
+    assert up["latent_out"][3:] == [2 * ltx2["latent"][3], 2 * ltx2["latent"][4]] and up["max_diff"] < 1e-4
