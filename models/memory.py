@@ -171,3 +171,12 @@ def check(model, settings, guided: bool, free: int | None = None) -> str:
     fail("length", f"with {settings.width}x{settings.height} and {'cfg' if guided else 'no cfg'} does not fit: "
          f"{est.text(free)}", settings.num_frames,
          "L" + "; ".join(fixes)[1:] + ". Model Options' fp8 weights and block offload free weight memory.")
+
+
+def check_sampling(model, settings, context=None, free: int | None = None) -> str:
+    """check() for one Temporal Sampler run: the frames one denoiser call sees are the whole clip, or one window when
+    `context` fuses predictions per window (attention-level fusion still runs the whole clip in one call)."""
+    from .windows import FuseMode
+    whole = context is None or (model.capabilities.attention_windows and context.mode != FuseMode.PREDICTIONS)
+    window = settings if whole else replace(settings, num_frames=min(settings.num_frames, context.context_length))
+    return check(model, window, guided=settings.guidance_scale > 1.0, free=free)

@@ -59,7 +59,6 @@ class KinemaTemporalSampler:
 
     def sample(self, model, positive, negative, length, width, height, steps, cfg, seed, scheduler, shift, denoise,
                latent=None, context=None, fps=None, step_cache=None):
-        from dataclasses import replace
         from fractions import Fraction
 
         from ..models import memory
@@ -72,9 +71,7 @@ class KinemaTemporalSampler:
                                    frame_rate=check_fps("fps", fps) if fps is not None else Fraction(0))
         init = latent["samples"] if latent is not None else None
         model.check_settings(settings)                       # the size rules' errors come before the estimate's
-        whole = context is None or (model.capabilities.attention_windows and context.mode != FuseMode.PREDICTIONS)
-        window = settings if whole else replace(settings, num_frames=min(length, context.context_length))
-        fits = memory.check(model, window, guided=cfg > 1.0)  # refuses what cannot fit, before any step
+        fits = memory.check_sampling(model, settings, context)  # refuses what cannot fit, before any step
         with session(step_cache, model, settings) as predict:
             clip = sample_clip(model, positive, negative, settings, init_latents=init,
                                init_audio=latent.get("kinema_audio") if latent is not None else None,
