@@ -9,7 +9,9 @@ the Load Upscale Model node lists the folders a registered kind accepts, by thei
                            on bicubic, 32 -> 64 px for Kinema-Tiny's clips; pixels in, pixels out.
     ltx2_latent_upsampler  LTX-2's latent upsampler (LTX2LatentUpsamplePipeline, families/ltx2_upsample.py): on
                            LTX-2 latents (Latent Upscale, or Video Upscale with an LTX-2 model: `latent` is True);
-                           alone, frames go through its folder's VAE (encode, upsample, decode).
+                           alone, frames go through its folder's VAE (encode, upsample, decode). Also ONE
+                           Lightricks/ComfyUI file from latent_upscale_models/ (files/upsampler.py): no VAE, so
+                           it needs the LTX-2 model (`load_upscaler` takes the file, `is_upscaler_file` tells one).
 
 Long clips: `upscale` runs `upscale_piece` on chunks of frames and, for large frames, spatial tiles, each read
 with `temporal_context` frames and `spatial_context` pixels of margin, and keeps only the middle: for a model
@@ -147,20 +149,24 @@ class KinemaTinyUpscaler(Upscaler):
 
 # ---- LTX-2's latent upsampler -----------------------------------------------------------------------------------
 class LTX2LatentUpsampler(Upscaler):
-    """LTX-2's latent upsampler (an LTX2LatentUpsamplePipeline folder: vae/ + latent_upsampler/): 2x in space, and
-    2x in time when its config says temporal_upsample. With an LTX-2 model it works in that model's latents
-    (families/ltx2_upsample.py: Latent Upscale, Video Upscale's learned path); alone, through its own VAE."""
+    """LTX-2's latent upsampler: an LTX2LatentUpsamplePipeline folder (vae/ + latent_upsampler/), or ONE file in
+    Lightricks' layout from models/latent_upscale_models (ComfyUI's; models/files/upsampler.py: no VAE of its own).
+    2x in space, and 2x in time when its config says temporal_upsample. With an LTX-2 model it works in that
+    model's latents, normalised by the model's VAE (families/ltx2_upsample.py: Latent Upscale, Video Upscale's
+    learned path); alone (no LTX-2 model), through the folder's own VAE, which a file has not."""
     name = "ltx2_latent_upsampler"
     title = "LTX-2 latent upsampler"
     latent = True                 # works on LTX-2 latents: Video Upscale refines with an LTX-2 model after it
 
-    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype, pipe):
+    def __init__(self, path: Path, device: torch.device, dtype: torch.dtype, pipe=None, net=None):
         super().__init__(path, device, dtype)
-        self.pipe, self.vae, self.net = pipe, pipe.vae, pipe.latent_upsampler
+        self.pipe = pipe
+        self.vae = pipe.vae if pipe is not None else None           # None: a single file (no VAE of its own)
+        self.net = pipe.latent_upsampler if pipe is not None else net
         config = self.net.config
         self.scale = int(round(config.get("rational_spatial_scale", 2.0))) if config.spatial_upsample else 1
         self.temporal = bool(config.temporal_upsample)
-        self.temporal_ratio = pipe.vae_temporal_compression_ratio
+        self.temporal_ratio = pipe.vae_temporal_compression_ratio if pipe is not None else None
 
     @classmethod
     def accepts(cls, model_index: dict) -> bool:
@@ -171,6 +177,12 @@ class LTX2LatentUpsampler(Upscaler):
         from diffusers import LTX2LatentUpsamplePipeline
         from .families.base import load_pipeline
         return cls(path, device, dtype, load_pipeline(LTX2LatentUpsamplePipeline, path, device, dtype))
+
+    @classmethod
+    def load_file(cls, path: Path, device: torch.device, dtype: torch.dtype) -> "LTX2LatentUpsampler":
+        """One Lightricks/ComfyUI upsampler .safetensors file (config from its metadata; files/upsampler.py)."""
+        from .files.upsampler import load_upsampler_file
+        return cls(path, device, dtype, net=load_upsampler_file(path, dtype, device))
 
     # ---- latents ------------------------------------------------------------------------------------------------
     def upsample_raw(self, latents: torch.Tensor) -> torch.Tensor:
@@ -192,6 +204,11 @@ class LTX2LatentUpsampler(Upscaler):
 
     # ---- pixels (no LTX-2 model): the folder's own VAE ---------------------------------------------------------
     def check_frames(self, frames: torch.Tensor, arg: str = "images") -> None:
+        if self.vae is None:
+            fail("model", "must be an LTX-2 model connected beside this upsampler: a single upsampler file has no "
+                 "VAE of its own, it works in the LTX-2 model's latents", self.path.name,
+                 "Connect the LTX-2 model (Load Video Model (Checkpoint) or Load Video Model) to Video Upscale's "
+                 "`model` input, or use an LTX2LatentUpsamplePipeline folder (vae/ + latent_upsampler/).")
         super().check_frames(frames, arg)
         check_frames(arg, frames.shape[0], self.temporal_ratio)
 
@@ -217,8 +234,19 @@ for _cls in (KinemaTinyUpscaler, LTX2LatentUpsampler):            # append only
 
 
 def load_upscaler(path: Path, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Upscaler:
-    """An upscaler folder (model_index.json naming a registered kind) as an Upscaler."""
+    """An upscaler folder (model_index.json naming a registered kind), or a single upsampler file (.safetensors in
+    Lightricks' layout: LTX-2's latent upsampler), as an Upscaler."""
+    if Path(path).is_file() or Path(path).suffix.lower() in (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin"):
+        return LTX2LatentUpsampler.load_file(Path(path), device or torch.device("cpu"), dtype)
     return UPSCALERS.load(path, AUTO, device, dtype)
+
+
+def is_upscaler_file(path: Path) -> bool:
+    """Whether a .safetensors file (header only) is an upsampler Kinema loads (LTX-2's latent upsampler)."""
+    from .files.formats import open_tensors
+    from .files.upsampler import is_latent_upsampler
+    with open_tensors(path, "upscaler") as f:
+        return is_latent_upsampler(f.keys())
 
 
 def learned_upscale(upscaler: Upscaler, frames: torch.Tensor, factor: int,
@@ -243,5 +271,5 @@ def learned_upscale(upscaler: Upscaler, frames: torch.Tensor, factor: int,
     return out
 
 
-__all__ = ["KinemaTinyUpscaler", "LTX2LatentUpsampler", "UPSCALERS", "Upscaler", "learned_upscale", "load_upscaler",
-           "run_in_pieces"]
+__all__ = ["KinemaTinyUpscaler", "LTX2LatentUpsampler", "UPSCALERS", "Upscaler", "is_upscaler_file", "learned_upscale",
+           "load_upscaler", "run_in_pieces"]

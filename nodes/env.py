@@ -34,6 +34,7 @@ MODEL_FOLDERS = {
     "checkpoints": ["checkpoints"],
     "animatediff_models": ["animatediff_models"],
     "upscaler": ["diffusers", "latent_upscale_models"],     # learned upscaler folders (Load Upscale Model)
+    "upscaler_files": ["latent_upscale_models"],            # single upsampler files (LTX-2's, Lightricks' layout)
     "vae_approx": ["vae_approx"],                           # tiny decoders (taew2_1...): previews, draft decodes
 }
 MODEL_SUFFIXES = (".safetensors",)      # what list_models(files=True) lists unless told otherwise

@@ -372,8 +372,9 @@ class KinemaLoadLoRA:
 
 
 def _upscale_models() -> list[str]:
-    """Folders a registered learned-upscaler kind accepts (models.upscale.UPSCALERS), by their model_index.json."""
-    from ..models.upscale import UPSCALERS
+    """Folders a registered learned-upscaler kind accepts (models.upscale.UPSCALERS), by their model_index.json,
+    then the .safetensors files in latent_upscale_models/ that are upsamplers (tensor names read, never unpickled)."""
+    from ..models.upscale import UPSCALERS, is_upscaler_file
     names = []
     for name in env.list_models("upscaler"):
         try:
@@ -381,11 +382,25 @@ def _upscale_models() -> list[str]:
                 names.append(name)
         except (OSError, ValueError):
             continue
+    for name in env.list_models("upscaler_files", files=True):
+        try:
+            if name not in names and is_upscaler_file(env.find_model("upscaler_files", name, files=True)):
+                names.append(name)
+        except (OSError, ValueError):
+            continue
     return names
 
 
+def _upscale_path(name: str):
+    """A dropdown name -> the upscaler's folder, or its file in latent_upscale_models/ (a .safetensors name)."""
+    if str(name).lower().endswith(".safetensors"):
+        return env.find_model("upscaler_files", name, files=True)
+    return env.find_model("upscaler", name)
+
+
 class KinemaLoadUpscaleModel:
-    DESCRIPTION = ("Loads a learned video upscaler for Video Upscale's `upscaler` input (models/diffusers or "
+    DESCRIPTION = ("Loads a learned video upscaler for Video Upscale's `upscaler` input (folders in models/diffusers "
+                   "or models/latent_upscale_models, and ComfyUI's single LTX-2 upsampler files in "
                    "models/latent_upscale_models). Bundled: `kinema-tiny-upscaler`, 2x with temporal layers, "
                    "trained on Kinema-Tiny's clips (32 -> 64 px, a second or two on a CPU).")
     CATEGORY = "Kinema/loaders"
@@ -398,16 +413,18 @@ class KinemaLoadUpscaleModel:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (_upscale_models() or ["(no upscale models found)"], {"tooltip":
-                      "An upscaler folder (holding model_index.json); only folders of a known kind are listed: "
+                      "An upscaler folder (holding model_index.json) or file; only those of a known kind are listed: "
                       "Kinema-Tiny Upscaler (kinema-tiny-upscaler, bundled), LTX-2 latent upsamplers "
-                      "(LTX2LatentUpsamplePipeline folders: Latent Upscale)."}),
+                      "(LTX2LatentUpsamplePipeline folders, or Lightricks' single files such as "
+                      "ltx-2-spatial-upscaler-x2-1.0.safetensors in latent_upscale_models/, which use the "
+                      "connected LTX-2 model's VAE: Latent Upscale, Video Upscale with the LTX-2 model)."}),
             "device": _device(),
             "dtype": _dtype(" Kinema-Tiny Upscaler always runs fp32."),
         }}
 
     def load(self, model, device, dtype):
         from ..models.upscale import load_upscaler
-        path = env.find_model("upscaler", model)
+        path = _upscale_path(model)
         return (load_upscaler(path, *_load_args(device, dtype, path)),)
 
 

@@ -1,7 +1,8 @@
 """LTX-2's latent upsampler (diffusers' LTX2LatentUpsamplePipeline) and the two-stage refine after it.
 
-A folder of LTX2LatentUpsamplePipeline (vae/ + latent_upsampler/) loads as the Upscaler kind
-`ltx2_latent_upsampler` (models/upscale.py's LTX2LatentUpsampler, in its registry UPSCALERS). The upsampler
+A folder of LTX2LatentUpsamplePipeline (vae/ + latent_upsampler/), or one Lightricks/ComfyUI file from
+latent_upscale_models/ (models/files/upsampler.py), loads as the Upscaler kind `ltx2_latent_upsampler`
+(models/upscale.py's LTX2LatentUpsampler, in its registry UPSCALERS). The upsampler
 works on the video VAE's raw latents: 2x in space (and, when its config has temporal_upsample, 2x in time: f
 latent frames -> 2f - 1). LTX-2's two-stage
 recipe is then a short refine at the new size with the same LTX-2 model (`latent_upscale`): the upsampled latents
@@ -11,7 +12,7 @@ upsampled latents == LTX2LatentUpsamplePipeline(latents=..., output_type="latent
 LTX2Pipeline(latents=those, audio_latents=the sound, sigmas=the retained tail, noise_scale=its first sigma).
 
 Without an LTX-2 model (Video Upscale with only this upscaler connected) frames go through the folder's own VAE:
-encode, upsample, decode (LTX2LatentUpsampler.upscale).
+encode, upsample, decode (LTX2LatentUpsampler.upscale); a single file has no VAE, and asks for the model.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def latent_upscale(model, upscaler: LTX2LatentUpsampler, latent: dict, positive,
         fail("model", f"cannot refine LTX-2 latents ({model.name})", model.name, "Connect the LTX-2 model.")
     if not isinstance(upscaler, LTX2LatentUpsampler):
         fail("upscaler", "must be an LTX-2 latent upsampler (Load Upscale Model)", getattr(upscaler, "title", "?"),
-             "Pick an LTX2LatentUpsamplePipeline folder (vae/ + latent_upsampler/).")
+             "Pick an LTX2LatentUpsamplePipeline folder (vae/ + latent_upsampler/) or an LTX-2 upsampler file "
+             "(latent_upscale_models/ltx-2-spatial-upscaler-x2-1.0.safetensors).")
     samples = latent["samples"]
     big = upscaler.upsample(model, samples)                                           # (1, C, f', 2h, 2w)
     frames = model.pixel_frames(big.shape[2])
