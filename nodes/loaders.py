@@ -399,10 +399,9 @@ def _upscale_path(name: str):
 
 
 class KinemaLoadUpscaleModel:
-    DESCRIPTION = ("Loads a learned video upscaler for Video Upscale's `upscaler` input (folders in models/diffusers "
-                   "or models/latent_upscale_models, and ComfyUI's single LTX-2 upsampler files in "
-                   "models/latent_upscale_models). Bundled: `kinema-tiny-upscaler`, 2x with temporal layers, "
-                   "trained on Kinema-Tiny's clips (32 -> 64 px, a second or two on a CPU).")
+    DESCRIPTION = ("Loads a learned video upscaler for Video Upscale / Latent Upscale: folders in models/diffusers or "
+                   "models/latent_upscale_models, and LTX-2 upsampler files (ComfyUI's) in latent_upscale_models. "
+                   "Bundled: `kinema-tiny-upscaler` (2x, temporal layers, Kinema-Tiny's 32 -> 64 px clips).")
     CATEGORY = "Kinema/loaders"
     RETURN_TYPES = ("KINEMA_UPSCALER",)
     RETURN_NAMES = ("upscaler",)
@@ -413,11 +412,9 @@ class KinemaLoadUpscaleModel:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (_upscale_models() or ["(no upscale models found)"], {"tooltip":
-                      "An upscaler folder (holding model_index.json) or file; only those of a known kind are listed: "
-                      "Kinema-Tiny Upscaler (kinema-tiny-upscaler, bundled), LTX-2 latent upsamplers "
-                      "(LTX2LatentUpsamplePipeline folders, or Lightricks' single files such as "
-                      "ltx-2-spatial-upscaler-x2-1.0.safetensors in latent_upscale_models/, which use the "
-                      "connected LTX-2 model's VAE: Latent Upscale, Video Upscale with the LTX-2 model)."}),
+                      "An upscaler folder (model_index.json) or file of a known kind: kinema-tiny-upscaler, LTX-2 "
+                      "latent upsamplers (LTX2LatentUpsamplePipeline folders, or Lightricks' files such as "
+                      "ltx-2-spatial-upscaler-x2-1.0.safetensors, which use the connected LTX-2 model's VAE)."}),
             "device": _device(),
             "dtype": _dtype(" Kinema-Tiny Upscaler always runs fp32."),
         }}
