@@ -384,11 +384,25 @@ def _upscale_models() -> list[str]:
             continue
     for name in env.list_models("upscaler_files", files=True):
         try:
-            if name not in names and is_upscaler_file(env.find_model("upscaler_files", name, files=True)):
+            path = env.find_model("upscaler_files", name, files=True)
+            if name not in names and not _inside_folder_model(path, name) and is_upscaler_file(path):
                 names.append(name)
         except (OSError, ValueError):
             continue
     return names
+
+
+def _inside_folder_model(path, name: str) -> bool:
+    """Whether a listed file is a part of a diffusers folder (a config.json beside it, or a model_index.json in a
+    folder above it within the models folder): the folder is listed, not its parts."""
+    if (path.parent / "config.json").is_file():
+        return True
+    folder = path.parent
+    for _ in range(len(str(name).split("/")) - 1):
+        if (folder / "model_index.json").is_file():
+            return True
+        folder = folder.parent
+    return False
 
 
 def _upscale_path(name: str):

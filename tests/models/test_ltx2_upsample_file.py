@@ -12,6 +12,7 @@ The files are made here from the fixture upsampler folder (fixture-ltx2-upsample
 from __future__ import annotations
 
 import json
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def file_models(models_dir, tmp_path_factory) -> Path:
     fixture upsampler as Lightricks' file (written by the tool from the folder), and a LoRA that is no upsampler."""
     root = tmp_path_factory.mktemp("file-models")
     (root / "diffusers").symlink_to(models_dir / "diffusers", target_is_directory=True)
+    (root / "latent_upscale_models").mkdir()
+    shutil.copytree(models_dir / "diffusers" / "fixture-ltx2-upsampler",           # a folder there: listed as one
+                    root / "latent_upscale_models" / "folder-upsampler")
     assert make_upsampler_file.main([str(models_dir / "diffusers" / "fixture-ltx2-upsampler"),
                                      str(root / "latent_upscale_models" / NAME)]) == 0
     save_file({"lora_unet_blocks_0.lora_down.weight": torch.zeros(2, 8),
@@ -118,6 +122,7 @@ def test_nodes_list_and_run_the_file_like_the_folder(model, file_models, kinema_
     with env.using(env.folders().replace(models=file_models)):
         names = _upscale_models()
         assert NAME in names and "fixture-ltx2-upsampler" in names and "some_lora.safetensors" not in names
+        assert "folder-upsampler" in names and not [n for n in names if n.startswith("folder-upsampler/")]
         for name in (NAME, "fixture-ltx2-upsampler"):
             (up,) = KinemaLoadUpscaleModel().load(name, "cpu", "fp32")
             (big,) = KinemaLatentUpscale().upscale(model, up, latent, pos, neg, 8, 1.0, 0, 0.375)
