@@ -84,8 +84,8 @@ def shape_config(f) -> dict:
     elif "upsampler.0.weight" in f:
         factor = f.shape("upsampler.0.weight")[0] // mid      # 8: space and time, 4: space (2D), 2: time
         cfg.update(spatial_upsample=factor in (4, 8), temporal_upsample=factor in (2, 8))
-        if factor == 4:                                        # the flag only matters for space alone
-            cfg["rational_resampler"] = False
+        if factor == 4:                                        # space alone: a pixel shuffle, always 2x
+            cfg.update(rational_resampler=False, spatial_scale=2.0)
     return cfg
 
 

@@ -84,7 +84,7 @@ def test_the_file_is_lightricks_layout_and_loads_bitwise_equal_to_the_folder(mod
 
 
 def test_temporal_and_bf16_files(tmp_path):
-    from kinema.models.files.upsampler import save_upsampler_file
+    from kinema.models.files.upsampler import lightricks_config, save_upsampler_file
     from kinema.models.fixtures import build_ltx2_upsampler
     net = build_ltx2_upsampler(temporal=True).latent_upsampler
     x = torch.randn(1, 4, 3, 6, 8, generator=torch.Generator().manual_seed(0))
@@ -99,6 +99,11 @@ def test_temporal_and_bf16_files(tmp_path):
                                      use_rational_resampler=False).eval()
     path = save_upsampler_file(plain, tmp_path / "p.safetensors")
     up = load_upscaler(path)
+    odd = lightricks_config(plain) | {"spatial_scale": 4.0}          # a pixel shuffle of 2 cannot make 4x
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(tmp_path / "odd.safetensors"),
+              metadata={"config": json.dumps(odd)})
+    with pytest.raises(ValueError, match=r"disagrees with its tensors.*'spatial_scale': \(4.0, 2.0\)"):
+        load_upscaler(tmp_path / "odd.safetensors")
     assert not up.net.config.use_rational_resampler and up.net.config.num_blocks_per_stage == 2
     with torch.no_grad():
         assert torch.equal(up.upsample_raw(x), plain(x))
