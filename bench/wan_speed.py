@@ -90,13 +90,75 @@ def part(storage: str, steps: int, rounds: int, tiny: bool = False) -> dict:
     return out
 
 
+def _one_step(model, pipe, pos, neg, pe, ne, side: str) -> float:
+    """Seconds for one whole 1-step sampling call of one side (K: Kinema's loop, D: WanPipeline)."""
+    from kinema.models.sampling import sample
+    start = time.perf_counter()
+    if side == "K":
+        sample(model, pos, neg, _settings(1))
+    else:
+        with torch.no_grad():
+            pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_frames=FRAMES, height=SIZE, width=SIZE,
+                 num_inference_steps=1, guidance_scale=5.0, output_type="latent",
+                 generator=torch.Generator("cpu").manual_seed(0))
+    return time.perf_counter() - start
+
+
+def robust(blocks: int, rounds: int, profile: bool, tiny: bool = False) -> dict:
+    """Full width, `blocks` of the 30 blocks (the same compute per block), one step per call, sides interleaved
+    K D D K K D ... (each side first in half the rounds) after one warm-up call each. Returns the seconds of
+    every call per side, their min / median, the ratio of the mins and the load average before and after."""
+    import os
+    import statistics
+    pipe = R.wan_pipeline(tiny, "cpu", torch.bfloat16, tiny_vae=True, layers=blocks)
+    pipe.set_progress_bar_config(disable=True)
+    model = R.wan_family(pipe, "cpu", torch.bfloat16)
+    pe, ne = (R.prompt_embeds("wan", tiny, "cpu", torch.bfloat16, seed) for seed in (0, 1))
+    args = (model, pipe, R.conditioning("wan", pe), R.conditioning("wan", ne), pe, ne)
+    load = [os.getloadavg()[0]]
+    times = {"K": [], "D": []}
+    for side in "KD":
+        _one_step(*args, side)
+    for r in range(rounds):
+        for side in ("KD" if r % 2 == 0 else "DK"):
+            times[side].append(_one_step(*args, side))
+    load.append(os.getloadavg()[0])
+    out = {"blocks": blocks, "threads": torch.get_num_threads(), "load_1min": load, "rounds": times}
+    for side in "KD":
+        out[side] = {"min": min(times[side]), "median": statistics.median(times[side])}
+    out["ratio_min"] = out["K"]["min"] / out["D"]["min"]
+    out["ratio_median"] = out["K"]["median"] / out["D"]["median"]
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+        for side in "KD":
+            with prof(activities=[ProfilerActivity.CPU]) as p:
+                _one_step(*args, side)
+            print(f"--- profile {side} ({'Kinema' if side == 'K' else 'WanPipeline'}), one step", flush=True)
+            print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=30), flush=True)
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="the same at fixture size (a quick check of the script)")
+    p.add_argument("--blocks", type=int, default=0,
+                   help="robust mode: only this many of the 30 blocks (full width), one step a call, --rounds "
+                        "interleaved rounds (try 12), min and median per side; no fp8 part")
+    p.add_argument("--profile", action="store_true", help="robust mode: also torch.profiler op tables of one step")
     p.add_argument("--part", choices=["bf16", "fp8"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.blocks:
+        r = robust(args.blocks, args.rounds, args.profile, args.tiny)
+        print(json.dumps(r))
+        print(f"\nWan 2.1 1.3B width, {r['blocks']} of 30 blocks, {FRAMES} frames {SIZE}x{SIZE}, cfg 5, 1 step a "
+              f"call, {r['threads']} threads, {args.rounds} rounds, load {r['load_1min'][0]:.1f} -> "
+              f"{r['load_1min'][1]:.1f}")
+        print(f"s/step Kinema min {r['K']['min']:.3f} median {r['K']['median']:.3f}; WanPipeline min "
+              f"{r['D']['min']:.3f} median {r['D']['median']:.3f}; ratio of mins {r['ratio_min']:.3f}, of medians "
+              f"{r['ratio_median']:.3f} (goal <= 1.02)")
+        return
     if args.part:
         print(json.dumps(part(args.part, args.steps, args.rounds, args.tiny)))
         return
