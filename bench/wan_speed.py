@@ -175,8 +175,9 @@ def main(argv=None) -> None:
     if args.blocks:
         r = robust(args.blocks, args.rounds, args.profile, args.tiny)
         print(json.dumps(r))
-        print(f"\n{'fixture-size' if args.tiny else 'Wan 2.1 1.3B'} width, {r['blocks']} of 30 blocks, {FRAMES} frames {SIZE}x{SIZE}, cfg 5, 1 step a "
-              f"call, {r['threads']} threads, {args.rounds} rounds, load {r['load_1min'][0]:.1f} -> "
+        name = "fixture-size" if args.tiny else "Wan 2.1 1.3B"
+        print(f"\n{name} width, {r['blocks']} of 30 blocks, {FRAMES} frames {SIZE}x{SIZE}, cfg 5, 1 step a call, "
+              f"{r['threads']} threads, {args.rounds} rounds, load {r['load_1min'][0]:.1f} -> "
               f"{r['load_1min'][1]:.1f}")
         print(f"s/step Kinema min {r['K']['min']:.3f} median {r['K']['median']:.3f}; WanPipeline min "
               f"{r['D']['min']:.3f} median {r['D']['median']:.3f}; ratio of mins {r['ratio_min']:.3f}, of medians "
