@@ -42,15 +42,13 @@ def random_module(cls, config: dict, device, dtype, seed: int = 0, std: float = 
     return module
 
 
-def wan_pipeline(tiny: bool, device, dtype=torch.bfloat16, transformer_device=None, tiny_vae: bool = False,
-                 layers: int | None = None):
+def wan_pipeline(tiny: bool, device, dtype=torch.bfloat16, transformer_device=None, tiny_vae: bool = False):
     """WanPipeline (no tokenizer / text encoder: prompts come as embeddings) with a random transformer (1.3B, or
     fixture size) and a random Wan 2.1 VAE (fp32; fixture size when tiny or tiny_vae). transformer_device: where
-    the transformer is built; layers: that many of its blocks (full width: each block's compute is the model's)."""
+    the transformer is built."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-    config = WAN_TINY if tiny else WAN13
-    transformer = random_module(WanTransformer3DModel, dict(config, num_layers=layers or config["num_layers"]),
-                                transformer_device or device, dtype)
+    transformer = random_module(WanTransformer3DModel, WAN_TINY if tiny else WAN13, transformer_device or device,
+                                dtype)
     vae_cfg = dict(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if tiny or tiny_vae else {}
     vae = random_module(AutoencoderKLWan, vae_cfg, device, torch.float32, seed=1)
     return WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),

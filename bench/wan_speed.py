@@ -129,7 +129,10 @@ def robust(blocks: int, rounds: int, profile: bool, tiny: bool = False) -> dict:
     (min per side) and the load average before and after."""
     import os
     import statistics
-    pipe = R.wan_pipeline(tiny, "cpu", torch.bfloat16, tiny_vae=True, layers=blocks)
+    from diffusers import WanTransformer3DModel
+    pipe = R.wan_pipeline(True, "cpu", torch.bfloat16, tiny_vae=True)      # the benches' small VAE, scheduler
+    config = dict(R.WAN_TINY if tiny else R.WAN13, num_layers=blocks)
+    pipe.register_modules(transformer=R.random_module(WanTransformer3DModel, config, "cpu", torch.bfloat16))
     pipe.set_progress_bar_config(disable=True)
     model = R.wan_family(pipe, "cpu", torch.bfloat16)
     pe, ne = (R.prompt_embeds("wan", tiny, "cpu", torch.bfloat16, seed) for seed in (0, 1))
@@ -161,31 +164,38 @@ def robust(blocks: int, rounds: int, profile: bool, tiny: bool = False) -> dict:
     return out
 
 
+def robust_main(argv: list[str]) -> None:
+    """The robust mode (--blocks N): see robust()."""
+    p = argparse.ArgumentParser(description="robust s/step: full width, N of the 30 blocks, interleaved rounds")
+    p.add_argument("--blocks", type=int, required=True, help="how many of the 30 blocks (full width)")
+    p.add_argument("--rounds", type=int, default=12, help="interleaved rounds of one step per side")
+    p.add_argument("--tiny", action="store_true", help="the same at fixture width (a quick check of the script)")
+    p.add_argument("--profile", action="store_true", help="also torch.profiler op tables of one step per side")
+    args = p.parse_args(argv)
+    r = robust(args.blocks, args.rounds, args.profile, args.tiny)
+    print(json.dumps(r))
+    name = "fixture-size" if args.tiny else "Wan 2.1 1.3B"
+    print(f"\n{name} width, {r['blocks']} of 30 blocks, {FRAMES} frames {SIZE}x{SIZE}, cfg 5, 1 step a call, "
+          f"{r['threads']} threads, {args.rounds} rounds, load {r['load_1min'][0]:.1f} -> "
+          f"{r['load_1min'][1]:.1f}")
+    print(f"s/step Kinema min {r['K']['min']:.3f} median {r['K']['median']:.3f}; WanPipeline min "
+          f"{r['D']['min']:.3f} median {r['D']['median']:.3f}; ratio of mins {r['ratio_min']:.3f}, of medians "
+          f"{r['ratio_median']:.3f} (goal <= 1.02)")
+    k, d = (r[side]["outside_denoiser_min"] * 1e3 for side in "KD")
+    print(f"each loop's own time outside the denoiser's forward calls (min): Kinema {k:.1f} ms, WanPipeline "
+          f"{d:.1f} ms")
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a.startswith("--blocks") for a in argv):
+        return robust_main(argv)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="the same at fixture size (a quick check of the script)")
-    p.add_argument("--blocks", type=int, default=0,
-                   help="robust mode: only this many of the 30 blocks (full width), one step a call, --rounds "
-                        "interleaved rounds (try 12), min and median per side; no fp8 part")
-    p.add_argument("--profile", action="store_true", help="robust mode: also torch.profiler op tables of one step")
     p.add_argument("--part", choices=["bf16", "fp8"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.blocks:
-        r = robust(args.blocks, args.rounds, args.profile, args.tiny)
-        print(json.dumps(r))
-        name = "fixture-size" if args.tiny else "Wan 2.1 1.3B"
-        print(f"\n{name} width, {r['blocks']} of 30 blocks, {FRAMES} frames {SIZE}x{SIZE}, cfg 5, 1 step a call, "
-              f"{r['threads']} threads, {args.rounds} rounds, load {r['load_1min'][0]:.1f} -> "
-              f"{r['load_1min'][1]:.1f}")
-        print(f"s/step Kinema min {r['K']['min']:.3f} median {r['K']['median']:.3f}; WanPipeline min "
-              f"{r['D']['min']:.3f} median {r['D']['median']:.3f}; ratio of mins {r['ratio_min']:.3f}, of medians "
-              f"{r['ratio_median']:.3f} (goal <= 1.02)")
-        k, d = (r[side]["outside_denoiser_min"] * 1e3 for side in "KD")
-        print(f"each loop's own time outside the denoiser's forward calls (min): Kinema {k:.1f} ms, WanPipeline "
-              f"{d:.1f} ms")
-        return
     if args.part:
         print(json.dumps(part(args.part, args.steps, args.rounds, args.tiny)))
         return
