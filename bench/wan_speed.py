@@ -12,6 +12,25 @@ Prints, all measured in this run:
     OMP_NUM_THREADS=2 .venv/bin/python bench/wan_speed.py [--steps 2] [--rounds 2]
 Needs about 3.5 GB of RAM; about 15 minutes on 2 busy shared cores.
 
+Robust s/step (what survives a shared machine): full width, N of the 30 blocks (each block's compute is the
+model's), one step a call, sides interleaved (K D, D K, ...) after a warm-up call each; min and median per side,
+the ratio of the mins, each loop's time outside the denoiser's forward calls; --profile adds torch.profiler op
+tables of one step per side. No fp8 part.
+    OMP_NUM_THREADS=1 .venv/bin/python bench/wan_speed.py --blocks 3 [--rounds 12] [--profile]
+Measured 2026-12-03 15:23-16:04 UTC on the 2-core machine shared with 5 other agents (1-min load 4-10):
+    3 blocks, 1 thread, 12 rounds (load 4.1 -> 5.5): Kinema min 3.631 / median 4.976 s, WanPipeline min 4.091 /
+    median 4.980 s: ratio of mins 0.887, of medians 0.999.
+    3 blocks, 2 threads, 12 rounds (load 9.3 -> 9.1): Kinema 7.858 / 9.880, WanPipeline 10.835 / 13.913: 0.725 /
+    0.710. Time outside the denoiser's forward calls (min): Kinema 2.5 ms, WanPipeline 3.4 ms.
+    all 30 blocks, 1 thread, 4 rounds (load 8.6 -> 9.7): Kinema min 49.13 / median 54.36 s, WanPipeline 50.63 /
+    58.91 s: ratio of mins 0.970, of medians 0.923.
+    So Kinema is within the goal (<= 1.02x) at every depth; the 1.29x above was the machine's noise. The op tables
+    (3 blocks, 1 thread, one step): Kinema addmm 4.34 s in 36 calls (batch 2: cond and uncond in one call),
+    WanPipeline 4.87 s in 72 (two batch-1 calls); attention 0.72 vs 0.82 s; Kinema computes the rotary and time
+    embeddings once a step, WanPipeline twice. Nothing Kinema runs and diffusers does not shows: casts (_to_copy
+    97 vs 84 ms, nearly all inside the transformer), cat 7 calls 0.9 ms, no float64 scheduler math (flow Euler in
+    float32), guidance combine on (1, 16, 5, 20, 20); both loops run under no_grad.
+
 Measured once, 2026-12-03 13:45 UTC, 2 threads on a 2-core machine shared with other jobs (load 3-7):
     s/step Kinema 72.3, 64.9 / WanPipeline 97.9, 50.4 (rounds K D K D): min ratio 1.287 (goal <= 1.02 not shown:
     the rounds vary 2x with the other jobs; a 3-block full-width check right after timed one batch-2 call (Kinema's
