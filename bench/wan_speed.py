@@ -24,10 +24,10 @@ Measured 2026-12-03 15:23-16:04 UTC on the 2-core machine shared with 5 other ag
     0.710. Time outside the denoiser's forward calls (min): Kinema 2.5 ms, WanPipeline 3.4 ms.
     all 30 blocks, 1 thread, 4 rounds (load 8.6 -> 9.7): Kinema min 49.13 / median 54.36 s, WanPipeline 50.63 /
     58.91 s: ratio of mins 0.970, of medians 0.923.
-    So Kinema is within the goal (<= 1.02x) at every depth; the 1.29x of the 13:45 run (below) was the machine's noise. The op tables
-    (3 blocks, 1 thread, one step): Kinema addmm 4.34 s in 36 calls (batch 2: cond and uncond in one call),
-    WanPipeline 4.87 s in 72 (two batch-1 calls); attention 0.72 vs 0.82 s; Kinema computes the rotary and time
-    embeddings once a step, WanPipeline twice. Nothing Kinema runs and diffusers does not shows: casts (_to_copy
+    So Kinema is within the goal (<= 1.02x) at every depth; the 1.29x of the 13:45 run (below) was the machine's
+    noise. The op tables (3 blocks, 1 thread, one step): Kinema addmm 4.34 s in 36 calls (batch 2: cond and
+    uncond in one call), WanPipeline 4.87 s in 72 (two batch-1 calls); attention 0.72 vs 0.82 s; Kinema computes
+    the rotary and time embeddings once a step, WanPipeline twice. Nothing Kinema runs and diffusers does not shows: casts (_to_copy
     97 vs 84 ms, nearly all inside the transformer), cat 7 calls 0.9 ms, no float64 scheduler math (flow Euler in
     float32), guidance combine on (1, 16, 5, 20, 20); both loops run under no_grad.
 
