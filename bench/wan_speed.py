@@ -27,9 +27,9 @@ Measured 2026-12-03 15:23-16:04 UTC on the 2-core machine shared with 5 other ag
     So Kinema is within the goal (<= 1.02x) at every depth; the 1.29x of the 13:45 run (below) was the machine's
     noise. The op tables (3 blocks, 1 thread, one step): Kinema addmm 4.34 s in 36 calls (batch 2: cond and
     uncond in one call), WanPipeline 4.87 s in 72 (two batch-1 calls); attention 0.72 vs 0.82 s; Kinema computes
-    the rotary and time embeddings once a step, WanPipeline twice. Nothing Kinema runs and diffusers does not shows: casts (_to_copy
-    97 vs 84 ms, nearly all inside the transformer), cat 7 calls 0.9 ms, no float64 scheduler math (flow Euler in
-    float32), guidance combine on (1, 16, 5, 20, 20); both loops run under no_grad.
+    the rotary and time embeddings once a step, WanPipeline twice. No overhead that Kinema has and diffusers does
+    not shows: casts (_to_copy 97 vs 84 ms, nearly all inside the transformer), cat 7 calls 0.9 ms, no float64
+    scheduler math (flow Euler in float32), guidance combine on (1, 16, 5, 20, 20); both loops run under no_grad.
 
 Measured once, 2026-12-03 13:45 UTC, 2 threads on a 2-core machine shared with other jobs (load 3-7):
     s/step Kinema 72.3, 64.9 / WanPipeline 97.9, 50.4 (rounds K D K D): min ratio 1.287 (goal <= 1.02 not shown:
