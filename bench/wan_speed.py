@@ -26,6 +26,7 @@ import ctypes
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realsize as R  # noqa: E402
 
 FRAMES, SIZE = 17, 160
+PARTS = ("bf16", "fp8", "fp8-file")
 
 
 def _hwm_reset() -> None:
@@ -56,26 +58,40 @@ def _settings(steps: int):
                            seed=0)
 
 
-def part(storage: str, steps: int, rounds: int, tiny: bool = False) -> dict:
-    """One process: build, (fp8: cast), reset the peak, sample; bf16 also times WanPipeline against Kinema."""
+def _load(storage: str, file: Path, tiny: bool):
+    """The product's path: the denoiser from its file (models/files.load_denoiser, what Load Video Model (Files)
+    runs), stored bf16, or fp8 by the files loader's weight_dtype ("fp8-file"), or loaded bf16 and then stored fp8
+    by Model Options ("fp8": models/model_options.apply_options, what the loaders run after loading)."""
+    from kinema.models.files import load_denoiser
     from kinema.models.model_options import ModelOptions, apply_options
-    from kinema.models.sampling import sample
-    pipe = R.wan_pipeline(tiny, "cpu", torch.bfloat16, tiny_vae=True)
-    model = R.wan_family(pipe, "cpu", torch.bfloat16)
+    fp8 = torch.float8_e4m3fn if storage == "fp8-file" else None
+    transformer = load_denoiser(file, torch.bfloat16, "cpu", strict=not tiny, storage=fp8, heads=2 if tiny else None)
+    model = R.wan_family(R.wan_pipeline(tiny, "cpu", torch.bfloat16, tiny_vae=True, transformer=transformer), "cpu",
+                         torch.bfloat16)
     if storage == "fp8":
         apply_options(model, ModelOptions(weights="fp8_e4m3fn"))
+    return model
+
+
+def part(storage: str, steps: int, rounds: int, file: Path, tiny: bool = False) -> dict:
+    """One process: load (and store), reset the peak, sample; bf16 also times WanPipeline against Kinema."""
+    from kinema.models.sampling import sample
+    model = _load(storage, file, tiny)
+    pipe = model.pipe
+    load_peak = _status("VmHWM")
     pe, ne = (R.prompt_embeds("wan", tiny, "cpu", torch.bfloat16, seed) for seed in (0, 1))
     pos, neg = R.conditioning("wan", pe), R.conditioning("wan", ne)
-    weights = sum(p.numel() * p.element_size() for p in model.transformer.parameters())
+    weights = sum(t.numel() * t.element_size() for t in model.transformer.state_dict().values())
     _hwm_reset()
     base_rss = _status("VmRSS")
-    out = {"storage": storage, "denoiser_weight_bytes": weights, "rss_before_sampling": base_rss}
+    out = {"storage": storage, "denoiser_weight_bytes": weights, "load_peak_rss": load_peak,
+           "rss_before_sampling": base_rss}
     kin, dif = [], []
-    for _ in range(rounds if storage == "bf16" else 1):
+    for _ in range(max(rounds, 1) if storage == "bf16" else 1):
         start = time.perf_counter()
         ours = sample(model, pos, neg, _settings(steps))
         kin.append((time.perf_counter() - start) / steps)
-        if storage != "bf16":
+        if storage != "bf16" or not rounds:
             continue
         start = time.perf_counter()
         with torch.no_grad():
@@ -95,27 +111,38 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tiny", action="store_true", help="the same at fixture size (a quick check of the script)")
-    p.add_argument("--part", choices=["bf16", "fp8"], help=argparse.SUPPRESS)
+    p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+    p.add_argument("--file", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--memory-only", action="store_true", help="no WanPipeline timing (rounds of the bf16 part)")
     args = p.parse_args(argv)
+    rounds = 0 if args.memory_only else args.rounds
     if args.part:
-        print(json.dumps(part(args.part, args.steps, args.rounds, args.tiny)))
+        print(json.dumps(part(args.part, args.steps, rounds, args.file, args.tiny)))
         return
     results = {}
-    for storage in ("bf16", "fp8"):
-        proc = subprocess.run([sys.executable, __file__, "--part", storage, "--steps", str(args.steps), "--rounds",
-                               str(args.rounds)] + ["--tiny"] * args.tiny, capture_output=True, text=True, check=True)
-        results[storage] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(storage, results[storage], flush=True)
-    b, f = results["bf16"], results["fp8"]
-    gb = 1024 ** 3
+    with tempfile.TemporaryDirectory(prefix="kinema-bench-") as tmp:
+        file = Path(tmp) / "wan2.1_t2v_1.3B_random_bf16.safetensors"
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+                        f"import realsize; realsize.write_wan_file({args.tiny}, {str(file)!r})"], check=True)
+        for storage in PARTS:
+            proc = subprocess.run([sys.executable, __file__, "--part", storage, "--steps", str(args.steps),
+                                   "--rounds", str(rounds), "--file", str(file)] + ["--tiny"] * args.tiny,
+                                  capture_output=True, text=True, check=True)
+            results[storage] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(storage, results[storage], flush=True)
+    b, gb = results["bf16"], 1024 ** 3
     print(f"\nWan 2.1 1.3B (random bf16 weights), {FRAMES} frames {SIZE}x{SIZE}, cfg 5, {args.steps} steps, "
           f"{torch.get_num_threads()} threads")
-    print(f"s/step: Kinema {b['kinema_s_per_step']:.2f}, WanPipeline {b['diffusers_s_per_step']:.2f}: ratio "
-          f"{b['kinema_s_per_step'] / b['diffusers_s_per_step']:.3f} (goal <= 1.02); max latent diff "
-          f"{b['max_latent_diff']:.2e}")
-    print(f"peak RSS sampling: bf16 {b['peak_rss'] / gb:.2f} GB, fp8 {f['peak_rss'] / gb:.2f} GB: ratio "
-          f"{f['peak_rss'] / b['peak_rss']:.3f} (goal <= 0.6); denoiser weights {b['denoiser_weight_bytes'] / gb:.2f}"
-          f" -> {f['denoiser_weight_bytes'] / gb:.2f} GB; fp8 s/step {f['kinema_s_per_step']:.2f}")
+    if "diffusers_s_per_step" in b:
+        print(f"s/step: Kinema {b['kinema_s_per_step']:.2f}, WanPipeline {b['diffusers_s_per_step']:.2f}: ratio "
+              f"{b['kinema_s_per_step'] / b['diffusers_s_per_step']:.3f} (goal <= 1.02); max latent diff "
+              f"{b['max_latent_diff']:.2e}")
+    for name in PARTS[1:]:
+        f = results[name]
+        print(f"peak RSS sampling: bf16 {b['peak_rss'] / gb:.2f} GB, {name} {f['peak_rss'] / gb:.2f} GB: ratio "
+              f"{f['peak_rss'] / b['peak_rss']:.3f} (goal <= 0.6); loading {b['load_peak_rss'] / gb:.2f} -> "
+              f"{f['load_peak_rss'] / gb:.2f} GB; denoiser weights {b['denoiser_weight_bytes'] / gb:.2f} -> "
+              f"{f['denoiser_weight_bytes'] / gb:.2f} GB; s/step {f['kinema_s_per_step']:.2f}")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def _fp8(model, modules: dict[str, nn.Module], storage: torch.dtype) -> str:
         fail("weights", "fp8 storage needs a bf16, fp16 or fp32 model", str(compute), "Set the loader's dtype.")
     stored = 0
     for module in modules.values():
-        if any(type(m).__name__ == "StoredLinear" for m in module.modules()):
+        if any(type(m).__name__ == "StoredLinear" and m.weight.element_size() == 1 for m in module.modules()):
             fail("weights", "is set by the file loader's weight_dtype for single-file models", "fp8",
                  "Set Load Video Model (Files)' weight_dtype to fp8 and leave Model Options' weights at default.")
         skip = tuple(getattr(module, "_skip_layerwise_casting_patterns", None) or ()) + _KEEP
