@@ -118,3 +118,37 @@ def test_refusals_name_the_input(models_dir, one_thread):
     assert KinemaModelOptions().options("default", 0, "default", False)[0] == MO.ModelOptions()
     with pytest.raises(ValueError, match=r"^`text_encoder_dtype` must be one of"):
         KinemaModelOptions().options("default", 0, "default", False, text_encoder_dtype="int8")
+
+
+def test_files_loader_with_options_fp8_and_component_dtypes(kinema_dirs, one_thread):
+    """Load Video Model (Files) in bf16 + Model Options: the denoiser's Linear layers stored fp8 (with scales) one
+    at a time, the stored weights never re-allocated by a forward call (diffusers' layerwise casting re-made them
+    twice a call: the heap growth bench/wan_speed.py measured), the text encoder file loaded in fp32 when a prompt
+    is encoded, the VAE in bf16; sampling stays close to the plain bf16 load."""
+    from kinema.models.files.storage import StoredLinear
+    from kinema.models.sampling import SamplerSettings, sample
+    from kinema.nodes.loaders import KinemaLoadModelFiles, KinemaModelOptions
+    args = ("fixture_wan_t2v.safetensors", "fixture_umt5.safetensors", "fixture_wan_2.1_vae.safetensors", "cpu",
+            "bf16", "auto", "offload")
+    (ref,) = KinemaLoadModelFiles().load(*args)
+    (opts,) = KinemaModelOptions().options("fp8_e4m3fn", 0, "default", False, text_encoder_dtype="fp32",
+                                           vae_dtype="bf16")
+    out = KinemaLoadModelFiles().load(*args, options=opts)
+    (model,) = out["result"]
+    assert out["ui"]["text"][0].startswith("text_encoder: text encoder file in float32; vae: vae in bfloat16; "
+                                           "weights: float8_e4m3fn storage, bfloat16 compute (")
+    blocks = [m for m in model.transformer.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    assert blocks and all(type(m) is StoredLinear and m.weight.dtype == torch.float8_e4m3fn and
+                          m.scale_weight.dtype == torch.float32 for m in blocks)
+    assert {p.dtype for p in model.vae.parameters()} == {torch.bfloat16}
+    pos, neg = model.encode_prompt("a cat"), model.encode_prompt("")
+    assert {p.dtype for p in model.text_encoder_file.encoder.model.parameters()} == {torch.float32}
+    assert pos.embeds.dtype == torch.bfloat16
+    ptrs = [m.weight.data_ptr() for m in blocks]
+    s = SamplerSettings(num_frames=5, height=32, width=32, num_inference_steps=2, guidance_scale=5.0, seed=0)
+    got = sample(model, pos, neg, s)
+    assert [m.weight.data_ptr() for m in blocks] == ptrs                # stored weights untouched by the calls
+    want = sample(ref, ref.encode_prompt("a cat"), ref.encode_prompt(""), s)
+    assert torch.isfinite(got).all() and 0 < _rel(got, want) < 0.2
+    frames = model.decode(got)
+    assert frames.dtype == torch.float32 and frames.shape == ref.decode(want).shape
