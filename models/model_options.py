@@ -1,8 +1,10 @@
 """Memory and speed modes of a loaded model (the Model Options node; applied by the loaders right after loading, so
 changing an option reloads the model and the loaded model is never changed behind another node's back).
 
-- weights: fp8 storage of the denoiser with compute in the model's dtype (diffusers' layerwise casting: each
-  layer's weights are stored fp8 and cast up for its forward; norms and embeddings stay in the model's dtype).
+- weights: fp8 storage of the denoiser with compute in the model's dtype: each Linear layer's weight quantised to
+  fp8 with a per-tensor scale (files.storage.StoredLinear, as the files loader's weight_dtype stores them), cast up
+  for its forward into a temporary; other layers (convolutions) by diffusers' layerwise casting; norms and
+  embeddings stay in the model's dtype.
 - offload_blocks: block offload (diffusers' group offloading): N blocks at a time on the GPU, the rest in pinned
   CPU memory, the next group prefetched on a CUDA stream. CUDA only; elsewhere a no-op with a warning.
 - attention: the attention backend through diffusers' attention dispatcher (native SDPA, flash-attn, SageAttention,

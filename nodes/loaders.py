@@ -412,10 +412,9 @@ class KinemaLoadUpscaleModel:
 
 
 class KinemaModelOptions:
-    DESCRIPTION = ("Memory and speed modes for a video model: fp8 weight storage (half of bf16's memory), block "
-                   "offload (stream the denoiser's blocks from CPU memory on CUDA), attention backend, torch.compile "
-                   "of the repeated blocks, and the text encoder's and VAE's precision apart from the denoiser's. "
-                   "Connect to a loader's `options`; a change reloads the model.")
+    DESCRIPTION = ("Memory and speed modes for a video model: fp8 weights (half of bf16's memory), block offload "
+                   "(CUDA), attention backend, torch.compile of the repeated blocks, and the text encoder's and "
+                   "VAE's precision. Connect to a loader's `options`; a change reloads the model.")
     CATEGORY = "Kinema/loaders"
     RETURN_TYPES = ("KINEMA_MODEL_OPTIONS",)
     RETURN_NAMES = ("options",)
@@ -428,8 +427,8 @@ class KinemaModelOptions:
         dtypes = [c.value for c in ComponentDtype]
         return {"required": {
             "weights": ([c.value for c in WeightStorage], {"default": "default", "tooltip":
-                        "The denoiser's weights in memory. fp8_e4m3fn: 1 byte a weight, each layer computes in the "
-                        "loader's dtype (diffusers layerwise casting); norms and embeddings stay as loaded."}),
+                        "The denoiser's weights in memory. fp8_e4m3fn: 1 byte a weight (a scale per tensor), each "
+                        "layer computes in the loader's dtype; norms and embeddings stay as loaded."}),
             "offload_blocks": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip":
                                "CUDA: keep this many transformer blocks on the GPU at a time and stream the rest "
                                "from pinned CPU memory, prefetching the next (group offloading). 0: everything on "
