@@ -129,11 +129,13 @@ def _fp8(model, modules: dict[str, nn.Module], storage: torch.dtype) -> str:
     every Linear layer's weight quantised per tensor to fp8 with a float32 scale and computed as
     files.storage.StoredLinear (cast up to the input's dtype for each call, into one temporary that the next layer
     of the same shape reuses); other layers diffusers supports (convolutions: AnimateDiff's UNet) by diffusers'
-    layerwise casting. Then the C heap the 16-bit weights left is given back to the system (heap.trim_heap).
-    Measured (bench/wan_speed.py): diffusers' layerwise casting on the Linear layers too re-allocated every
-    layer's weights twice a call, and the heap grew by 0.7 GB while sampling Wan 1.3B."""
+    layerwise casting. Then the C heap the 16-bit weights left is given back to the system (heap.trim_heap), and
+    on the CPU big allocations are memory-mapped from then on (heap.map_big_allocations), so each layer's upcast
+    goes back to the system when freed. Measured (bench/wan_speed.py): diffusers' layerwise casting on the Linear
+    layers too re-allocated every layer's weights twice a call, and the heap grew by 0.7 GB while sampling Wan
+    1.3B."""
     from diffusers.hooks import apply_layerwise_casting
-    from .heap import trim_heap
+    from .heap import map_big_allocations, trim_heap
     compute = model.dtype
     if compute not in (torch.bfloat16, torch.float16, torch.float32):
         fail("weights", "fp8 storage needs a bf16, fp16 or fp32 model", str(compute), "Set the loader's dtype.")
@@ -148,6 +150,8 @@ def _fp8(model, modules: dict[str, nn.Module], storage: torch.dtype) -> str:
                                 skip_modules_classes=(nn.Linear,), non_blocking=True)
     gc.collect()
     trim_heap()
+    if model.device.type == "cpu":                    # the upcasts live in CPU memory: give each back when freed
+        map_big_allocations()
     return (f"weights: {str(storage).removeprefix('torch.')} storage, {str(compute).removeprefix('torch.')} compute"
             f" ({stored} linear layers)")
 
@@ -249,4 +253,5 @@ def _compile(modules: dict[str, nn.Module], backend: str) -> str:
     return f"compile: {count} repeated blocks ({backend}); the first step is slower while they compile"
 
 
-__all__ = ["AttentionChoice", "ComponentDtype", "ModelOptions", "components", "WeightStorage", "apply_options", "available_attention"]
+__all__ = ["AttentionChoice", "ComponentDtype", "ModelOptions", "WeightStorage", "apply_options", "available_attention",
+           "components"]

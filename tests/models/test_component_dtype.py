@@ -152,3 +152,20 @@ def test_files_loader_with_options_fp8_and_component_dtypes(kinema_dirs, one_thr
     assert torch.isfinite(got).all() and 0 < _rel(got, want) < 0.2
     frames = model.decode(got)
     assert frames.dtype == torch.float32 and frames.shape == ref.decode(want).shape
+
+
+def test_big_allocations_go_back_to_the_system_when_freed():
+    """heap.map_big_allocations (set by fp8 storage on the CPU): a freed 24 MB block (under glibc's 32 MB dynamic
+    threshold, so otherwise kept in the heap once the threshold has risen) leaves the resident memory at once."""
+    import psutil
+    from kinema.models.heap import map_big_allocations
+    torch.ones(7_500_000).sum()           # a freed 30 MB map raises glibc's dynamic threshold (if still dynamic)
+    if not map_big_allocations():
+        pytest.skip("not glibc")
+    proc = psutil.Process()
+    for _ in range(3):
+        before = proc.memory_info().rss
+        x = torch.ones(6 * 1024 * 1024)                                  # 24 MB, every page touched
+        grown = proc.memory_info().rss - before
+        del x
+        assert grown > 20e6 and proc.memory_info().rss - before < 4e6
