@@ -4,21 +4,38 @@ Prints, all measured in this run:
 - seconds per step of Kinema's loop (models/sampling.sample through the Wan family) against diffusers' WanPipeline
   on the same modules, same seed and settings; runs interleaved (K D K D), each the minimum over rounds (the
   machine is shared: the minimum is the run least disturbed), and the largest latent difference between the two;
-- peak RSS while sampling with the denoiser stored bf16 against fp8 (Model Options' layerwise casting, bf16
-  compute), each in a fresh process (peak reset after building, so it is the sampling's peak: weights +
-  activations + everything else the process holds). The VAE is at fixture size (neither loop decodes) and there is
-  no text encoder (random prompt embeddings): the denoiser is what the ratio is about.
+- peak RSS while sampling with the denoiser stored bf16, fp8 by Model Options (loaded bf16, then
+  model_options.apply_options) and fp8 by the files loader's weight_dtype ("fp8-file"), each in a fresh process
+  loading the same random bf16 .safetensors file (diffusers key layout, written first into a temporary folder)
+  through models/files.load_denoiser, the product's path; the peak is reset after loading, so it is the sampling's
+  peak (weights + activations + everything else the process holds); the loading peak is printed too. The VAE is at
+  fixture size (neither loop decodes) and there is no text encoder (random prompt embeddings): the denoiser is
+  what the ratio is about.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/wan_speed.py [--steps 2] [--rounds 2]
-Needs about 3.5 GB of RAM; about 15 minutes on 2 busy shared cores.
+    OMP_NUM_THREADS=2 .venv/bin/python bench/wan_speed.py [--steps 2] [--rounds 2] [--memory-only]
+Needs about 3.5 GB of RAM and 2.9 GB of temporary disk; about 20 minutes on 2 busy shared cores (--memory-only
+--steps 1 with OMP_NUM_THREADS=1: about 12).
 
 Measured once, 2026-12-03 13:45 UTC, 2 threads on a 2-core machine shared with other jobs (load 3-7):
     s/step Kinema 72.3, 64.9 / WanPipeline 97.9, 50.4 (rounds K D K D): min ratio 1.287 (goal <= 1.02 not shown:
     the rounds vary 2x with the other jobs; a 3-block full-width check right after timed one batch-2 call (Kinema's
     CFG) at 3.95-4.38 s against two batch-1 calls (WanPipeline's CFG) at 4.70-5.93 s). Max latent diff 3.8e-2 (bf16).
-    peak sampling RSS bf16 3.25 GB, fp8 2.45 GB: ratio 0.753 (goal <= 0.6 not met); the denoiser's weights
-    2.64 -> 1.35 GB (0.51x); the rest of the process (~0.6 GB bf16, ~1.1 GB fp8: runtime, activations, and heap
-    the bf16 weights left behind after the cast) does not shrink. fp8 s/step 53.3 (one round)."""
+    Memory then (random weights built in the process, diffusers' layerwise casting): bf16 3.25 GB, fp8 2.45 GB,
+    ratio 0.753. What the extra was (/proc/self/smaps_rollup, malloc_trim before/after): after the cast 0.86 GB
+    of C heap the bf16 weights left (RSS 2.61 -> 1.75 GB on malloc_trim), and while sampling +0.68 GB more heap,
+    all of it given back by malloc_trim after (2.45 -> 1.77 GB): layerwise casting re-allocates every layer's
+    weights twice a call (fp8 -> bf16 before, bf16 -> fp8 after), and glibc, its mmap threshold raised to 32 MB by
+    earlier frees, serves and keeps those 2-28 MB blocks in the heap (MALLOC_MMAP_THRESHOLD_=131072: sampling
+    peak 1.84 GB instead of 2.45).
+Fixed in the product (models/model_options._fp8, models/heap.py): Linear weights quantised to fp8 one layer at a
+time into StoredLinear (stored weights never re-allocated; one upcast temporary per call), the heap trimmed after
+the cast, and on the CPU big allocations memory-mapped (freed upcasts leave at once).
+Measured 2026-12-03 16:10 UTC, --memory-only --steps 1, 1 thread, machine shared (load 5-9):
+    peak sampling RSS bf16 3.22 GB, fp8 (Model Options) 1.92 GB: ratio 0.595; fp8-file FP8FILE.
+    Denoiser weights 2.65 -> 1.35 GB (0.51x); what is left (~0.41 GB before sampling, +0.16 GB activations
+    while sampling) is the same in all three. Loading peak bf16 3.06 GB, fp8 (Model Options) 3.35 GB (the bf16
+    load, then the cast), fp8-file FP8LOAD (tensor by tensor). s/step bf16 49.1, fp8 67.9 (one round each,
+    noisy)."""
 from __future__ import annotations
 
 import argparse
