@@ -31,11 +31,13 @@ Fixed in the product (models/model_options._fp8, models/heap.py): Linear weights
 time into StoredLinear (stored weights never re-allocated; one upcast temporary per call), the heap trimmed after
 the cast, and on the CPU big allocations memory-mapped (freed upcasts leave at once).
 Measured 2026-12-03 16:10 UTC, --memory-only --steps 1, 1 thread, machine shared (load 5-9):
-    peak sampling RSS bf16 3.22 GB, fp8 (Model Options) 1.92 GB: ratio 0.595; fp8-file FP8FILE.
-    Denoiser weights 2.65 -> 1.35 GB (0.51x); what is left (~0.41 GB before sampling, +0.16 GB activations
-    while sampling) is the same in all three. Loading peak bf16 3.06 GB, fp8 (Model Options) 3.35 GB (the bf16
-    load, then the cast), fp8-file FP8LOAD (tensor by tensor). s/step bf16 49.1, fp8 67.9 (one round each,
-    noisy)."""
+    peak sampling RSS bf16 3.22 GB, fp8 (Model Options) 1.92 GB: ratio 0.595; fp8-file (weight_dtype) 1.91 GB:
+    ratio 0.592 (goal <= 0.6 met by both, with little margin). Denoiser weights 2.65 -> 1.35 GB (0.51x); what is
+    left (~0.41 GB before sampling, +0.16 GB activations while sampling) is the same in all three. Loading peak
+    bf16 3.06 GB, fp8 (Model Options) 3.35 GB (the bf16 load, then the cast), fp8-file 2.56 GB (tensor by tensor;
+    1.78-2.56 GB over five loads: heap the per-tensor float32 temporaries leave, given back after the load by the
+    trim in models/files.load_denoiser: RSS 1.73 GB). s/step bf16 49.1, fp8 67.9, fp8-file 39.4 (one round each,
+    too noisy to compare)."""
 from __future__ import annotations
 
 import argparse
