@@ -42,17 +42,29 @@ def random_module(cls, config: dict, device, dtype, seed: int = 0, std: float = 
     return module
 
 
-def wan_pipeline(tiny: bool, device, dtype=torch.bfloat16, transformer_device=None, tiny_vae: bool = False):
+def wan_pipeline(tiny: bool, device, dtype=torch.bfloat16, transformer_device=None, tiny_vae: bool = False,
+                 transformer=None):
     """WanPipeline (no tokenizer / text encoder: prompts come as embeddings) with a random transformer (1.3B, or
-    fixture size) and a random Wan 2.1 VAE (fp32; fixture size when tiny or tiny_vae). transformer_device: where
-    the transformer is built."""
+    fixture size; or `transformer`, e.g. one loaded from a file) and a random Wan 2.1 VAE (fp32; fixture size when
+    tiny or tiny_vae). transformer_device: where the transformer is built."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-    transformer = random_module(WanTransformer3DModel, WAN_TINY if tiny else WAN13, transformer_device or device,
-                                dtype)
+    if transformer is None:
+        transformer = random_module(WanTransformer3DModel, WAN_TINY if tiny else WAN13, transformer_device or device,
+                                    dtype)
     vae_cfg = dict(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if tiny or tiny_vae else {}
     vae = random_module(AutoencoderKLWan, vae_cfg, device, torch.float32, seed=1)
     return WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                        transformer=transformer)
+
+
+def write_wan_file(tiny: bool, path, dtype=torch.bfloat16) -> Path:
+    """A random Wan 2.1 T2V denoiser (1.3B, or fixture size) saved as one .safetensors file in diffusers' key
+    layout, as a user's diffusion_models/ file is loaded (models/files.load_denoiser reads it). Returns the path."""
+    from diffusers import WanTransformer3DModel
+    from safetensors.torch import save_file
+    module = random_module(WanTransformer3DModel, WAN_TINY if tiny else WAN13, "cpu", dtype)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    return Path(path)
 
 
 def wan_family(pipe, device, dtype=torch.bfloat16):

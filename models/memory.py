@@ -130,7 +130,9 @@ def profile(model) -> Profile:
     patch = tuple(patch) if isinstance(patch, (tuple, list)) else (1, patch, patch)
     seen = {id(m) for m in dens}
     resident = 0
-    for value in vars(base).values():
+    pipe = getattr(base, "pipe", None)
+    parts = list(vars(base).values()) + list(getattr(pipe, "components", {}).values())
+    for value in parts:                       # the family's modules and its pipeline's (text encoder, VAEs)
         if isinstance(value, nn.Module) and id(value) not in seen:
             seen.add(id(value))
             resident += _bytes(value, model.device)

@@ -440,9 +440,9 @@ class KinemaLoadUpscaleModel:
 
 
 class KinemaModelOptions:
-    DESCRIPTION = ("Memory and speed modes for a video model: fp8 weight storage (half of bf16's memory), block "
-                   "offload (stream the denoiser's blocks from CPU memory on CUDA), attention backend, torch.compile "
-                   "of the repeated blocks. Connect to a loader's `options`; a change reloads the model.")
+    DESCRIPTION = ("Memory and speed modes for a video model: fp8 weights (half of bf16's memory), block offload "
+                   "(CUDA), attention backend, torch.compile of the repeated blocks, and the text encoder's and "
+                   "VAE's precision. Connect to a loader's `options`; a change reloads the model.")
     CATEGORY = "Kinema/loaders"
     RETURN_TYPES = ("KINEMA_MODEL_OPTIONS",)
     RETURN_NAMES = ("options",)
@@ -451,11 +451,12 @@ class KinemaModelOptions:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..models.model_options import AttentionChoice, WeightStorage
+        from ..models.model_options import AttentionChoice, ComponentDtype, WeightStorage
+        dtypes = [c.value for c in ComponentDtype]
         return {"required": {
             "weights": ([c.value for c in WeightStorage], {"default": "default", "tooltip":
-                        "The denoiser's weights in memory. fp8_e4m3fn: 1 byte a weight, each layer computes in the "
-                        "loader's dtype (diffusers layerwise casting); norms and embeddings stay as loaded."}),
+                        "The denoiser's weights in memory. fp8_e4m3fn: 1 byte a weight (a scale per tensor), each "
+                        "layer computes in the loader's dtype; norms and embeddings stay as loaded."}),
             "offload_blocks": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip":
                                "CUDA: keep this many transformer blocks on the GPU at a time and stream the rest "
                                "from pinned CPU memory, prefetching the next (group offloading). 0: everything on "
@@ -467,11 +468,23 @@ class KinemaModelOptions:
             "compile": ("BOOLEAN", {"default": False, "tooltip":
                         "torch.compile the repeated blocks (compiled once, reused by every block): faster steps "
                         "after a slow first one. Needs a working compiler toolchain (Triton on CUDA)."}),
+        }, "optional": {
+            "text_encoder_dtype": (dtypes, {"default": "auto", "tooltip":
+                                   "The text encoder's precision, apart from the denoiser's. auto: as the loader "
+                                   "loads it (the loader's dtype). bf16/fp16 take half of fp32's memory (UMT5-XXL: "
+                                   "23 -> 11 GB); fp32 is the most exact. Models without a text encoder refuse "
+                                   "anything but auto."}),
+            "vae_dtype": (dtypes, {"default": "auto", "tooltip":
+                          "The VAE's precision (LTX-2: video and audio VAEs and the vocoder), apart from the "
+                          "denoiser's. auto: as loaded (Wan and LTX-2 keep fp32, AnimateDiff and Kinema-Tiny the "
+                          "loader's dtype). bf16/fp16 halve its memory and speed decoding on GPUs, with slight "
+                          "colour rounding."}),
         }}
 
-    def options(self, weights, offload_blocks, attention, compile):
+    def options(self, weights, offload_blocks, attention, compile, text_encoder_dtype="auto", vae_dtype="auto"):
         from ..models.model_options import ModelOptions
-        opts = ModelOptions(weights=weights, offload_blocks=offload_blocks, attention=attention, compile=compile)
+        opts = ModelOptions(weights=weights, offload_blocks=offload_blocks, attention=attention, compile=compile,
+                            text_encoder_dtype=text_encoder_dtype, vae_dtype=vae_dtype)
         opts.check()
         return (opts,)
 

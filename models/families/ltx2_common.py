@@ -82,14 +82,16 @@ def gemma_prompt(pipe, text: str, device, max_sequence_length: int = MAX_SEQUENC
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gemma hidden states of every layer, stacked: (embeds (1, L, D * layers), mask (1, L)). On a GPU, Gemma (24 GB
     in bf16 for the 12B) comes to the device for the prompt and goes back to RAM after it, as ComfyUI offloads its
-    text encoders: the denoiser gets the memory while it samples."""
+    text encoders: the denoiser gets the memory while it samples. The states come in the connectors' dtype."""
     device = torch.device(device)
     encoder = pipe.text_encoder
     if device.type != "cpu":
         encoder.to(device)
     try:
         with torch.no_grad():
-            return pipe._get_gemma_prompt_embeds(text, max_sequence_length=max_sequence_length, device=device)
+            embeds, mask = pipe._get_gemma_prompt_embeds(text, max_sequence_length=max_sequence_length, device=device)
+        connectors = getattr(pipe, "connectors", None)      # Gemma may run in another precision (Model Options)
+        return (embeds if connectors is None else embeds.to(connectors.dtype)), mask
     finally:
         if device.type != "cpu":
             encoder.to("cpu")

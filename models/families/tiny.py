@@ -137,8 +137,13 @@ class KinemaTinyFamily(VideoFamily):
     def decode_chunks(self, latents: torch.Tensor, tiling=None):
         """latents (1, C, f, h, w) -> one chunk, the whole clip (F, H, W, 3): the TAE is tiny (tiling unused)."""
         with torch.no_grad():
-            video = self.vae.decode_normalised(latents.to(self.device, torch.float32))      # (1, 3, F, H, W)
-        yield video[0].permute(1, 2, 3, 0).cpu()                                           # (F, H, W, 3)
+            video = self.vae.decode_normalised(latents.to(self.device, self._vae_dtype))    # (1, 3, F, H, W)
+        yield video[0].float().permute(1, 2, 3, 0).cpu()                                   # (F, H, W, 3)
+
+    @property
+    def _vae_dtype(self) -> torch.dtype:
+        """The TAE's dtype (float32 unless Model Options' vae_dtype changed it)."""
+        return next(self.vae.parameters()).dtype
 
     def encode(self, frames: torch.Tensor, tiling=None) -> torch.Tensor:
         """IMAGE frames (F, H, W, 3) 0..1, F = 2k+1 -> latents (1, C, f, h, w) (tiling unused: the TAE is tiny)."""
@@ -148,7 +153,7 @@ class KinemaTinyFamily(VideoFamily):
                  f"Use {frames.shape[0] - 1} or {frames.shape[0] + 1} frames.")
         video = frames[..., :3].permute(3, 0, 1, 2).unsqueeze(0).float()                   # (1, 3, F, H, W)
         with torch.no_grad():
-            return self.vae.encode_normalised(video.to(self.device))                       # (1, C, f, h, w)
+            return self.vae.encode_normalised(video.to(self.device, self._vae_dtype)).float()   # (1, C, f, h, w)
 
     def preview(self, latents: torch.Tensor) -> torch.Tensor:
         """The TAE is tiny, so previews are real decodes: one frame per latent frame, (f, H, W, 3)."""

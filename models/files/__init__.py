@@ -19,6 +19,7 @@ from ..checks import fail
 from .detect import Detected, detect_wan, known_variants, nearest, vae_variant  # noqa: F401
 from .formats import (check_file, check_target_dtype, iter_keys, open_tensors, read_tensor,  # noqa: F401
                       scaled_fp8_format, unused_scales)
+from ..heap import trim_heap
 from .storage import read_stored, stored_linears, use_stored
 from .pairing import check_clip_vision, check_text_encoder, check_vae, check_pair  # noqa: F401
 from .clip_vision import load_clip_vision  # noqa: F401
@@ -110,6 +111,7 @@ def load_denoiser(path, dtype: torch.dtype = torch.float32, device="cpu", strict
     model.load_state_dict(sd, strict=True, assign=True)
     del sd
     use_stored(model, scales, dtype)
+    trim_heap()                       # the per-tensor temporaries' heap back to the system
     model.eval()
     model.kinema_variant = det.variant
     return model

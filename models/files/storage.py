@@ -23,18 +23,25 @@ class StoredLinear(torch.nn.Linear):
     `scale_weight` buffer. Forward: x (..., in) -> (..., out) in x's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype)
+        w = self.weight.to(x.dtype)                       # one temporary of the compute dtype, scaled in place
         scale = getattr(self, "scale_weight", None)
         if scale is not None:
-            w = w * scale.to(x.dtype)
+            w = w.mul_(scale.to(x.dtype)) if w.data_ptr() != self.weight.data_ptr() else w * scale.to(x.dtype)
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
 
 
-def quantize_fp8(w: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp8 weight, float32 scalar scale) with weight.float() * scale ~= w; the scale maps absmax to fp8's max."""
+def quantize_fp8(w: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn,
+                 rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 weight, float32 scalar scale) with weight.float() * scale ~= w; the scale maps absmax to fp8's max.
+    Quantised `rows` rows at a time, so no float32 copy of the whole tensor is made."""
     top = torch.finfo(fmt).max
-    scale = (w.detach().abs().amax().float() / top).clamp(min=1e-12)
-    return (w.float() / scale).to(fmt), scale
+    w = w.detach()
+    lo, hi = torch.aminmax(w)
+    scale = (torch.maximum(-lo, hi).float() / top).clamp(min=1e-12)
+    out = torch.empty(w.shape, dtype=fmt, device=w.device)
+    for start in range(0, max(1, w.shape[0]), rows):
+        out[start:start + rows] = (w[start:start + rows].float() / scale).to(fmt)
+    return out, scale
 
 
 def read_stored(f, key: str, storage: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -115,7 +115,7 @@ def first_frame_condition(vae: TemporalAutoencoder, image: torch.Tensor | None, 
     b, c, f, h, w = shape
     cond = torch.zeros(b, c + 1, f, h, w, device=vae.dec_in[0].weight.device)
     if image is not None:
-        z0 = vae.encode_normalised(image.unsqueeze(2).float())                # (B, C, 1, h, w)
+        z0 = vae.encode_normalised(image.unsqueeze(2).to(vae.dec_in[0].weight.dtype))   # (B, C, 1, h, w)
         cond[:, :c, :1] = z0
         cond[:, c] = 0
         cond[:, c, 0] = 1.0

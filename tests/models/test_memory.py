@@ -86,7 +86,7 @@ def test_fp8_storage_quarters_fp32_weights_and_stays_close(tiny):
     ref = model.decode(sample(model, pos, neg, SETTINGS))
     fp8 = VIDEO.load(DEFAULT_WEIGHTS)
     notes = MO.apply_options(fp8, MO.ModelOptions(weights="fp8_e4m3fn"))
-    assert notes == ["weights: float8_e4m3fn storage, float32 compute"]
+    assert notes[0].startswith("weights: float8_e4m3fn storage, float32 compute (") and len(notes) == 1
     linears = [m for m in fp8.transformer.blocks.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
     assert M.profile(fp8).weights < 0.35 * M.profile(model).weights
