@@ -107,17 +107,17 @@ class _TimeGrow(nn.Module):
         return y.permute(0, 3, 1, 2, 4).reshape(t * self.stride, h, w, n).permute(0, 3, 1, 2)
 
 
-def _grow_up_conv(x: torch.Tensor, grow: _TimeGrow, weight: torch.Tensor) -> torch.Tensor:
+def _grow_up_conv(x: torch.Tensor, grow: _TimeGrow, weight: torch.Tensor, first: int = 0) -> torch.Tensor:
     """conv3x3(nearest_upsample_2x(grow(x))) (zero padding 1, no bias) as one convolution of the small x, without the
     grown or the upsampled tensor: the 1x1 time growth is folded into the 3x3 weights (both linear), and each of
     the four output phases (row a, column b) of a 3x3 conv after nearest upsampling is a 2x2 conv of x whose taps
     are sums of the 3x3 taps that land on the same input pixel (4 instead of 9 multiply-adds per output pixel).
-    Equal to the layers one after the other up to float rounding.
-    x (T, n, h, w), grow: n -> s frames, weight (cout, n, 3, 3) -> (T * s, cout, 2h, 2w) channels_last."""
+    Equal to the layers one after the other up to float rounding; `first`: the time phases before it are left out.
+    x (T, n, h, w), grow: n -> s frames, weight (cout, n, 3, 3) -> (T * (s - first), cout, 2h, 2w) channels_last."""
     t, n, h, w = x.shape
-    s, cout = grow.stride, weight.shape[0]
+    s, cout = grow.stride - first, weight.shape[0]
     taps = weight.new_tensor([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]])    # phase a: 3 taps -> 2
-    g = grow.conv.weight.reshape(s, n, n)                                          # time phase j: n -> n
+    g = grow.conv.weight.reshape(grow.stride, n, n)[first:]                        # time phase j: n -> n
     k = torch.einsum("apy,bqx,ocyx,jcm->abjompq", taps, taps, weight, g)            # (2, 2, s, cout, n, 2, 2)
     k = k.reshape(4 * s * cout, n, 2, 2).contiguous(memory_format=torch.channels_last)
     o = F.conv2d(x, k, padding=1).permute(0, 2, 3, 1).reshape(t, h + 1, w + 1, 2, 2, s, cout)   # NHWC
@@ -170,31 +170,35 @@ class TinyVideoDecoder(nn.Module):
         memory input being the frames shifted by one; memory[i] holds the last input frame of memory block i from
         the previous call (None at the start: zeros). Upsampling, time growth and the next conv run as one
         (_grow_up_conv)."""
-        d = self.decoder
+        d, drop = self.decoder, skip // self.spec.strides[2]       # frames of the last stage wholly left out
         x = F.relu_(d[1](d[0](z).contiguous(memory_format=torch.channels_last)))
         for first in (3, 9, 15):                             # the three stages: memory x 3, up, grow, conv
             for i in range(first, first + 3):
                 past = torch.cat([memory[i] if memory[i] is not None else torch.zeros_like(x[:1]), x[:-1]])
                 memory[i] = x[-1:].clone()
-                x = d[i](x, past)
+                x = d[i](x[drop:], past[drop:]) if i == _GROW[-1] - 2 else d[i](x, past)   # last: the needed
             if first != 15:
                 x = _grow_up_conv(x, d[first + 4], d[first + 5].weight)
-        return self._tail(x, skip)
+        return self._tail(x, skip % self.spec.strides[2])
 
     def _tail(self, x: torch.Tensor, skip: int) -> torch.Tensor:
         """The last stage after its memory blocks, a few frames at a time (frames are independent here, so the
-        full-size activations stay small): x (n, n2, H/4, W/4) -> (n * s - skip, H, W, 3) clamped to 0..1."""
+        full-size activations stay small): x (n, n2, H/4, W/4) -> (n * s - skip, H, W, 3) clamped to 0..1, the
+        first `skip` (< s: time phases of x[0]) not computed."""
         d, patch, s = self.decoder, self.spec.patch, self.spec.strides[2]
-        x, skip = x[skip // s:], skip % s                                          # frames wholly left out
         n, _, h, w = x.shape
-        out = torch.empty(n * s, 2 * h * patch, 2 * w * patch, 3, dtype=x.dtype, device=x.device)
+        out = torch.empty(n * s - skip, 2 * h * patch, 2 * w * patch, 3, dtype=x.dtype, device=x.device)
         step = max(1, TAIL_PX // (4 * h * w * s))                                  # small frames: several per conv
-        for k in range(0, n, step):
-            y = d[_OUT](F.relu_(_grow_up_conv(x[k:k + step], d[_OUT - 3], d[_OUT - 2].weight)))
+        spans = [(0, 1, skip)] if skip else []
+        spans += [(k, min(k + step, n), 0) for k in range(len(spans), n, step)]
+        at = 0
+        for a, b, first in spans:
+            y = d[_OUT](F.relu_(_grow_up_conv(x[a:b], d[_OUT - 3], d[_OUT - 2].weight, first)))
             if patch > 1:
                 y = F.pixel_shuffle(y, patch)
-            out[k * s:(k + step) * s] = y.permute(0, 2, 3, 1)
-        return out[skip:].clamp_(0, 1)
+            out[at:at + y.shape[0]] = y.permute(0, 2, 3, 1)
+            at += y.shape[0]
+        return out.clamp_(0, 1)
 
     def chunk_frames(self, h: int, w: int) -> int:
         """Latent frames per call for latents of h x w cells: CALL_PX output pixels x frames, at least 1."""
