@@ -6,6 +6,20 @@ parameters) through Kinema's streaming decode (models/vae_tiling.py, automatic p
 decoder (widths 256/128/64/64, 16 latent channels, 9.8 M parameters) through TinyVideoDecoder.decode_chunks. Each in
 its own process (peak = ru_maxrss; work = peak - RSS after building the model), the same latents, CPU.
 Usage: nice python bench/tiny_decode.py [--frames 9] [--size 832x480] [--tiny-only] [--bf16]
+
+Measured 2026-12-03 (OMP_NUM_THREADS=1 nice python bench/tiny_decode.py --bf16; CPU shared by six agents, load
+average ~9 on 2 cores: noisy):
+
+    Wan 2.1 VAE vs taew2_1-layout tiny decoder, 9 frames at 832x480, random weights, CPU (2 cores, OMP_NUM_THREADS=1)
+    who        params frames      size  peak MB  work MB  seconds  plan
+    tiny         9.8M      9   832x480     1082      795     77.2  taew2_1, chunk 1
+    tiny-bf16    9.8M      9   832x480     1040      440    106.6  bf16 vs fp32: max 0.029, mean 0.0023; taew2_1, chunk 1
+    wan-vae    126.9M      9   832x480    11112    10226   1826.7  chunk 1, tiles 170
+
+    tiny decoder: 23.7x faster (met: goal >= 10x), working memory 795 MB vs 10226 MB (0.08x), frames and size identical (9 x [480, 832])
+
+Later, --tiny-only with the final code: 9 frames 52.5 s (819 MB work), 33 frames 170.0 s (856 MB), 81 frames
+384.0 s (821 MB). Before this change the tiny row was 204.5 s, 2722 MB (7.7x).
 """
 from __future__ import annotations
 
