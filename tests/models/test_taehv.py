@@ -86,3 +86,63 @@ def test_finds_the_file_that_fits_the_model(models_dir, tmp_path):
     assert taehv.find_for(wan, [folder]).name == "taew2_1.safetensors"
     dec = taehv.for_model(wan, [folder])
     assert dec is taehv.for_model(wan, [folder]) and dec.source == "taew2_1.safetensors"   # loaded once
+
+
+# Every tiny kind at its real widths (256/128/64/64): Wan 2.1 and Hunyuan (taew2_1 / taehv: one layout), Wan 2.2 5B
+# (taew2_2), Hunyuan 1.5 (taehv1_5), LTX (taeltx); channels, pixels per cell, frames per latent frame.
+KINDS = {"taew2_1": (16, 8, 4), "taew2_2": (48, 16, 4), "taehv1_5": (32, 16, 4), "taeltx": (128, 32, 8)}
+
+
+def _full_width(name: str, seed: int = 0) -> taehv.TinyVideoDecoder:
+    channels, spatial, temporal = KINDS[name]
+    strides = (2, 2, 2) if temporal == 8 else (1, 2, 2)
+    dec = taehv.TinyVideoDecoder(taehv.TinySpec(channels, spatial // 8, (256, 128, 64, 64), strides)).eval()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in dec.parameters():                                  # frames that vary, mostly inside 0..1
+            p.normal_(0, p[0].numel() ** -0.5 if p.ndim == 4 else 0.02)
+    return dec
+
+
+def _plain(dec: taehv.TinyVideoDecoder, z: torch.Tensor) -> torch.Tensor:
+    """The architecture layer after layer, one latent frame at a time (upsampling, time growth and conv apart)."""
+    memory: dict = {}
+    frames = []
+    for k in range(z.shape[2]):
+        x = z[0, :, k:k + 1].transpose(0, 1)                                           # (1, C, h, w)
+        for i, layer in enumerate(dec.decoder):
+            if isinstance(layer, taehv._Memory):
+                past = torch.cat([memory.get(i, torch.zeros_like(x[:1])), x[:-1]])
+                memory[i] = x[-1:]
+                x = layer(x, past)
+            else:
+                x = layer(x)
+        frames.append(torch.nn.functional.pixel_shuffle(x, dec.spec.patch).clamp(0, 1))
+    return torch.cat(frames)[dec.temporal - 1:].permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+def test_every_kind_at_real_width_gives_the_exact_frame_count_and_size(name):
+    channels, spatial, temporal = KINDS[name]
+    dec = _full_width(name)
+    assert dec.spec.name == name and (dec.spatial, dec.temporal) == (spatial, temporal)
+    assert taehv.detect({k: tuple(v.shape) for k, v in dec.state_dict().items()}) == dec.spec
+    z = torch.randn(1, channels, 3, 3, 5, generator=torch.Generator().manual_seed(1))
+    got = dec.decode(z)
+    assert got.shape == (temporal * 2 + 1, spatial * 3, spatial * 5, 3) and got.dtype == torch.float32
+    assert 0 <= got.min() and got.max() <= 1 and got.std() > 0.05 and ((got > 0) & (got < 1)).float().mean() > 0.3
+    with torch.no_grad():
+        assert (got - _plain(dec, z)).abs().max() < 1e-4                        # the fused path = the layers
+
+
+def test_streaming_pieces_give_the_same_frames(monkeypatch):
+    """Latent frames per call and frames per call of the last stage change the result by float rounding only."""
+    dec = _full_width("taew2_1", seed=2)
+    z = torch.randn(1, 16, 4, 4, 6, generator=torch.Generator().manual_seed(3))
+    whole = dec.decode(z)
+    monkeypatch.setattr(taehv, "TAIL_PX", 1)                                         # one frame at a time
+    pieces = list(dec.decode_chunks(z, chunk=3))
+    assert [p.shape[0] for p in pieces] == [9, 4]
+    assert (torch.cat(pieces) - whole).abs().max() < 1e-5
+    first = next(dec.decode_chunks(z[:, :, :1], chunk=1))                            # the live preview's call
+    assert first.shape == (1, 32, 48, 3) and (first[0] - whole[0]).abs().max() < 1e-5
