@@ -53,16 +53,19 @@ class StepCache:
 
     threshold: accumulated relative change allowed before a step must compute (0.02 careful .. 0.3 aggressive).
     max_skips: most steps skipped in a row. retention: fraction of the first steps that always compute.
+    tail: fraction of the last steps that always compute (the fine detail).
     store: a folder for the calibration file instead of beside the model (None: beside the model)."""
     threshold: float = 0.1
     max_skips: int = 3
     retention: float = 0.2
     store: Path | None = None
+    tail: float = 0.0
 
     def check(self) -> None:
         check_range("threshold", self.threshold, 0.0, 10.0)
         check_range("max_skips", self.max_skips, 0, 1000)
         check_range("retention", self.retention, 0.0, 1.0)
+        check_range("tail", self.tail, 0.0, 1.0)
 
 
 @dataclass
@@ -79,11 +82,23 @@ class Stats:
         """Denoiser calls an uncached run makes per call made here (1.0: no saving)."""
         return (self.calls + self.skipped) / max(self.calls, 1)
 
+    def add(self, other: "Stats") -> None:
+        """Count another run's calls into this one (a node that samples several times: portrait windows)."""
+        self.calls += other.calls
+        self.skipped += other.skipped
+        self.calibrated = self.calibrated or other.calibrated
+        self.store = other.store or self.store
+        self.skipped_steps += other.skipped_steps
+
     def text(self) -> str:
-        if self.calibrated:
+        if not self.calls and not self.skipped:
+            return "step cache: not used (nothing was sampled)"
+        counts = f"{self.calls} denoiser calls, {self.skipped} skipped ({self.saving:.2f}x fewer)"
+        if self.calibrated and not self.skipped:
             return f"step cache: calibrated on this run ({self.calls} calls), stored in {self.store}"
-        return (f"step cache: {self.calls} denoiser calls, {self.skipped} skipped "
-                f"({self.saving:.2f}x fewer)")
+        if self.calibrated:
+            return f"step cache: calibrated on the first run (stored in {self.store}), then {counts}"
+        return f"step cache: {counts}"
 
 
 # ---- the calibration file ----------------------------------------------------------------------------------------
@@ -202,6 +217,8 @@ class CachedPredict:
     def _may_skip(self, slot: Slot, branches: int) -> bool:
         if self.ratios is None or slot.output is None or self.step < self.retention:
             return False
+        if self.step >= len(self.ratios) - int(self.cache.tail * len(self.ratios) + 0.5):   # the steps run
+            return False
         if self.step >= len(self.ratios) or len(self.ratios[self.step]) != branches:
             return False
         slot.ratio = [a * r for a, r in zip(slot.ratio or [1.0] * branches, self.ratios[self.step])]
@@ -238,11 +255,11 @@ class CachedPredict:
 
 
 @contextlib.contextmanager
-def session(cache: StepCache | None, model, settings, inner: Predict | None = None
+def session(cache: StepCache | None, model, settings, inner: Predict | None = None, stats: Stats | None = None
             ) -> Iterator[CachedPredict | Predict | None]:
     """The `predict=` for one `sample()` run: `inner` (None: the family's predict) unchanged without a cache, else
     wrapped in a CachedPredict, whose calibration is stored when the run completes (an interrupted run stores
-    nothing). Its `.stats` tell what it did."""
+    nothing). Its `.stats` tell what it did; `stats`, when given, also receives them (summed over runs)."""
     if cache is None:
         yield inner
         return
@@ -250,6 +267,8 @@ def session(cache: StepCache | None, model, settings, inner: Predict | None = No
     cached = CachedPredict(cache, model, settings, inner or model.predict)
     yield cached
     cached.finish()
+    if stats is not None:
+        stats.add(cached.stats)
 
 
 def refuse_flowedit(cache: StepCache | None) -> None:

@@ -6,6 +6,18 @@ from ..models.windows import Anchor, FuseMode, FuseWeights, NoiseType
 from . import widgets
 
 
+def step_cache_input(what: str) -> tuple:
+    """The optional `step_cache` input of a sampling node; `what` says what it speeds up there."""
+    return ("KINEMA_STEP_CACHE", {"tooltip": f"Faster {what} from a Step Cache node: steps whose change is predicted "
+                                             f"small reuse the last denoiser output. The first run of a model + "
+                                             f"scheduler + steps calibrates it (a full run)."})
+
+
+def cache_result(result: tuple, step_cache, stats) -> tuple | dict:
+    """A node's return: `result` alone without a cache, else with the cache's calls (step_cache.Stats) as text."""
+    return result if step_cache is None else {"ui": {"text": [stats.text()]}, "result": result}
+
+
 class KinemaTemporalSampler:
     DESCRIPTION = ("Generates a video latent with Kinema's denoising loop: classifier-free guidance, seeded noise, "
                    "per-step progress and previews, interrupt. Works for every Kinema model family.")
@@ -136,7 +148,8 @@ class KinemaStepCache:
     CATEGORY = "Kinema/sampling"
     RETURN_TYPES = ("KINEMA_STEP_CACHE",)
     RETURN_NAMES = ("step_cache",)
-    OUTPUT_TOOLTIPS = ("Connect to the `step_cache` input of the Temporal Sampler or Video Edit.",)
+    OUTPUT_TOOLTIPS = ("Connect to the `step_cache` input of a sampling node: Temporal Sampler, Video Edit (sdedit), "
+                       "Video Upscale (refine), Text to Audio, Video to Audio, Portrait Animate.",)
     FUNCTION = "options"
 
     @classmethod
