@@ -5,10 +5,14 @@ For each of the 72 evaluation prompts (training/tiny/checker.eval_set: fixed pro
 uncached and once per threshold, decodes, and prints per threshold: denoiser calls per clip (and the ratio to the
 uncached count), sampling seconds (sum over clips; ratio to uncached), PSNR and SSIM of the frames against the
 uncached frames of the same seed (mean over clips; PSNR of the pooled MSE too), and the pixel checker's colour /
-shape / direction accuracy over the 72 clips (uncached first). The calibration is the cache's own: the first cached
-run measures the ratios (a full run, counted apart), every later run reads them.
+shape / direction accuracy over the 72 clips (uncached first), with the shape verdicts it flips against uncached
+(lost: right uncached, wrong cached / won: the reverse). The calibration is the cache's own: the first cached run
+measures the ratios (a full run, counted apart), every later run reads them. --noise adds the uncached accuracy on a
+second seed set (seeds + 4000) and its flips: how much the checker moves with no cache at all; --seed-offset runs
+the whole comparison on another seed set (a held-out check of settings chosen on the default seeds).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/step_cache.py [--steps 30] [--thresholds 0.05,0.1,0.2,0.4]
+        [--max-skips 3] [--retention 0.2] [--tail 0] [--seed-offset 0] [--noise]
 Takes about 6 minutes on one quiet CPU core (72 clips x 5 samplings of 30 steps); 23 on a busy shared one.
 
 Measured 2026-12-03 (defaults; max_skips 4, retention 0.2; uncached: colour 100%, shape 86.1%, direction 100%):
@@ -25,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -58,9 +63,13 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cfg", type=float, default=4.0)
     p.add_argument("--count", type=int, default=72)
-    p.add_argument("--max-skips", type=int, default=4)
+    p.add_argument("--max-skips", type=int, default=3)
     p.add_argument("--retention", type=float, default=0.2)
+    p.add_argument("--tail", type=float, default=0.0)
     p.add_argument("--thresholds", default="0.05,0.1,0.2,0.4")
+    p.add_argument("--seed-offset", type=int, default=0, help="add to every prompt's seed (a held-out seed set)")
+    p.add_argument("--noise", action="store_true", help="also sample uncached at a second seed set (+4000): how "
+                   "much the checker's accuracies move between seed sets with no cache at all")
     args = p.parse_args(argv)
     from kinema.models.families import VIDEO
     from kinema.models.sampling import SamplerSettings
@@ -76,15 +85,19 @@ def main(argv=None) -> None:
     pairs = checker.eval_set(args.count)
     neg = model.encode_prompt("")
     thresholds = [float(x) for x in args.thresholds.split(",")]
-    caches = {th: StepCache(threshold=th, max_skips=args.max_skips, retention=args.retention) for th in thresholds}
+    caches = {th: StepCache(threshold=th, max_skips=args.max_skips, retention=args.retention, tail=args.tail)
+              for th in thresholds}
     rows = {th: {"calls": 0, "seconds": 0.0, "mse": [], "psnr": [], "ssim": [], "clips": []} for th in thresholds}
-    base = {"calls": 0, "seconds": 0.0, "clips": []}
+    base = {"calls": 0, "seconds": 0.0, "clips": [], "other": []}
     calibration = None
     for n, (prompt, seed) in enumerate(pairs):
         pos = model.encode_prompt(prompt)
         settings = SamplerSettings(num_frames=9, height=32, width=32, num_inference_steps=args.steps,
-                                   guidance_scale=args.cfg, seed=seed)
+                                   guidance_scale=args.cfg, seed=seed + args.seed_offset)
         ref, seconds, _ = _sample(model, pos, neg, settings, None)
+        if args.noise:
+            other = _sample(model, pos, neg, replace(settings, seed=settings.seed + 4000), None)[0]
+            base["other"].append(checker.analyse(other.numpy()))
         base["calls"] += args.steps
         base["seconds"] += seconds
         base["clips"].append(checker.analyse(ref.numpy()))
@@ -105,24 +118,40 @@ def main(argv=None) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def _flips(prompts, base, clips) -> tuple[int, int]:
+    """(clips whose shape verdict went from right to wrong, from wrong to right) against the uncached clips."""
+    from training.tiny.data import parse_prompt
+    want = [parse_prompt(p)[1] for p in prompts]
+    lost = sum(b.shape == w != c.shape for w, b, c in zip(want, base, clips))
+    won = sum(b.shape != w == c.shape for w, b, c in zip(want, base, clips))
+    return lost, won
+
+
 def _report(args, pairs, base, rows, calibration) -> None:
     from training.tiny import checker
     prompts = [p for p, _ in pairs]
     n = len(pairs)
     s0 = checker.score(prompts, base["clips"])
     print(f"\nKinema-Tiny, {n} prompts, {args.steps} steps, cfg {args.cfg}, max_skips {args.max_skips}, "
-          f"retention {args.retention}; calibration run {calibration:.2f} s (once, full)")
+          f"retention {args.retention}, tail {args.tail}, seed offset {args.seed_offset}; calibration run "
+          f"{calibration:.2f} s (once, full)")
     print("| threshold | calls/clip | fewer calls | sampling s | speedup | PSNR dB mean (min, pooled) | SSIM | "
-          "colour | shape | direction |")
+          "colour | shape (lost/won) | direction |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| uncached | {base['calls'] / n:.1f} | 1.00x | {base['seconds']:.1f} | 1.00x | - | 1 | "
           f"{s0['colour']:.1%} | {s0['shape']:.1%} | {s0['direction']:.1%} |")
+    if base["other"]:
+        s = checker.score(prompts, base["other"])
+        lost, won = _flips(prompts, base["clips"], base["other"])
+        print(f"| uncached, seeds +4000 | - | - | - | - | - | - | {s['colour']:.1%} | {s['shape']:.1%} "
+              f"({lost}/{won}) | {s['direction']:.1%} |")
     for th, r in rows.items():
         s = checker.score(prompts, r["clips"])
+        lost, won = _flips(prompts, base["clips"], r["clips"])
         pooled = 10 * torch.log10(torch.tensor(1.0 / max(sum(r["mse"]) / n, 1e-12))).item()
         print(f"| {th:g} | {r['calls'] / n:.1f} | {base['calls'] / r['calls']:.2f}x | {r['seconds']:.1f} | "
               f"{base['seconds'] / r['seconds']:.2f}x | {sum(r['psnr']) / n:.1f} ({min(r['psnr']):.1f}, "
-              f"{pooled:.1f}) | {sum(r['ssim']) / n:.4f} | {s['colour']:.1%} | {s['shape']:.1%} | "
+              f"{pooled:.1f}) | {sum(r['ssim']) / n:.4f} | {s['colour']:.1%} | {s['shape']:.1%} ({lost}/{won}) | "
               f"{s['direction']:.1%} |")
 
 
