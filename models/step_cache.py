@@ -18,8 +18,9 @@ magnitude ratio decides which steps to skip (better than the output's: 40.2 dB a
 What the checker's accuracy loses is noise, not shapes broken by skipping (measured, bench/step_cache.py): the
 clips whose shape verdict flips are near-ties for the checker (their uncached top-two shape scores differ by 0.01-0.03
 per frame; the median clip's by 0.06), the same clips flip when the uncached run only has fewer steps (12 steps: 4
-lost, 2 won), and on a second seed set threshold 0.4 with max_skips 4 flips none. Computing the last steps (`tail`)
-did not help; max_skips 3 (12 calls) lost the fewest (2 lost, 1 won of 72).
+lost, 2 won), and on a held-out seed set threshold 0.4 flips none. Computing the last steps (`tail`) did not help.
+The defaults (threshold 0.4, max_skips 3: 12 of 30 calls, 42.2 dB) lost 2 and won 1 of 72; thresholds 0.1-0.2 lost
+4-5 with more calls: the flips do not follow the threshold.
 
 The ratios are the model's, not a table's: the first run of a model + scheduler + steps (+ shift, denoise, number
 of branches) computes every step and measures them (calibration), then stores them beside the model
