@@ -15,8 +15,8 @@ Reusing the output rather than input + residual measured better on Kinema-Tiny (
 between steps: 43.6 against 40.1 dB at 2.73x fewer calls over 12 prompts, bench/step_cache.py); the residual's
 magnitude ratio decides which steps to skip (better than the output's: 40.2 dB at the same calls).
 
-What the checker's accuracy loses is noise, not shapes broken by skipping (measured, bench/step_cache.py): the
-clips whose shape verdict flips are near-ties for the checker (their uncached top-two shape scores differ by 0.01-0.03
+What the checker's accuracy loses looks like its own noise, not shapes broken by skipping (bench/step_cache.py): the
+clips whose shape verdict flips are near-ties for the checker (their uncached top-two shape scores differ by 0.00-0.03
 per frame; the median clip's by 0.06), the same clips flip when the uncached run only has fewer steps (12 steps: 4
 lost, 2 won), and on a held-out seed set threshold 0.4 flips none. Computing the last steps (`tail`) did not help.
 The defaults (threshold 0.4, max_skips 3: 12 of 30 calls, 42.2 dB) lost 2 and won 1 of 72; thresholds 0.1-0.2 lost
