@@ -218,7 +218,7 @@ def _check_task(model, able: bool, what: str, fix: str) -> None:
 
 def text_to_audio(model, prompt: str, negative_prompt: str = "", audio_length_in_s: float = 10.0,
                   num_inference_steps: int = 100, guidance_scale: float = 7.0, seed: int = 0,
-                  on_step=None) -> dict:
+                  on_step=None, step_cache=None, cache_stats=None) -> dict:
     """Sound from a prompt: AUDIO {"waveform": (1, C, round(seconds * rate)), "sample_rate"}.
 
     Args:
@@ -227,8 +227,11 @@ def text_to_audio(model, prompt: str, negative_prompt: str = "", audio_length_in
         audio_length_in_s: seconds (> 0, at most the model's window).
         num_inference_steps, guidance_scale, seed: as the video sampler (guidance <= 1 runs once a step).
         on_step: (step, total, latents) progress/interrupt hook.
+        step_cache: optional step_cache.StepCache (skips denoiser calls through the loop's predict= hook);
+            cache_stats: an optional step_cache.Stats that receives the calls made and skipped.
     """
     from .sampling import SamplerSettings, sample
+    from .step_cache import session
     _check_task(model, model.capabilities.text_to_audio, "make sound from text alone",
                 "Load a text-to-audio model (Stable Audio) in Load Audio Model; LTX-2 needs a video.")
     settings = SamplerSettings(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
@@ -236,14 +239,15 @@ def text_to_audio(model, prompt: str, negative_prompt: str = "", audio_length_in
     model.check_settings(settings)
     positive = model.encode_prompt(prompt)
     negative = model.encode_prompt(negative_prompt) if negative_prompt.strip() else model.unconditional()
-    latents = sample(model, positive, negative, settings, on_step=on_step)
+    with session(step_cache, model, settings, stats=cache_stats) as predict:
+        latents = sample(model, positive, negative, settings, on_step=on_step, predict=predict)
     waveform = model.decode(latents)[..., :model.num_samples(settings)]                      # (1, C, samples)
     return {"waveform": waveform.contiguous(), "sample_rate": model.sample_rate}
 
 
 def video_to_audio(model, frames: torch.Tensor, fps: float | Fraction, prompt: str = "", negative_prompt: str = "",
                    num_inference_steps: int = 30, guidance_scale: float = 4.0, seed: int = 0,
-                   on_step=None) -> dict:
+                   on_step=None, step_cache=None, cache_stats=None) -> dict:
     """Sound for a clip: AUDIO lasting exactly len(frames) / fps (round(frames * rate / fps) samples), starting
     with the first frame.
 
@@ -252,10 +256,11 @@ def video_to_audio(model, frames: torch.Tensor, fps: float | Fraction, prompt: s
         frames: IMAGE (F, H, W, C) float 0..1; encoded at model.condition_size (aspect kept).
         fps: the clip's frames per second (> 0).
         prompt, negative_prompt: optional text about the sound ("" is a valid prompt).
-        num_inference_steps, guidance_scale, seed, on_step: as text_to_audio.
+        num_inference_steps, guidance_scale, seed, on_step, step_cache, cache_stats: as text_to_audio.
     """
     from .media import check_images
     from .sampling import SamplerSettings, sample
+    from .step_cache import session
     _check_task(model, model.capabilities.video_to_audio, "make sound for a video",
                 "Load a video-to-audio model (an LTX-2 folder) in Load Audio Model.")
     n, h, w, _ = check_images("images", frames)
@@ -264,7 +269,8 @@ def video_to_audio(model, frames: torch.Tensor, fps: float | Fraction, prompt: s
                                guidance_scale=guidance_scale, seed=seed, frame_rate=check_fps("fps", fps))
     positive = model.encode_prompt(prompt).replace(video=frames[..., :3].float().cpu())
     negative = model.encode_prompt(negative_prompt) if guidance_scale > 1 else None
-    latents = sample(model, positive, negative, settings, on_step=on_step)
+    with session(step_cache, model, settings, stats=cache_stats) as predict:
+        latents = sample(model, positive, negative, settings, on_step=on_step, predict=predict)
     waveform = model.decode(latents)
     need = model.num_samples(settings)
     if waveform.shape[-1] < need:                  # audio_latent_steps() covers the clip: a bug, not user input

@@ -403,7 +403,8 @@ class UpscaleSettings:
 
 def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoFamily | None = None,
                   positive: Conditioning | None = None, negative: Conditioning | None = None, tiling=None,
-                  on_step: StepCallback | None = None, upscaler=None, on_chunk=None) -> torch.Tensor:
+                  on_step: StepCallback | None = None, upscaler=None, on_chunk=None, step_cache=None,
+                  cache_stats=None) -> torch.Tensor:
     """frames (F, H, W, 3) -> (F, sH, sW, 3): enlarged, then (with a model and strength > 0) encoded, re-noised to
     `strength` and refined with `positive` at the new size (SDEdit through the model's temporal layers), the
     denoiser on spatial tiles when settings.tile > 0, and decoded within the memory budget.
@@ -411,6 +412,8 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
     Args:
         upscaler: optional learned upscaler (models.upscale.Upscaler): enlarges in its place of bicubic, in pieces
             of frames (memory flat over long clips); on_chunk(done, total) reports its pieces.
+        step_cache: optional step_cache.StepCache for the refine (around the tiles: a skipped step skips every
+            tile); cache_stats: an optional step_cache.Stats that receives the calls made and skipped.
     """
     settings.check()
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
@@ -422,7 +425,8 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
         if positive is None and settings.strength > 0:
             fail("positive", "is required to refine with a model", None, "Connect a Text Encode of the clip's prompt.")
         return latent_path(model, upscaler, frames, positive, negative, settings.scale, settings.num_inference_steps,
-                           settings.guidance_scale, settings.seed, settings.strength, on_step)
+                           settings.guidance_scale, settings.seed, settings.strength, on_step, step_cache,
+                           cache_stats)
     if upscaler is not None:
         from .upscale import learned_upscale
         big = learned_upscale(upscaler, frames[..., :3], settings.scale, on_chunk)    # (F, sH, sW, 3)
@@ -442,8 +446,10 @@ def upscale_video(frames: torch.Tensor, settings: UpscaleSettings, model: VideoF
     if settings.tile and model.capabilities.joint_audio:
         fail("tile_size", f"cannot tile {model.name}'s joint picture + sound latents", settings.tile,
              "Set tile_size to 0, or connect the LTX-2 latent upsampler as `upscaler` (its own refine).")
-    predict = tiled_predict(model, settings.tile, settings.overlap) if settings.tile else None
-    out = sdedit(model, latents, positive, negative, es, None, on_step, predict)
+    tiled = tiled_predict(model, settings.tile, settings.overlap) if settings.tile else None
+    with step_cache_mod.session(step_cache, model, _sampler_settings(model, latents, es), tiled,
+                                cache_stats) as predict:
+        out = sdedit(model, latents, positive, negative, es, None, on_step, predict)
     return decode_video(model, out, tiling)[: frames.shape[0]].clamp(0, 1)
 
 

@@ -59,7 +59,7 @@ def animate_portrait_windows(model, portrait: torch.Tensor, waveform: torch.Tens
                              guidance_scale: float = 1.0, identity_strength: float = 1.0, prompt: str = "",
                              overlap: int | None = None,
                              on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-                             ) -> Iterator[tuple[int, torch.Tensor]]:
+                             step_cache=None, cache_stats=None) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (first frame index, new frames (n, H, W, 3) 0..1) window by window; memory flat in the audio length.
 
     Args:
@@ -72,8 +72,12 @@ def animate_portrait_windows(model, portrait: torch.Tensor, waveform: torch.Tens
         prompt: for families with a text encoder (LTX-2); others ignore it with a warning.
         overlap: frames shared by neighbouring windows (default: the family's).
         on_step: progress hook (step, total, latents) over all windows.
+        step_cache: optional step_cache.StepCache, one session per window (every window starts from the seed: the
+            first window of the first run calibrates, the others read it); cache_stats: an optional
+            step_cache.Stats that receives the calls made and skipped over all windows.
     """
     from .sampling import SamplerSettings, sample
+    from .step_cache import session as cache_session
     if not model.capabilities.portrait:
         fail("model", "must be an audio-driven portrait model", model.name,
              "Load Kinema-Tiny Portrait (kinema-tiny-portrait) or an LTX-2 folder with Load Portrait Model.")
@@ -100,7 +104,8 @@ def animate_portrait_windows(model, portrait: torch.Tensor, waveform: torch.Tens
                 on_step(_done + i, total, latents)
 
         # 2. denoise the window through the shared loop, 3. keep only its new frames
-        latents = sample(model, positive, negative, settings, on_step=step_hook)
+        with cache_session(step_cache, model, settings, stats=cache_stats) as predict:
+            latents = sample(model, positive, negative, settings, on_step=step_hook, predict=predict)
         new = session.frames(latents, window)[:num_frames - made]                             # (n, H, W, 3)
         yield made, new
         made += len(new)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..models import audio as audio_io   # `audio` is the ComfyUI input name
 from . import env, widgets
+from .sampling import cache_result, step_cache_input
 
 _AUDIO_UI = ("AUDIO_UI", {"tooltip": "The editor's audio player (drawn by the frontend; nothing to connect)."})
 _audio_path = widgets.input_resolver("audio")
@@ -145,11 +146,16 @@ class KinemaTextToAudio:
             "steps": ("INT", {**_STEPS[1], "default": 100}),
             "cfg": _CFG,
             "seed": widgets.seed(),
+        }, "optional": {
+            "step_cache": step_cache_input("generation"),
         }}
 
-    def generate(self, model, prompt, negative_prompt, seconds, steps, cfg, seed):
-        return (audio_io.text_to_audio(model, prompt, negative_prompt, seconds, steps, cfg, seed,
-                                       on_step=widgets.step_progress(steps)),)
+    def generate(self, model, prompt, negative_prompt, seconds, steps, cfg, seed, step_cache=None):
+        from ..models.step_cache import Stats
+        stats = Stats()
+        sound = audio_io.text_to_audio(model, prompt, negative_prompt, seconds, steps, cfg, seed,
+                                       on_step=widgets.step_progress(steps), step_cache=step_cache, cache_stats=stats)
+        return cache_result((sound,), step_cache, stats)
 
 
 class KinemaVideoToAudio:
@@ -179,11 +185,16 @@ class KinemaVideoToAudio:
                        "Optional words about the sound ('rain on a tin roof'); empty lets the picture decide."}),
             "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                                 "Optional: what to avoid ('music, speech'); ignored when cfg <= 1."}),
+            "step_cache": step_cache_input("generation"),
         }}
 
-    def generate(self, model, images, fps, steps, cfg, seed, prompt="", negative_prompt=""):
-        return (audio_io.video_to_audio(model, images, fps, prompt, negative_prompt, steps, cfg, seed,
-                                        on_step=widgets.step_progress(steps)),)
+    def generate(self, model, images, fps, steps, cfg, seed, prompt="", negative_prompt="", step_cache=None):
+        from ..models.step_cache import Stats
+        stats = Stats()
+        sound = audio_io.video_to_audio(model, images, fps, prompt, negative_prompt, steps, cfg, seed,
+                                        on_step=widgets.step_progress(steps), step_cache=step_cache,
+                                        cache_stats=stats)
+        return cache_result((sound,), step_cache, stats)
 
 
 NODE_CLASS_MAPPINGS = {

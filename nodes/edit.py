@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..models.edit import EditMethod, UpscaleFactor
 from . import widgets
+from .sampling import cache_result, step_cache_input
 
 
 def _steps() -> tuple:
@@ -134,17 +135,21 @@ class KinemaVideoUpscale:
             "upscaler": ("KINEMA_UPSCALER", {"tooltip": "A learned upscaler (Load Upscale Model) used instead of "
                                                         "bicubic; factor must be a power of its scale (x4 runs a "
                                                         "2x upscaler twice). Unconnected: bicubic."}),
+            "step_cache": step_cache_input("refine (with a model and strength > 0)"),
         }}
 
     def upscale(self, images, factor, strength, steps, cfg, seed, tile_size, model=None, positive=None,
-                negative=None, upscaler=None):
+                negative=None, upscaler=None, step_cache=None):
         from ..models.edit import UpscaleSettings, upscale_video
+        from ..models.step_cache import Stats
         settings = UpscaleSettings(factor=factor, strength=strength, num_inference_steps=steps, guidance_scale=cfg,
                                    seed=seed, tile=tile_size)
         on_step = widgets.step_progress(steps, model) if model is not None else None
         on_chunk = widgets.chunk_progress() if upscaler is not None else None
-        return (upscale_video(images, settings, model, positive, negative, on_step=on_step, upscaler=upscaler,
-                              on_chunk=on_chunk),)
+        stats = Stats()
+        out = upscale_video(images, settings, model, positive, negative, on_step=on_step, upscaler=upscaler,
+                            on_chunk=on_chunk, step_cache=step_cache, cache_stats=stats)
+        return cache_result((out,), step_cache, stats)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -3,6 +3,7 @@ Model is in loaders.py)."""
 from __future__ import annotations
 
 from . import widgets
+from .sampling import cache_result, step_cache_input
 
 
 class KinemaPortraitAnimate:
@@ -45,15 +46,19 @@ class KinemaPortraitAnimate:
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                        "Optional words about the performance, for models with a text encoder (LTX-2: Gemma). "
                        "Kinema-Tiny Portrait has none: a prompt is ignored with a warning."}),
+            "step_cache": step_cache_input("animation (every window)"),
         }}
 
-    def animate(self, model, portrait, audio, fps, seed, steps, cfg, identity_strength, prompt=""):
+    def animate(self, model, portrait, audio, fps, seed, steps, cfg, identity_strength, prompt="", step_cache=None):
         from ..models.audio import check_audio
         from ..models.portrait import animate_portrait
+        from ..models.step_cache import Stats
         wav, rate = check_audio("audio", audio)
-        return (animate_portrait(model, portrait, wav[0], rate, fps, seed=seed, num_inference_steps=steps,
-                                 guidance_scale=cfg, identity_strength=identity_strength, prompt=prompt,
-                                 on_step=widgets.step_progress(steps)),)
+        stats = Stats()
+        images = animate_portrait(model, portrait, wav[0], rate, fps, seed=seed, num_inference_steps=steps,
+                                  guidance_scale=cfg, identity_strength=identity_strength, prompt=prompt,
+                                  on_step=widgets.step_progress(steps), step_cache=step_cache, cache_stats=stats)
+        return cache_result((images,), step_cache, stats)
 
 
 NODE_CLASS_MAPPINGS = {"KinemaPortraitAnimate": KinemaPortraitAnimate}

@@ -26,14 +26,17 @@ from ..upscale import LTX2LatentUpsampler
 
 
 def latent_upscale(model, upscaler: LTX2LatentUpsampler, latent: dict, positive, negative, steps: int,
-                   guidance_scale: float, seed: int, denoise: float, on_step=None) -> dict:
+                   guidance_scale: float, seed: int, denoise: float, on_step=None, step_cache=None,
+                   cache_stats=None) -> dict:
     """A Temporal Sampler LATENT of an LTX-2 model -> the LATENT at 2x (and 2x the frames with a temporal
     upsampler), refined by `model` at the new size from the upsampled latents re-noised to `denoise`; the clip's
     sound latents go along (refined with it), its duration kept (the fps doubles with the frames).
 
-    latent: {"samples": (1, C, f, h, w), "kinema_frames": F, "kinema_fps": fps, "kinema_audio": (1, L, D)?}."""
+    latent: {"samples": (1, C, f, h, w), "kinema_frames": F, "kinema_fps": fps, "kinema_audio": (1, L, D)?}.
+    step_cache: optional step_cache.StepCache for the refine; cache_stats: a step_cache.Stats receiving its calls."""
     from ..joint import sample_clip
     from ..sampling import SamplerSettings
+    from ..step_cache import session
     if not model.capabilities.joint_audio:
         fail("model", f"cannot refine LTX-2 latents ({model.name})", model.name, "Connect the LTX-2 model.")
     if not isinstance(upscaler, LTX2LatentUpsampler):
@@ -53,7 +56,9 @@ def latent_upscale(model, upscaler: LTX2LatentUpsampler, latent: dict, positive,
     if denoise == 0:                                                                  # upsample only
         out = {"samples": big.cpu(), "kinema_frames": frames, "kinema_fps": fps}
         return out if audio is None else {**out, "kinema_audio": audio.cpu()}
-    clip = sample_clip(model, positive, negative, settings, init_latents=big, init_audio=audio, on_step=on_step)
+    with session(step_cache, model, settings, stats=cache_stats) as predict:
+        clip = sample_clip(model, positive, negative, settings, init_latents=big, init_audio=audio, on_step=on_step,
+                           predict=predict)
     return {"samples": clip.video.cpu(), "kinema_frames": frames, "kinema_fps": fps,
             "kinema_audio": clip.audio_latents.cpu()}
 
@@ -70,7 +75,8 @@ def _audio_for(model, audio: torch.Tensor | None, settings) -> torch.Tensor | No
 
 
 def upscale_frames(model, upscaler: LTX2LatentUpsampler, frames: torch.Tensor, positive, negative, factor: int,
-                   steps: int, guidance_scale: float, seed: int, strength: float, on_step=None) -> torch.Tensor:
+                   steps: int, guidance_scale: float, seed: int, strength: float, on_step=None, step_cache=None,
+                   cache_stats=None) -> torch.Tensor:
     """Video Upscale's learned path for LTX-2: frames (F, H, W, 3) 0..1 encoded by the model, upsampled in latent
     space, refined at the new size (denoise = strength; 0 skips the refine) and decoded -> (F', 2H, 2W, 3)."""
     if factor != upscaler.scale:
@@ -81,5 +87,6 @@ def upscale_frames(model, upscaler: LTX2LatentUpsampler, frames: torch.Tensor, p
     if strength == 0:
         return model.decode(upscaler.upsample(model, latents))
     latent = {"samples": latents, "kinema_frames": frames.shape[0]}
-    out = latent_upscale(model, upscaler, latent, positive, negative, steps, guidance_scale, seed, strength, on_step)
+    out = latent_upscale(model, upscaler, latent, positive, negative, steps, guidance_scale, seed, strength, on_step,
+                         step_cache, cache_stats)
     return model.decode(out["samples"])

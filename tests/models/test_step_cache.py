@@ -86,6 +86,9 @@ def test_retention_and_max_skips_bound_the_skipped_steps(tiny):
         runs.append(run)
     assert max(runs) == 2                                             # never more than max_skips in a row
     assert stats.calls == 5 + len([i for i in range(5, STEPS) if i not in skipped])
+    assert max(skipped) >= STEPS - 2
+    _, tail = _run(model, pos, neg, s, SC.StepCache(threshold=5.0, max_skips=2, retention=0.25, tail=0.2))
+    assert tail.skipped_steps and max(tail.skipped_steps) < STEPS - 4   # the last 20% of 20 steps always compute
 
 
 def test_guidance_off_calibrates_its_own_single_branch(tiny, tmp_path):

@@ -48,15 +48,16 @@ def test_load_upscale_model_lists_only_upscalers_and_feeds_video_upscale(kinema_
 
 
 def test_upscaler_input_is_optional_and_last():
-    """Added at the end of the optional inputs, so positional widget values of saved workflows do not move."""
+    """Added at the end of the optional inputs (then step_cache), so positional widget values of saved workflows
+    do not move."""
     spec = N.KinemaVideoUpscale.INPUT_TYPES()
-    assert list(spec["optional"]) == ["model", "positive", "negative", "upscaler"]
+    assert list(spec["optional"]) == ["model", "positive", "negative", "upscaler", "step_cache"]
     assert spec["optional"]["upscaler"][0] == "KINEMA_UPSCALER"
 
 
 def test_workflow_saved_before_the_upscaler_input_converts_unchanged():
-    """A UI workflow whose Video Upscale node has no `upscaler` slot (saved before it existed) converts to the
-    same prompt as the current file."""
+    """A UI workflow whose Video Upscale node has no `upscaler` and `step_cache` slots (saved before they existed)
+    converts to the same prompt as the current file."""
     import kinema
     from kinema.host.object_info import object_info
     from kinema.host.ui_to_api import ui_to_api
@@ -65,8 +66,8 @@ def test_workflow_saved_before_the_upscaler_input_converts_unchanged():
     old = copy.deepcopy(current)
     for node in old["nodes"]:
         if node["type"] == "KinemaVideoUpscale":
-            assert node["inputs"][-1]["name"] == "upscaler"
-            node["inputs"] = [i for i in node["inputs"] if i["name"] != "upscaler"]
+            assert [i["name"] for i in node["inputs"][-2:]] == ["upscaler", "step_cache"]
+            node["inputs"] = [i for i in node["inputs"] if i["name"] not in ("upscaler", "step_cache")]
     assert ui_to_api(old, info) == ui_to_api(current, info)
 
 
