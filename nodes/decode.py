@@ -3,6 +3,7 @@ streamed straight into a video file, with the latents saved first so a failed de
 from __future__ import annotations
 
 from . import env, widgets
+from .sampling import cache_result, step_cache_input
 
 _TILING = ("KINEMA_TILING", {"tooltip": "Optional memory budget and tile sizes from a Tiled VAE Options node. "
                                         "Unconnected: automatic (free GPU memory, or a quarter of the RAM on CPU)."})
@@ -247,12 +248,17 @@ class KinemaLatentUpscale:
             "denoise": ("FLOAT", {"default": 0.375, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip":
                                   "How much the refine redraws. Distilled LTX-2 at 8 steps: 0.375 runs its stage-2 "
                                   "sigmas (0.909, 0.725, 0.422). 0: upsample only."}),
+        }, "optional": {
+            "step_cache": step_cache_input("refine"),
         }}
 
-    def upscale(self, model, upscaler, latent, positive, negative, steps, cfg, seed, denoise):
+    def upscale(self, model, upscaler, latent, positive, negative, steps, cfg, seed, denoise, step_cache=None):
         from ..models.families.ltx2_upsample import latent_upscale
-        return (latent_upscale(model, upscaler, latent, positive, negative, steps, cfg, seed, denoise,
-                               on_step=widgets.step_progress(steps, model)),)
+        from ..models.step_cache import Stats
+        stats = Stats()
+        out = latent_upscale(model, upscaler, latent, positive, negative, steps, cfg, seed, denoise,
+                             on_step=widgets.step_progress(steps, model), step_cache=step_cache, cache_stats=stats)
+        return cache_result((out,), step_cache, stats)
 
 
 class KinemaLoadLatent:

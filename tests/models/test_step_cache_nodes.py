@@ -172,6 +172,28 @@ def test_ltx2_latent_upsampler_refine_takes_the_cache(models_dir, tmp_path):
     _check(outs, counts, texts, run(None, seed=1)[0], 10)
 
 
+def test_latent_upscale_node_takes_the_cache(models_dir, tmp_path):
+    from kinema.models.families import load_model
+    from kinema.models.upscale import load_upscaler
+    from kinema.nodes.decode import KinemaLatentUpscale
+    from kinema.nodes.sampling import KinemaTemporalSampler
+    model = load_model(models_dir / "diffusers" / "fixture-ltx2")
+    up = load_upscaler(models_dir / "diffusers" / "fixture-ltx2-upsampler")
+    pos, neg = model.encode_prompt("waves"), model.encode_prompt("")
+    (latent,) = KinemaTemporalSampler().sample(model, pos, neg, 9, 32, 32, 2, 1.0, 3, "default", 0.0, 1.0)
+    calls = _count_calls(model)
+    cache = SC.StepCache(threshold=1.0, max_skips=2, retention=0.2, store=tmp_path)
+
+    def run(which, seed=0):
+        ret = KinemaLatentUpscale().upscale(model, up, latent, pos, neg, 10, 1.0, seed, 1.0,
+                                            step_cache=cache if which else None)
+        out, text = _unwrap(ret)
+        return out["samples"], text
+
+    outs, counts, texts = _three_runs(run, calls)
+    _check(outs, counts, texts, run(None, seed=1)[0], 10)
+
+
 def test_refusals_name_the_input(models_dir, tmp_path):
     from kinema.models.families import load_model
     from kinema.models.windows import ContextOptions
