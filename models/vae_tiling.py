@@ -50,11 +50,12 @@ CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and
 MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
 MAX_CHUNK = {"causal": 8, "frame": 16}   # latent frames per call: Wan 8 (32 frames), per-frame VAEs 16 frames
 GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512)
-CPU_CALL_PX = 1 << 18         # on the CPU: calls up to this size (16 frames of 128x128, 4 of 256x256) amortise the
-                              # per-call overhead of Wan's ~100 small ops per latent frame; 17 frames at 128 px
-                              # decode in two calls (frame 0, then 16 frames), 257 frames in 17 calls instead of
-                              # 65. Frames of 480p and up are already one call per latent frame (1.6 M px); longer
-                              # calls there only cost memory.
+CPU_CALL_PX = {"causal": 1 << 14, "frame": 1 << 18}   # on the CPU: calls up to this many output px x frames.
+                              # Wan: measured CPU time of one call of n latent frames / n calls of one (thread
+                              # time, one thread, real channel counts): 0.50-0.68 at 32 px (n = 8), 1.2 at 64 px
+                              # (n = 8), 1.14 at 128 px (n = 4): past 16 frames of 32x32 the activations leave the
+                              # caches and longer calls cost more than the calls they save, so 64 px and up decode
+                              # one latent frame per call (as diffusers does). Per-frame VAEs: not yet measured.
 SHORT_SLACK = 1.25            # over the budget anyway: the largest tile within this factor of the least memory
 TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
@@ -303,7 +304,8 @@ def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = Non
         overlap = (settings.overlap_px // r) if settings.overlap_px else max(1, min(th, tw) // 4)
         overlap = min(overlap, max(min(th, tw) - 1, 0))
         per_frame = th * tw * r * r * ad.out_frames(False, 1)                 # output px x frames per latent frame
-        want = min(MAX_CHUNK[ad.kind], math.ceil((GPU_CALL_PX if gpu else CPU_CALL_PX) / per_frame))
+        call_px = GPU_CALL_PX if gpu else CPU_CALL_PX[ad.kind]
+        want = min(MAX_CHUNK[ad.kind], math.ceil(call_px / per_frame))
         chunks = [settings.chunk_frames] if settings.chunk_frames else list(range(want, 0, -1))
         for chunk in chunks:
             need, offload = cost(th, tw, chunk, overlap)

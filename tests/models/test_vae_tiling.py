@@ -149,8 +149,9 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
     on_gpu = lambda vae, shape: vae_tiling.plan(vae, shape, TileSettings(memory_mb=1 << 20), device="cuda").chunk
     assert on_gpu(wan_vae, shape) == 2 and on_gpu(wan_vae, (16, 21, 8, 8)) == 8   # enough work per call
     small = vae_tiling.plan(wan_vae, (16, 65, 16, 16), TileSettings(memory_mb=1 << 20))   # 257 frames at 128 px
-    assert small.chunk == 4 and small.num_tiles(16, 16) == 1                      # 16 frames per call on the CPU
-    assert vae_tiling.plan(wan_vae, (0, 65, 16, 16), TileSettings(memory_mb=1 << 20), encode=True).chunk == 4
+    assert small.chunk == 1 and small.num_tiles(16, 16) == 1     # on the CPU from 64 px up: one latent frame
+    assert vae_tiling.plan(wan_vae, (0, 65, 16, 16), TileSettings(memory_mb=1 << 20), encode=True).chunk == 1
+    assert vae_tiling.plan(wan_vae, (16, 65, 4, 4), TileSettings(memory_mb=1 << 20)).chunk == 4    # 32 px: 16 frames
     short = vae_tiling.plan(wan_vae, (16, 5, 16, 16), TileSettings(memory_mb=1 << 20))
     assert short.chunk == small.chunk and short.estimate_mb == small.estimate_mb  # the same calls: flat memory
     with warnings.catch_warnings():
