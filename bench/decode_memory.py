@@ -15,6 +15,17 @@ Wan frame counts are 4k+1: 17, 65, 257 stand for 16, 64, 256.
 Resident memory on glibc includes heap fragmentation (tens to hundreds of MB, varying run to run); with
 MALLOC_MMAP_THRESHOLD_=65536 in the environment every large tensor is mmapped and unmapped when freed, so the
 peak follows the live tensors: run it both ways to tell the two apart.
+Each child also reports its CPU time (all threads) over the decode and write: on a shared machine the wall clock
+follows the load, and the children run one after another, so compare CPU times there (one thread: the work done).
+
+Measured 2026-12-03 (2 shared cores, load average 9.4 at the start, 6.0 at the end), OMP_NUM_THREADS=1 --size 64:
+  frames  Kinema CPU s  diffusers CPU s  CPU ratio  wall ratio  Kinema peak MB  diffusers peak MB
+      17           7.5              7.2      1.04x       1.93x            1121               1107
+      65          28.3             27.2      1.04x       1.01x            1114               1128
+     257         109.6            105.2      1.04x       0.71x            1123               1115
+  plan chunk 1, one tile; time goal met on CPU time (not on the wall clock: load), peak 257 / 17 frames 1.00x.
+  --size 128 --frames 17,65 (same hour): 17 frames CPU 30.6 s vs 28.6 s (1.07x), peak 1419 vs 1665 MB.
+  Not run again: 257 frames at 128 px, --slow (hours at that load). See docs/decode.md for the earlier runs.
 Usage: nice python bench/decode_memory.py [--slow] [--size 128] [--frames 17,65,257] [--vae wan|sd]
 """
 from __future__ import annotations
