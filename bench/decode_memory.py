@@ -24,7 +24,8 @@ Measured 2026-12-03 (2 shared cores, load average 9.4 at the start, 6.0 at the e
       65          28.3             27.2      1.04x       1.01x            1114               1128
      257         109.6            105.2      1.04x       0.71x            1123               1115
   plan chunk 1, one tile; time goal met on CPU time (not on the wall clock: load), peak 257 / 17 frames 1.00x.
-  --size 128 --frames 17,65 (same hour): 17 frames CPU 30.6 s vs 28.6 s (1.07x), peak 1419 vs 1665 MB.
+  --size 128 --frames 17,65 (same hour): 17 frames CPU 30.6 s vs 28.6 s (1.07x), peak 1419 vs 1665 MB;
+  65 frames CPU 109.5 s vs 105.8 s (1.04x; wall 0.98x), peak 1447 vs 1716 MB.
   Not run again: 257 frames at 128 px, --slow (hours at that load). See docs/decode.md for the earlier runs.
 Usage: nice python bench/decode_memory.py [--slow] [--size 128] [--frames 17,65,257] [--vae wan|sd]
 """
