@@ -15,6 +15,18 @@ Wan frame counts are 4k+1: 17, 65, 257 stand for 16, 64, 256.
 Resident memory on glibc includes heap fragmentation (tens to hundreds of MB, varying run to run); with
 MALLOC_MMAP_THRESHOLD_=65536 in the environment every large tensor is mmapped and unmapped when freed, so the
 peak follows the live tensors: run it both ways to tell the two apart.
+Each child also reports its CPU time (all threads) over the decode and write: on a shared machine the wall clock
+follows the load, and the children run one after another, so compare CPU times there (one thread: the work done).
+
+Measured 2026-12-03 (2 shared cores, load average 9.4 at the start, 6.0 at the end), OMP_NUM_THREADS=1 --size 64:
+  frames  Kinema CPU s  diffusers CPU s  CPU ratio  wall ratio  Kinema peak MB  diffusers peak MB
+      17           7.5              7.2      1.04x       1.93x            1121               1107
+      65          28.3             27.2      1.04x       1.01x            1114               1128
+     257         109.6            105.2      1.04x       0.71x            1123               1115
+  plan chunk 1, one tile; time goal met on CPU time (not on the wall clock: load), peak 257 / 17 frames 1.00x.
+  --size 128 --frames 17,65 (same hour): 17 frames CPU 30.6 s vs 28.6 s (1.07x), peak 1419 vs 1665 MB;
+  65 frames CPU 109.5 s vs 105.8 s (1.04x; wall 0.98x), peak 1447 vs 1716 MB.
+  Not run again: 257 frames at 128 px, --slow (hours at that load). See docs/decode.md for the earlier runs.
 Usage: nice python bench/decode_memory.py [--slow] [--size 128] [--frames 17,65,257] [--vae wan|sd]
 """
 from __future__ import annotations
@@ -47,7 +59,7 @@ CHILD = textwrap.dedent("""
         z = torch.randn(1, 4, frames, height // 8, width // 8)
     from kinema.models import media, vae_tiling
     base = rss_mb()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     if mode == "kinema":
         with media.VideoWriter(out, 16, "mp4") as w:
             for chunk in vae_tiling.decode_chunks(vae, z):                  # (n, H, W, 3) 0..1
@@ -69,7 +81,8 @@ CHILD = textwrap.dedent("""
             for f in frames_u8:
                 w.write(torch.from_numpy(f).float().div(255)[None])
         n, info = w.frames, "enable_tiling()"
-    print(json.dumps({"frames": n, "seconds": time.perf_counter() - t, "base_mb": base, "info": info}))
+    print(json.dumps({"frames": n, "seconds": time.perf_counter() - t, "cpu": time.process_time() - cpu,
+                      "base_mb": base, "info": info}))
 """)
 
 
@@ -101,8 +114,11 @@ def main() -> None:
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         print(f"MALLOC_MMAP_THRESHOLD_={os.environ['MALLOC_MMAP_THRESHOLD_']}: peaks follow live tensors, "
               f"not heap fragmentation")
-    print(f"{'size':>8} {'frames':>6} {'who':10} {'peak MB':>8} {'work MB':>8} {'seconds':>8} {'s/frame':>8}  plan")
+    print(f"{'size':>8} {'frames':>6} {'who':10} {'peak MB':>8} {'work MB':>8} {'seconds':>8} {'cpu s':>8} "
+          f"{'s/frame':>8}  plan")
+    load = os.getloadavg()[0]
     results = {size: _measure(args.vae, size, counts, work) for size, counts in groups.items()}
+    print(f"load average (1 min) at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f}")
     for size, rows in results.items():
         _report(size, groups[size], rows)
 
@@ -117,7 +133,7 @@ def _measure(vae: str, size: str, counts: list[int], work: str) -> dict[str, dic
             rep.update(peak_mb=peak, work_mb=peak - rep["base_mb"], wall=time.perf_counter() - t)
             rows[who][n] = rep
             print(f"{size:>8} {n:6d} {who:10} {peak:8.0f} {rep['work_mb']:8.0f} {rep['seconds']:8.1f} "
-                  f"{rep['seconds'] / rep['frames']:8.3f}  {rep['info']}", flush=True)
+                  f"{rep['cpu']:8.1f} {rep['seconds'] / rep['frames']:8.3f}  {rep['info']}", flush=True)
     return rows
 
 
@@ -129,18 +145,20 @@ def _report(size: str, counts: list[int], rows: dict[str, dict[int, dict]]) -> N
         print(f"  {who:10} peak {b['peak_mb'] / a['peak_mb']:.2f}x   work {b['work_mb'] / a['work_mb']:.2f}x   "
               f"time {b['seconds'] / a['seconds']:.1f}x for {hi / lo:.1f}x frames "
               f"(s/frame {a['seconds'] / a['frames']:.3f} -> {b['seconds'] / b['frames']:.3f})")
-    worst = 0.0
+    worst = worst_cpu = 0.0
     for n in counts:
         k, d = rows["kinema"][n], rows["diffusers"][n]
-        worst = max(worst, k["seconds"] / d["seconds"])
+        worst, worst_cpu = max(worst, k["seconds"] / d["seconds"]), max(worst_cpu, k["cpu"] / d["cpu"])
         print(f"  {n:4d} frames: kinema/diffusers peak {k['peak_mb'] / d['peak_mb']:.2f}x, work "
-              f"{k['work_mb'] / d['work_mb']:.2f}x, time {k['seconds'] / d['seconds']:.2f}x")
+              f"{k['work_mb'] / d['work_mb']:.2f}x, time {k['seconds'] / d['seconds']:.2f}x, "
+              f"CPU time {k['cpu'] / d['cpu']:.2f}x")
     w, h = (int(v) for v in size.split("x"))
     slope = {who: (rows[who][hi]["work_mb"] - rows[who][lo]["work_mb"]) / (hi - lo) for who in rows}
     print(f"  working memory growth per frame: kinema {slope['kinema'] * 1024:.1f} KB, diffusers "
           f"{slope['diffusers'] * 1024:.1f} KB ({slope['diffusers'] * 2 ** 20 / (w * h):.1f} bytes per pixel)")
     flat = rows["kinema"][hi]["peak_mb"] / rows["kinema"][lo]["peak_mb"]
-    print(f"  goal: time <= 1.1x diffusers at every length: worst {worst:.2f}x {'met' if worst <= 1.1 else 'NOT met'}")
+    print(f"  goal: time <= 1.1x diffusers at every length: worst {worst:.2f}x {'met' if worst <= 1.1 else 'NOT met'}"
+          f" (wall clock); CPU time worst {worst_cpu:.2f}x {'met' if worst_cpu <= 1.1 else 'NOT met'}")
     print(f"  goal: kinema peak for {hi} frames <= 1.3x its peak for {lo}: {flat:.2f}x "
           f"{'met' if flat <= 1.3 else 'NOT met'}")
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,11 +50,13 @@ CPU_BUDGET_MB = 8192          # at most this much RAM by default on the CPU (and
 MIN_TILE = 8                  # latent cells: smaller tiles cost more in seams than they save in memory
 MAX_CHUNK = {"causal": 8, "frame": 16}   # latent frames per call: Wan 8 (32 frames), per-frame VAEs 16 frames
 GPU_CALL_PX = 1 << 21         # output pixels x frames that keep a GPU busy in one call (8 frames of 512x512)
-CPU_CALL_PX = 1 << 18         # on the CPU: calls up to this size (16 frames of 128x128, 4 of 256x256) amortise the
-                              # per-call overhead of Wan's ~100 small ops per latent frame; 17 frames at 128 px
-                              # decode in two calls (frame 0, then 16 frames), 257 frames in 17 calls instead of
-                              # 65. Frames of 480p and up are already one call per latent frame (1.6 M px); longer
-                              # calls there only cost memory.
+CPU_CALL_PX = {"causal": 1 << 14, "frame": 1 << 18}   # on the CPU: calls up to this many output px x frames.
+                              # Wan: measured CPU time of one call of n latent frames / n calls of one (thread
+                              # time, one thread, real channel counts): 0.50-0.68 at 32 px (n = 8), 1.2 at 64 px
+                              # (n = 8), 1.14 at 128 px (n = 4): past 16 frames of 32x32 the activations leave the
+                              # caches and longer calls cost more than the calls they save, so 64 px and up decode
+                              # one latent frame per call (as diffusers does). Per-frame VAEs: not yet measured.
+SHORT_SLACK = 1.25            # over the budget anyway: the largest tile within this factor of the least memory
 TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
 # resolution x dtype bytes). Measured from the peak RSS of single decode calls on the CPU, fresh processes, random
@@ -268,8 +271,8 @@ def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = Non
 
     The largest tile wins (the whole frame when it fits: no seams), then the longest chunk up to what keeps the
     device busy (GPU_CALL_PX, CPU_CALL_PX; at most MAX_CHUNK): small clips decode in one call.
-    When even the smallest tile with chunks of one latent frame does not fit, that is used anyway (it is the
-    least memory this VAE can decode with)."""
+    When no tile fits even with one latent frame per call, short_of_memory() picks the largest tile within
+    SHORT_SLACK of the least memory there is, with a warning naming the memory_mb to set."""
     settings = settings or TileSettings()
     settings.check()
     ad = vae if isinstance(vae, (_CausalVAE, _FrameVAE)) else vae_adapter(vae)
@@ -282,32 +285,54 @@ def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = Non
     cache = _cache_bytes_per_px(ad)           # bytes / px (the encoder's causal cache is of the same order)
     causal = ad.kind == "causal"
 
-    def cost(th: int, tw: int, chunk: int, overlap: int) -> tuple[float, bool]:
-        """(bytes, offload) for one call of `chunk` latent frames on a th x tw tile."""
+    def cost(th: int, tw: int, chunk: int, overlap: int, short: bool = False) -> tuple[float, bool]:
+        """(bytes, offload) for one call of `chunk` latent frames on a th x tw tile; short: over the budget
+        anyway, so on a GPU every tile's cache waits on the CPU."""
         px = th * tw * r * r
         n_out = ad.out_frames(False, max(1, min(chunk, f - causal)))
         tiles = len(_starts(h, th, overlap)) * len(_starts(w, tw, overlap))
         all_cache = cache * px * tiles
-        offload = tiles > 1 and device.type == "cuda" and all_cache > budget / 2
+        offload = tiles > 1 and device.type == "cuda" and (short or all_cache > budget / 2)
         held = cache * px if offload else all_cache
         out = 0.0 if device.type == "cuda" else n_out * h * w * r * r * 3 * 4 * 2   # output chunk + its blend
         return act * px * n_out + held + out, offload
 
     gpu = device.type in ("cuda", "mps")
+    tried = []                                # per tile side, largest first: its plan with the shortest chunk
     for t in _tile_sizes(max(h, w), settings.tile_px // r if settings.tile_px else 0):
         th, tw = min(t, h), min(t, w)
         overlap = (settings.overlap_px // r) if settings.overlap_px else max(1, min(th, tw) // 4)
         overlap = min(overlap, max(min(th, tw) - 1, 0))
         per_frame = th * tw * r * r * ad.out_frames(False, 1)                 # output px x frames per latent frame
-        want = min(MAX_CHUNK[ad.kind], math.ceil((GPU_CALL_PX if gpu else CPU_CALL_PX) / per_frame))
+        call_px = GPU_CALL_PX if gpu else CPU_CALL_PX[ad.kind]
+        want = min(MAX_CHUNK[ad.kind], math.ceil(call_px / per_frame))
         chunks = [settings.chunk_frames] if settings.chunk_frames else list(range(want, 0, -1))
         for chunk in chunks:
             need, offload = cost(th, tw, chunk, overlap)
             if need <= budget:
                 return TilePlan(chunk, th, tw, overlap, offload, need / 2 ** 20)
-    # nothing fits: the least memory there is (the smallest tile, the shortest chunk, caches off the GPU)
-    need, offload = cost(th, tw, chunks[-1], overlap)
-    return TilePlan(chunks[-1], th, tw, overlap, offload or device.type == "cuda", need / 2 ** 20)
+        need, offload = cost(th, tw, chunks[-1], overlap, short=True)
+        tried.append(TilePlan(chunks[-1], th, tw, overlap, offload, need / 2 ** 20))
+    best = short_of_memory(tried)
+    warnings.warn(f"VAE {'encode' if encode else 'decode'} at {w * r}x{h * r} needs about "
+                  f"{math.ceil(best.estimate_mb)} MB of working memory, more than its budget of {budget >> 20} MB: "
+                  f"running anyway ({best.num_tiles(h, w)} tiles of {best.tile_w * r}x{best.tile_h * r} px, "
+                  f"{best.chunk} latent frame(s) per call), it may run out of memory. Fix: set memory_mb on Tiled "
+                  f"VAE Options to at least {math.ceil(best.estimate_mb)} if the machine has it, or lower the "
+                  f"resolution.", stacklevel=2)
+    return best
+
+
+def short_of_memory(tried: list[TilePlan]) -> TilePlan:
+    """The plan when no tile fits the budget, from each tile side's plan with its shortest chunk (largest tile
+    first): the largest tile whose estimate is within SHORT_SLACK of the least estimate of all.
+
+    Below some size, smaller tiles stop saving memory: the causal caches of all tiles (overlaps included) are a
+    floor that tiling only raises, while the calls multiply. Taking the smallest tile, as before, decoded Wan 2.1
+    at 832x480 on a 6 GB budget in 170 tiles of 64 px (estimate 6.5 GB, peak 11.4 GB); this takes 18 of 192 px
+    (estimate 7.7 GB)."""
+    least = min(p.estimate_mb for p in tried)
+    return next(p for p in tried if p.estimate_mb <= least * SHORT_SLACK)
 
 
 def _tile_sizes(largest: int, fixed: int) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -148,13 +149,15 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
     on_gpu = lambda vae, shape: vae_tiling.plan(vae, shape, TileSettings(memory_mb=1 << 20), device="cuda").chunk
     assert on_gpu(wan_vae, shape) == 2 and on_gpu(wan_vae, (16, 21, 8, 8)) == 8   # enough work per call
     small = vae_tiling.plan(wan_vae, (16, 65, 16, 16), TileSettings(memory_mb=1 << 20))   # 257 frames at 128 px
-    assert small.chunk == 4 and small.num_tiles(16, 16) == 1                      # 16 frames per call on the CPU
-    assert vae_tiling.plan(wan_vae, (0, 65, 16, 16), TileSettings(memory_mb=1 << 20), encode=True).chunk == 4
+    assert small.chunk == 1 and small.num_tiles(16, 16) == 1     # on the CPU from 64 px up: one latent frame
+    assert vae_tiling.plan(wan_vae, (0, 65, 16, 16), TileSettings(memory_mb=1 << 20), encode=True).chunk == 1
+    assert vae_tiling.plan(wan_vae, (16, 65, 4, 4), TileSettings(memory_mb=1 << 20)).chunk == 4    # 32 px: 16 frames
     short = vae_tiling.plan(wan_vae, (16, 5, 16, 16), TileSettings(memory_mb=1 << 20))
     assert short.chunk == small.chunk and short.estimate_mb == small.estimate_mb  # the same calls: flat memory
-    tight = vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                            # short of memory: tested below
+        tight = vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=64))
     assert tight.num_tiles(60, 104) > 1 and tight.chunk >= 1
-    assert tight.estimate_mb <= 64 or tight.tile_h == vae_tiling.MIN_TILE
     assert vae_tiling.plan(wan_vae, shape, TileSettings(memory_mb=1 << 20, tile_px=256)).tile_h == 32
     assert vae_tiling.plan(sd_vae, (4, 64, 64, 64), TileSettings(memory_mb=1 << 20)).num_tiles(64, 64) == 1
     assert on_gpu(sd_vae, (4, 64, 256, 256)) == 8                                     # 8 frames of 512x512
@@ -165,6 +168,42 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
     assert vae_tiling.memory_budget(torch.device("cpu"), 100) == 100 << 20
     with pytest.raises(ValueError, match="`memory_mb` must be between"):
         TileSettings(memory_mb=-1).check()
+
+
+def test_plan_short_of_memory_takes_large_tiles_and_names_the_budget():
+    """Wan 2.1 at its real channel counts (built on the meta device: shapes only) at 832x480 on a 6 GB budget:
+    no tile fits, because every tile's causal cache (9.4 KB per output pixel, overlaps included) is a floor that
+    smaller tiles only raise. The plan takes large tiles near the least memory, not 170 tiles of 64 px."""
+    from diffusers import AutoencoderKLWan
+    with torch.device("meta"):
+        vae = AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
+    shape = (16, 21, 60, 104)                                                        # 81 frames at 832x480
+    with pytest.warns(UserWarning, match=r"832x480 needs about \d+ MB.*budget of 6144 MB.*set memory_mb") as rec:
+        short = vae_tiling.plan(vae, shape, TileSettings(memory_mb=6144), device="cpu")
+    assert f"at least {math.ceil(short.estimate_mb)}" in str(rec[0].message)
+    assert short.chunk == 1 and short.estimate_mb > 6144
+    assert short.tile_h >= 3 * vae_tiling.MIN_TILE and short.num_tiles(60, 104) <= 20       # measured: 18 of 24 cells
+    # the least memory of any tile side, each tried alone: the choice is within SHORT_SLACK of it, and larger
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        each = [vae_tiling.plan(vae, shape, TileSettings(memory_mb=6144, tile_px=t * 8), device="cpu")
+                for t in vae_tiling._tile_sizes(104, 0)]
+    least = min(each, key=lambda p: p.estimate_mb)
+    assert short.estimate_mb <= least.estimate_mb * vae_tiling.SHORT_SLACK
+    assert short.tile_h > least.tile_h
+    # the memory_mb the warning names is enough: the same plan, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enough = vae_tiling.plan(vae, shape, TileSettings(memory_mb=math.ceil(short.estimate_mb)), device="cpu")
+    assert (enough.tile_h, enough.tile_w, enough.chunk) == (short.tile_h, short.tile_w, short.chunk)
+
+
+def test_short_of_memory_choice():
+    plans = [vae_tiling.TilePlan(1, t, t, t // 4, estimate_mb=mb) for t, mb in ((60, 20000), (32, 9000), (24, 7700),
+                                                                                 (16, 7000), (8, 6500))]
+    assert vae_tiling.short_of_memory(plans).tile_h == 24                         # 7700 <= 1.25 x 6500
+    assert vae_tiling.short_of_memory(plans[:1]).tile_h == 60                      # a user's tile: the only one
+    assert vae_tiling.short_of_memory(plans[3:]).tile_h == 16
 
 
 # ---- latents files --------------------------------------------------------------------------------------------
