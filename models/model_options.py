@@ -6,7 +6,9 @@ changing an option reloads the model and the loaded model is never changed behin
   for its forward into a temporary; other layers (convolutions) by diffusers' layerwise casting; norms and
   embeddings stay in the model's dtype.
 - offload_blocks: block offload (diffusers' group offloading): N blocks at a time on the GPU, the rest in pinned
-  CPU memory, the next group prefetched on a CUDA stream. CUDA only; elsewhere a no-op with a warning.
+  CPU memory, the next group prefetched on a CUDA stream; a diffusers folder's text encoder lives in CPU memory and
+  is on the GPU only while it runs (a files-loaded one offloads by itself). CUDA only; elsewhere a no-op with a
+  warning.
 - attention: the attention backend through diffusers' attention dispatcher (native SDPA, flash-attn, SageAttention,
   xformers), only when its package is installed; never a dependency.
 - compile: torch.compile of the denoiser's repeated blocks (diffusers' compile_repeated_blocks, or each block of
@@ -234,7 +236,20 @@ def _offload(model, modules: dict[str, nn.Module], blocks: int) -> str:
         apply_group_offloading(module, onload_device=model.device, offload_device=torch.device("cpu"),
                                offload_type="block_level", num_blocks_per_group=blocks, use_stream=True,
                                record_stream=True, non_blocking=True)
-    return f"offload: {blocks} block(s) at a time on {model.device}, the rest streamed from pinned CPU memory"
+    encoders = components(model, "text_encoder_dtype")       # a files-loaded text encoder offloads by itself
+    for encoder in encoders.values():
+        visit_device(encoder, model.device)
+    return (f"offload: {blocks} block(s) at a time on {model.device}, the rest streamed from pinned CPU memory"
+            + (f"; {', '.join(sorted(encoders))} on {model.device} only while it runs" if encoders else ""))
+
+
+def visit_device(module: nn.Module, device: torch.device, home: torch.device = torch.device("cpu")) -> None:
+    """`module` lives on `home` and visits `device` for each forward call: moved there just before the call and
+    back right after (its output stays on `device`). With block offload the text encoder runs, then leaves the GPU
+    to the denoiser's blocks."""
+    module.to(home)
+    module.register_forward_pre_hook(lambda m, args: m.to(device) and None)
+    module.register_forward_hook(lambda m, args, out: m.to(home) and None)
 
 
 def _compile(modules: dict[str, nn.Module], backend: str) -> str:

@@ -141,3 +141,25 @@ def test_loader_takes_options_and_sampler_refuses_what_cannot_fit(kinema_dirs, m
     monkeypatch.setattr(M, "free_bytes", lambda device: 1024)
     with pytest.raises(ValueError, match="`length` with 32x32 and cfg does not fit"):
         KinemaTemporalSampler().sample(model, pos, neg, 5, 32, 32, 2, 5.0, 0, "default", 0.0, 1.0)
+
+
+def test_text_encoder_visits_the_device_only_while_it_runs():
+    """visit_device (block offload's text encoder): moved to the device before each call and home after; the
+    output is the module's own. (Two devices are needed to see the weights move; here the moves are recorded.)"""
+    from torch import nn
+    from kinema.models.model_options import visit_device
+    moves = []
+
+    class Recorded(nn.Linear):
+        def to(self, *args, **kwargs):
+            moves.append(str(args[0]))
+            return super().to(*args, **kwargs)
+
+    layer = Recorded(4, 3)
+    x = torch.randn(2, 4)
+    want = layer(x)
+    visit_device(layer, torch.device("cpu", 0), home=torch.device("cpu"))   # "cpu:0" stands for the GPU
+    assert moves == ["cpu"]
+    got = layer(x)
+    layer(x)
+    assert torch.equal(got, want) and moves == ["cpu", "cpu:0", "cpu", "cpu:0", "cpu"]   # (device, home) per call
