@@ -26,7 +26,10 @@ Measured 2026-12-03 (2 shared cores, load average 9.4 at the start, 6.0 at the e
   plan chunk 1, one tile; time goal met on CPU time (not on the wall clock: load), peak 257 / 17 frames 1.00x.
   --size 128 --frames 17,65 (same hour): 17 frames CPU 30.6 s vs 28.6 s (1.07x), peak 1419 vs 1665 MB;
   65 frames CPU 109.5 s vs 105.8 s (1.04x; wall 0.98x), peak 1447 vs 1716 MB.
-  Not run again: 257 frames at 128 px, --slow (hours at that load). See docs/decode.md for the earlier runs.
+  --size 128 --frames 17,257 (16:46-17:09 UTC, load 1.2 -> 2.3, a test suite running beside it): 17 frames CPU
+  29.3 s vs 29.7 s (0.99x; wall 0.98x), peak 1362 vs 1380 MB; 257 frames CPU 457.0 s vs 429.1 s (1.07x; wall
+  0.92x), peak 1507 vs 1665 MB; peak 257 / 17 frames 1.11x.
+  Not run: --slow (81 and 321 frames at 832x480: hours per row on this CPU). See docs/decode.md.
 Usage: nice python bench/decode_memory.py [--slow] [--size 128] [--frames 17,65,257] [--vae wan|sd]
 """
 from __future__ import annotations
