@@ -149,7 +149,7 @@ class KinemaStepCache:
     RETURN_TYPES = ("KINEMA_STEP_CACHE",)
     RETURN_NAMES = ("step_cache",)
     OUTPUT_TOOLTIPS = ("Connect to the `step_cache` input of a sampling node: Temporal Sampler, Video Edit (sdedit), "
-                       "Video Upscale (refine), Text to Audio, Video to Audio, Portrait Animate.",)
+                       "Video Upscale and Latent Upscale (refine), Text to Audio, Video to Audio, Portrait Animate.",)
     FUNCTION = "options"
 
     @classmethod
