@@ -105,11 +105,14 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="frame side in pixels of the fast rows (a multiple of 8)")
     ap.add_argument("--frames", default="17,65,257", help="frame counts of the fast rows (Wan: 4k+1)")
     ap.add_argument("--slow", action="store_true", help="also 81 and 321 frames at 832x480 (minutes per row)")
+    ap.add_argument("--slow-frames", default="81,321", help="frame counts of the 832x480 rows of --slow")
+    ap.add_argument("--only", choices=["kinema", "diffusers"], help="measure one side only (rows, no ratios): to "
+                    "run the hour-long 480p rows of the two sides apart")
     ap.add_argument("--vae", choices=["wan", "sd"], default="wan")
     args = ap.parse_args()
     groups = {f"{args.size}x{args.size}": [int(c) for c in args.frames.split(",")]}
     if args.slow:
-        groups["832x480"] = [81, 321]
+        groups["832x480"] = [int(c) for c in args.slow_frames.split(",")]
     work = tempfile.mkdtemp(prefix="kinema-decode-bench-")
     print(f"{args.vae} VAE (real channel counts, random weights), CPU ({os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), mp4 written; peak = child's ru_maxrss, "
@@ -120,16 +123,17 @@ def main() -> None:
     print(f"{'size':>8} {'frames':>6} {'who':10} {'peak MB':>8} {'work MB':>8} {'seconds':>8} {'cpu s':>8} "
           f"{'s/frame':>8}  plan")
     load = os.getloadavg()[0]
-    results = {size: _measure(args.vae, size, counts, work) for size, counts in groups.items()}
+    sides = [args.only] if args.only else ["kinema", "diffusers"]
+    results = {size: _measure(args.vae, size, counts, work, sides) for size, counts in groups.items()}
     print(f"load average (1 min) at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f}")
-    for size, rows in results.items():
+    for size, rows in results.items() if not args.only else ():
         _report(size, groups[size], rows)
 
 
-def _measure(vae: str, size: str, counts: list[int], work: str) -> dict[str, dict[int, dict]]:
-    rows: dict[str, dict[int, dict]] = {"kinema": {}, "diffusers": {}}
+def _measure(vae: str, size: str, counts: list[int], work: str, sides: list[str]) -> dict[str, dict[int, dict]]:
+    rows: dict[str, dict[int, dict]] = {who: {} for who in sides}
     for n in counts:
-        for who in ("kinema", "diffusers"):
+        for who in sides:
             t = time.perf_counter()
             rep, peak = _child([sys.executable, "-c", CHILD, who, vae, str(n), size,
                                 os.path.join(work, f"{who}_{size}_{n}.mp4")])

@@ -37,10 +37,12 @@ import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from . import interrupts
 from .checks import check_frames, check_range, fail
 from .heap import trim_heap
 
@@ -56,6 +58,8 @@ CPU_CALL_PX = {"causal": 1 << 14, "frame": 1 << 18}   # on the CPU: calls up to 
                               # (n = 8), 1.14 at 128 px (n = 4): past 16 frames of 32x32 the activations leave the
                               # caches and longer calls cost more than the calls they save, so 64 px and up decode
                               # one latent frame per call (as diffusers does). Per-frame VAEs: not yet measured.
+CPU_TILE_PX = 1 << 16         # on the CPU, when the frame must be tiled, tiles of at most this many pixels (256x256,
+                              # diffusers' own tile): past CPU_CALL_PX per call, larger tiles only cost memory
 SHORT_SLACK = 1.25            # over the budget anyway: the largest tile within this factor of the least memory
 TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
@@ -98,6 +102,8 @@ class TilePlan:
     overlap: int             # latent cells shared by neighbouring tiles
     offload: bool = False    # keep each tile's causal cache on the CPU between chunks
     estimate_mb: float = 0.0 # estimated working memory of one call (for logs and tests)
+    by_tile: bool = False    # tile by tile: each tile through the whole clip with its own causal cache, blended
+                             # into the clip's output on the CPU; frames come out when the last tile is done
 
     def starts(self, h: int, w: int) -> tuple[list[int], list[int]]:
         """Tile origins along the height and the width, evenly spread, first at 0 and last at the edge."""
@@ -265,61 +271,98 @@ def _cache_bytes_per_px(ad) -> float:
     return _CACHE_COST[ad.vae]
 
 
+class _Costs:
+    """Working-memory estimates (bytes) of the calls of one decode or encode of latents (f, h, w)."""
+
+    def __init__(self, ad, device: torch.device, f: int, h: int, w: int, budget: int, encode: bool):
+        dbytes = next(ad.vae.parameters()).element_size()
+        self.ad, self.device, self.f, self.h, self.w, self.budget = ad, device, f, h, w, budget
+        self.r, self.causal = ad.spatial, ad.kind == "causal"
+        self.act = ACT_FACTOR[ad.kind] * ad.width * dbytes * (ENCODE_FACTOR if encode else 1.0)  # B / px / frame
+        self.cache = _cache_bytes_per_px(ad)  # bytes / px (the encoder's causal cache is of the same order)
+        # what tile by tile holds for the whole clip, on the CPU: the blended output (float32) and its weights
+        px = h * w * self.r ** 2
+        out = (ad.z_dim * f * h * w if encode else ad.out_frames(True, f) * px * 3) if self.causal else 0
+        self.clip = out * 4 + px * 4
+
+    def tiles(self, th: int, tw: int, overlap: int) -> int:
+        return len(_starts(self.h, th, overlap)) * len(_starts(self.w, tw, overlap))
+
+    def all_caches(self, th: int, tw: int, overlap: int) -> float:
+        """Every tile's causal cache: what the streaming order holds for the whole clip."""
+        return self.cache * th * tw * self.r ** 2 * self.tiles(th, tw, overlap)
+
+    def __call__(self, th: int, tw: int, chunk: int, overlap: int, short: bool = False,
+                 by_tile: bool = False) -> tuple[float, bool]:
+        """(bytes, offload) for one call of `chunk` latent frames on a th x tw tile; short: over the budget
+        anyway, so on a GPU every tile's cache waits on the CPU; by_tile: tile by tile (one cache alive, the
+        whole clip's output held until the end, on the CPU)."""
+        px = th * tw * self.r ** 2
+        n_out = self.ad.out_frames(False, max(1, min(chunk, self.f - self.causal)))
+        all_cache = self.all_caches(th, tw, overlap)
+        offload = (not by_tile and self.tiles(th, tw, overlap) > 1 and self.device.type == "cuda"
+                   and (short or all_cache > self.budget / 2))
+        held = self.cache * px if offload or by_tile else all_cache
+        if self.device.type == "cuda":
+            out = 0.0
+        elif by_tile:
+            out = self.clip + n_out * px * 3 * 4 * 2                                    # the clip + one tile's output
+        else:
+            out = n_out * self.h * self.w * self.r ** 2 * 3 * 4 * 2                     # output chunk + its blend
+        return self.act * px * n_out + held + out, offload
+
+    def plan(self, chunk: int, th: int, tw: int, overlap: int, short: bool = False, by_tile: bool = False):
+        need, offload = self(th, tw, chunk, overlap, short, by_tile)
+        if offload and self.clip <= self.all_caches(th, tw, overlap):   # the clip is smaller than the caches:
+            by_tile, offload = True, False                              # hold it, not them, on the CPU
+        return TilePlan(chunk, th, tw, overlap, offload, need / 2 ** 20, by_tile)
+
+
 def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = None, device=None,
          encode: bool = False) -> TilePlan:
     """Choose tiles and chunks for one decode (or encode) of latents (C, f, h, w) within the memory budget.
 
     The largest tile wins (the whole frame when it fits: no seams), then the longest chunk up to what keeps the
-    device busy (GPU_CALL_PX, CPU_CALL_PX; at most MAX_CHUNK): small clips decode in one call.
+    device busy (GPU_CALL_PX, CPU_CALL_PX; at most MAX_CHUNK): small clips decode in one call. A causal VAE's
+    tiles stream (all tiles chunk by chunk, every tile's cache alive) when that fits, else go tile by tile (one
+    cache alive, the clip's output held on the CPU until the end).
     When no tile fits even with one latent frame per call, short_of_memory() picks the largest tile within
     SHORT_SLACK of the least memory there is, with a warning naming the memory_mb to set."""
     settings = settings or TileSettings()
     settings.check()
     ad = vae if isinstance(vae, (_CausalVAE, _FrameVAE)) else vae_adapter(vae)
-    p = next(ad.vae.parameters())
-    device = torch.device(device) if device is not None else p.device
+    device = torch.device(device) if device is not None else next(ad.vae.parameters()).device
     _, f, h, w = latent_shape
-    r, dbytes = ad.spatial, p.element_size()
-    budget = memory_budget(device, settings.memory_mb)
-    act = ACT_FACTOR[ad.kind] * ad.width * dbytes * (ENCODE_FACTOR if encode else 1.0)   # bytes / px / frame
-    cache = _cache_bytes_per_px(ad)           # bytes / px (the encoder's causal cache is of the same order)
-    causal = ad.kind == "causal"
-
-    def cost(th: int, tw: int, chunk: int, overlap: int, short: bool = False) -> tuple[float, bool]:
-        """(bytes, offload) for one call of `chunk` latent frames on a th x tw tile; short: over the budget
-        anyway, so on a GPU every tile's cache waits on the CPU."""
-        px = th * tw * r * r
-        n_out = ad.out_frames(False, max(1, min(chunk, f - causal)))
-        tiles = len(_starts(h, th, overlap)) * len(_starts(w, tw, overlap))
-        all_cache = cache * px * tiles
-        offload = tiles > 1 and device.type == "cuda" and (short or all_cache > budget / 2)
-        held = cache * px if offload else all_cache
-        out = 0.0 if device.type == "cuda" else n_out * h * w * r * r * 3 * 4 * 2   # output chunk + its blend
-        return act * px * n_out + held + out, offload
-
+    r = ad.spatial
+    cost = _Costs(ad, device, f, h, w, memory_budget(device, settings.memory_mb), encode)
     gpu = device.type in ("cuda", "mps")
     tried = []                                # per tile side, largest first: its plan with the shortest chunk
     for t in _tile_sizes(max(h, w), settings.tile_px // r if settings.tile_px else 0):
         th, tw = min(t, h), min(t, w)
         overlap = (settings.overlap_px // r) if settings.overlap_px else max(1, min(th, tw) // 4)
         overlap = min(overlap, max(min(th, tw) - 1, 0))
+        if not settings.tile_px:              # as small as the same number of tiles allows: less work per tile
+            th, tw = _fit(h, th, overlap), _fit(w, tw, overlap)
+            if not gpu and (th, tw) != (h, w) and th * tw * r * r > CPU_TILE_PX:
+                continue                      # on the CPU, tiles this large are no faster, only hungrier
         per_frame = th * tw * r * r * ad.out_frames(False, 1)                 # output px x frames per latent frame
         call_px = GPU_CALL_PX if gpu else CPU_CALL_PX[ad.kind]
         want = min(MAX_CHUNK[ad.kind], math.ceil(call_px / per_frame))
         chunks = [settings.chunk_frames] if settings.chunk_frames else list(range(want, 0, -1))
-        for chunk in chunks:
-            need, offload = cost(th, tw, chunk, overlap)
-            if need <= budget:
-                return TilePlan(chunk, th, tw, overlap, offload, need / 2 ** 20)
-        need, offload = cost(th, tw, chunks[-1], overlap, short=True)
-        tried.append(TilePlan(chunks[-1], th, tw, overlap, offload, need / 2 ** 20))
+        orders = [False, True] if cost.causal and cost.tiles(th, tw, overlap) > 1 else [False]   # streaming first
+        for by_tile in orders:
+            for chunk in chunks:
+                if cost(th, tw, chunk, overlap, by_tile=by_tile)[0] <= cost.budget:
+                    return cost.plan(chunk, th, tw, overlap, by_tile=by_tile)
+        tried.append(min((cost.plan(chunks[-1], th, tw, overlap, True, bt) for bt in orders),
+                         key=lambda tp: tp.estimate_mb))
     best = short_of_memory(tried)
     warnings.warn(f"VAE {'encode' if encode else 'decode'} at {w * r}x{h * r} needs about "
-                  f"{math.ceil(best.estimate_mb)} MB of working memory, more than its budget of {budget >> 20} MB: "
-                  f"running anyway ({best.num_tiles(h, w)} tiles of {best.tile_w * r}x{best.tile_h * r} px, "
-                  f"{best.chunk} latent frame(s) per call), it may run out of memory. Fix: set memory_mb on Tiled "
-                  f"VAE Options to at least {math.ceil(best.estimate_mb)} if the machine has it, or lower the "
-                  f"resolution.", stacklevel=2)
+                  f"{math.ceil(best.estimate_mb)} MB of working memory, more than its budget of "
+                  f"{cost.budget >> 20} MB: running anyway ({best.num_tiles(h, w)} tiles of {best.tile_w * r}x"
+                  f"{best.tile_h * r} px, {best.chunk} latent frame(s) per call), it may run out of memory. Fix: set "
+                  f"memory_mb on Tiled VAE Options to at least {math.ceil(best.estimate_mb)} if the machine has it, "
+                  f"or lower the resolution.", stacklevel=2)
     return best
 
 
@@ -333,6 +376,13 @@ def short_of_memory(tried: list[TilePlan]) -> TilePlan:
     (estimate 7.7 GB)."""
     least = min(p.estimate_mb for p in tried)
     return next(p for p in tried if p.estimate_mb <= least * SHORT_SLACK)
+
+
+def _fit(size: int, tile: int, overlap: int) -> int:
+    """The smallest tile that covers `size` with as many tiles as `tile` needs, still overlapping by `overlap`:
+    e.g. 480 px in tiles of 256 px overlapping by 64 takes 3 tiles, and 3 tiles of 208 px do it."""
+    n = len(_starts(size, tile, overlap))
+    return tile if n == 1 else math.ceil((size + (n - 1) * overlap) / n)
 
 
 def _tile_sizes(largest: int, fixed: int) -> list[int]:
@@ -438,27 +488,35 @@ def decode_chunks(vae, z: torch.Tensor, settings: TileSettings | None = None,
         vae: a diffusers AutoencoderKLWan or AutoencoderKL (weights on their device).
         z: latents in the VAE's own space (already un-normalised by the family), (1, C, f, h, w).
         settings: memory budget and tile/chunk overrides; tile_plan: a ready plan (overrides settings).
-    Frames come out in order; concatenated they are the whole clip (Wan: 1 + 4 (f - 1) frames).
+    Frames come out in order; concatenated they are the whole clip (Wan: 1 + 4 (f - 1) frames). A tile-by-tile
+    plan yields them only when the last tile is done (the same pixels, bit for bit).
     """
     ad = vae_adapter(vae)
     p = next(vae.parameters())
     _, _, f, h, w = z.shape
     tp = tile_plan or plan(ad, tuple(z.shape[1:]), settings)
     ys, xs = tp.starts(h, w)
-    caches = {(i, j): ad.new_cache() for i in range(len(ys)) for j in range(len(xs))}
-    for a, b, first in _chunks(f, tp.chunk, ad.kind == "causal"):
-        # 1. every tile of latent frames a..b, each with its own causal cache, blended in pixel space
-        def run(i: int, j: int) -> torch.Tensor:
-            zt = z[:, :, a:b, ys[i]:ys[i] + tp.tile_h, xs[j]:xs[j] + tp.tile_w]          # (1, C, n, th, tw)
-            if tp.offload:
-                _move(caches[(i, j)], p.device)
-            out = ad.decode(zt.to(p.device, p.dtype), caches[(i, j)], first)            # (1, 3, n_out, TH, TW)
-            if tp.offload:
-                _move(caches[(i, j)], "cpu")
-            return out
+    chunks = _chunks(f, tp.chunk, ad.kind == "causal")
+    calls = _Calls(len(chunks) * len(ys) * len(xs))
 
+    def run(i: int, j: int, a: int, b: int, first: bool, cache) -> torch.Tensor:
+        zt = z[:, :, a:b, ys[i]:ys[i] + tp.tile_h, xs[j]:xs[j] + tp.tile_w]              # (1, C, n, th, tw)
+        if tp.offload:
+            _move(cache, p.device)
+        out = ad.decode(zt.to(p.device, p.dtype), cache, first)                         # (1, 3, n_out, TH, TW)
+        if tp.offload:
+            _move(cache, "cpu")
+        calls.done()
+        return out
+
+    if tp.by_tile:
+        yield from _decode_by_tile(ad, tp, ys, xs, chunks, run)
+        return
+    caches = {(i, j): ad.new_cache() for i in range(len(ys)) for j in range(len(xs))}
+    for a, b, first in chunks:
+        # 1. every tile of latent frames a..b, each with its own causal cache, blended in pixel space
         with torch.no_grad():                     # not around the yield: grad mode is global to the caller
-            video = _over_tiles(tp, ys, xs, ad.spatial, run)                            # (1, 3, n_out, H, W)
+            video = _over_tiles(tp, ys, xs, ad.spatial, lambda i, j: run(i, j, a, b, first, caches[(i, j)]))
             # 2. to IMAGE frames on the CPU: -1..1 -> (n_out, H, W, 3) 0..1
             frames = (video[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0).cpu()
         del video
@@ -467,9 +525,90 @@ def decode_chunks(vae, z: torch.Tensor, settings: TileSettings | None = None,
         yield frames
 
 
+def _decode_by_tile(ad, tp: TilePlan, ys: list[int], xs: list[int], chunks: list[tuple[int, int, bool]],
+                    run: Callable[..., torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Tile by tile: each tile through every chunk with its own causal cache (one alive at a time), blended into
+    the whole clip (F, H, W, 3) on the CPU; then the clip's frames, chunk by chunk (views of it). The same
+    arithmetic as the streaming order, in another order: bit for bit the same frames."""
+    r = ad.spatial
+    n = sum(ad.out_frames(first, b - a) for a, b, first in chunks)
+    acc = torch.zeros(n, (ys[-1] + tp.tile_h) * r, (xs[-1] + tp.tile_w) * r, 3)        # (F, H, W, 3)
+
+    def add(tile: torch.Tensor, wgt: torch.Tensor, t0: int, y0: int, x0: int) -> None:
+        hh, ww = tile.shape[-2:]                                                        # tile (1, 3, n, hh, ww)
+        acc[t0:t0 + tile.shape[2], y0:y0 + hh, x0:x0 + ww] += (tile[0].permute(1, 2, 3, 0) * wgt[..., None]).cpu()
+
+    with torch.no_grad():
+        wsum = _by_tile(tp, ys, xs, r, chunks, ad.new_cache, run, add)                  # (H, W)
+        acc.div_(wsum[..., None]).div_(2).add_(0.5).clamp_(0, 1)                        # -1..1 -> 0..1
+    t0 = 0
+    for a, b, first in chunks:
+        k = ad.out_frames(first, b - a)
+        yield acc[t0:t0 + k]
+        t0 += k
+
+
+def _by_tile(tp: TilePlan, ys: list[int], xs: list[int], scale: int, chunks: list[tuple[int, int, bool]],
+             new_cache: Callable[[], Any], run: Callable[..., torch.Tensor],
+             add: Callable[[torch.Tensor, torch.Tensor, int, int, int], None]) -> torch.Tensor:
+    """Every tile through all chunks, one tile (and one causal cache) at a time: add(weighted output (1, C, n, hh,
+    ww) float32, its blend weights, first frame, y0, x0) for each call. Returns the sum of the weights (H, W)."""
+    wy, wx = _ramps(ys, tp.tile_h, scale), _ramps(xs, tp.tile_w, scale)
+    wsum = torch.zeros((ys[-1] + tp.tile_h) * scale, (xs[-1] + tp.tile_w) * scale)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            cache, t0 = new_cache(), 0
+            y0, x0 = ys[i] * scale, xs[j] * scale
+            for a, b, first in chunks:
+                tile = run(i, j, a, b, first, cache).float()                           # (1, C, n, hh, ww)
+                hh, ww = tile.shape[-2:]
+                wgt = (wy[i][:hh, None] * wx[j][None, :ww]).to(tile)                   # (hh, ww)
+                add(tile, wgt, t0, y0, x0)
+                t0 += tile.shape[2]
+                del tile
+            wsum[y0:y0 + hh, x0:x0 + ww] += wgt.cpu()
+            del cache
+            trim_heap()
+    return wsum
+
+
+class _Calls:
+    """Counts a decode's VAE calls: between them, the host's interrupt check and the work-progress hook."""
+
+    def __init__(self, total: int):
+        self.total, self.n = total, 0
+
+    def done(self) -> None:
+        self.n += 1
+        interrupts.check()
+        hook = _ON_CALL.get()
+        if hook is not None:
+            hook(self.n, self.total)
+
+
+_ON_CALL: ContextVar[Callable[[int, int], None] | None] = ContextVar("kinema_vae_calls", default=None)
+
+
 def decode(vae, z: torch.Tensor, settings: TileSettings | None = None) -> torch.Tensor:
     """All frames at once: (1, C, f, h, w) VAE latents -> IMAGE (F, H, W, 3) float32 0..1 on the CPU."""
-    return torch.cat(list(decode_chunks(vae, z, settings)))
+    return join_chunks(decode_chunks(vae, z, settings))
+
+
+def join_chunks(chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+    """IMAGE chunks as one (F, H, W, 3) tensor: torch.cat, except that the chunks of a tile-by-tile decode, which
+    are consecutive views of one clip tensor, give that tensor back without a copy (half the peak)."""
+    parts = list(chunks)
+    base = parts[0]._base
+    if base is not None and base.is_contiguous() and tuple(base.shape) == (sum(c.shape[0] for c in parts),
+                                                                           *parts[0].shape[1:]):
+        ptr = base.data_ptr()
+        for c in parts:
+            if c._base is not base or not c.is_contiguous() or c.data_ptr() != ptr:
+                break
+            ptr += c.numel() * c.element_size()
+        else:
+            return base
+    return torch.cat(parts)
 
 
 def encode(vae, frames: torch.Tensor, settings: TileSettings | None = None) -> torch.Tensor:
@@ -488,27 +627,35 @@ def encode(vae, frames: torch.Tensor, settings: TileSettings | None = None) -> t
     h, w = hh // r, ww // r
     tp = plan(ad, (0, f, h, w), settings, encode=True)
     ys, xs = tp.starts(h, w)
-    caches = {(i, j): ad.new_cache(encode=True) for i in range(len(ys)) for j in range(len(xs))}
-    out = []
+    chunks = _chunks(f, tp.chunk, ad.kind == "causal")
+    calls = _Calls(len(chunks) * len(ys) * len(xs))
+
+    def run(i: int, j: int, a: int, b: int, first: bool, cache) -> torch.Tensor:
+        # latent frames a..b come from pixel frames p0..p1 (Wan: 0 -> [0], k -> [4k-3 .. 4k])
+        p0, p1 = (0 if a == 0 else 1 + t * (a - 1), 1 + t * (b - 1)) if ad.kind == "causal" else (a, b)
+        y0, x0 = ys[i] * r, xs[j] * r
+        x = frames[p0:p1, y0:y0 + tp.tile_h * r, x0:x0 + tp.tile_w * r, :3]             # (m, th, tw, 3)
+        x = x.permute(3, 0, 1, 2).unsqueeze(0).to(p.device, p.dtype) * 2 - 1             # (1, 3, m, th, tw)
+        if tp.offload:
+            _move(cache, p.device)
+        zt = ad.encode(x, cache, first)                                                 # (1, C, b-a, th/r, tw/r)
+        if tp.offload:
+            _move(cache, "cpu")
+        calls.done()
+        return zt
+
     with torch.no_grad():
-        for a, b, first in _chunks(f, tp.chunk, ad.kind == "causal"):
-            # 1. latent frames a..b come from pixel frames p0..p1 (Wan: 0 -> [0], k -> [4k-3 .. 4k])
-            p0, p1 = (0 if a == 0 else 1 + t * (a - 1), 1 + t * (b - 1)) if ad.kind == "causal" else (a, b)
-            clip = frames[p0:p1, ..., :3]                                                # (m, H, W, 3)
+        if tp.by_tile:                           # every tile through the whole clip, blended in latent space
+            acc = torch.zeros(1, ad.z_dim, f, h, w)
 
-            # 2. every tile, each with its own causal cache, blended in latent space
-            def run(i: int, j: int) -> torch.Tensor:
-                y0, x0 = ys[i] * r, xs[j] * r
-                x = clip[:, y0:y0 + tp.tile_h * r, x0:x0 + tp.tile_w * r]                # (m, th, tw, 3)
-                x = x.permute(3, 0, 1, 2).unsqueeze(0).to(p.device, p.dtype) * 2 - 1     # (1, 3, m, th, tw)
-                if tp.offload:
-                    _move(caches[(i, j)], p.device)
-                zt = ad.encode(x, caches[(i, j)], first)                                # (1, C, b-a, th/r, tw/r)
-                if tp.offload:
-                    _move(caches[(i, j)], "cpu")
-                return zt
+            def add(tile: torch.Tensor, wgt: torch.Tensor, t0: int, y0: int, x0: int) -> None:
+                acc[:, :, t0:t0 + tile.shape[2], y0:y0 + tile.shape[3], x0:x0 + tile.shape[4]] += (tile * wgt).cpu()
 
-            out.append(_over_tiles(tp, ys, xs, 1, run).float())
+            wsum = _by_tile(tp, ys, xs, 1, chunks, lambda: ad.new_cache(encode=True), run, add)
+            return (acc / wsum).to(p.device)
+        caches = {(i, j): ad.new_cache(encode=True) for i in range(len(ys)) for j in range(len(xs))}
+        out = [_over_tiles(tp, ys, xs, 1, lambda i, j: run(i, j, a, b, first, caches[(i, j)])).float()
+               for a, b, first in chunks]
     return torch.cat(out, dim=2)                                                        # (1, C, f, h, w)
 
 
@@ -627,16 +774,28 @@ def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "m
                    on_frames: Callable[[int, int], None] | None = None,
                    decoder: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None) -> Path:
     """Decode latents (1, C, f, h, w) chunk by chunk straight into a video file (atomic: the file exists only
-    when every frame is in it). on_frames(done, total) is called after each chunk (may raise to stop).
+    when every frame is in it). on_frames(done, total) is called after each VAE call and each chunk written, with
+    the progress in frames, never going back (may raise to stop).
     decoder: latents -> IMAGE chunks instead of the model's VAE (a tiny decoder's decode_chunks: draft)."""
     from .media import VideoWriter
     check_latents(model, latents)
     total = model.pixel_frames(latents.shape[2])
-    with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
-        for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
-            out.write(chunk)
-            if on_frames is not None:
-                on_frames(out.frames, total)
+    shown = 0
+
+    def progress(done: int) -> None:          # never backwards: VAE calls first (tile by tile), then frames written
+        nonlocal shown
+        shown = max(shown, done)
+        if on_frames is not None:
+            on_frames(shown, total)
+
+    token = _ON_CALL.set(lambda k, calls: progress(min(total - 1, k * total // calls)))
+    try:
+        with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
+            for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
+                out.write(chunk)
+                progress(out.frames)
+    finally:
+        _ON_CALL.reset(token)
     if out.frames != total:                         # a family whose decode disagrees with its own frame count
         fail("latent", f"decoded to {out.frames} frames, not the {total} its length implies", out.frames,
              "Report this: the family's decode and temporal ratio disagree.")

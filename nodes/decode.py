@@ -94,11 +94,10 @@ class KinemaVideoDecode:
         }, "optional": {"tiling": _TILING, "draft": _DRAFT}}
 
     def decode(self, model, latent, tiling=None, draft=False):
-        import torch
         from ..models import vae_tiling
         samples = _latent_samples(model, latent)
         chunks = _draft_chunks(model)(samples) if draft else vae_tiling.stream_decode(model, samples, tiling)
-        return (torch.cat(list(chunks)),)
+        return (vae_tiling.join_chunks(chunks),)
 
 
 class KinemaVideoEncode:

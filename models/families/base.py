@@ -266,7 +266,8 @@ class VideoFamily:
     def decode(self, latents: torch.Tensor, tiling=None) -> torch.Tensor:
         """latents (1, C, f, h, w) -> IMAGE frames (F, H, W, 3) float32 0..1 on the CPU. tiling: a
         vae_tiling.TileSettings, honoured by families whose capabilities say tiled_vae."""
-        return torch.cat(list(self.decode_chunks(latents, tiling)))
+        from ..vae_tiling import join_chunks
+        return join_chunks(self.decode_chunks(latents, tiling))
 
     def decode_chunks(self, latents: torch.Tensor, tiling=None) -> Iterator[torch.Tensor]:
         """As decode, in chunks of frames (n, H, W, 3) for streaming into a file (models/vae_tiling.py). A family

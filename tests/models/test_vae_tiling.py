@@ -170,23 +170,62 @@ def test_plan_follows_the_budget(wan_vae, sd_vae):
         TileSettings(memory_mb=-1).check()
 
 
-def test_plan_short_of_memory_takes_large_tiles_and_names_the_budget():
-    """Wan 2.1 at its real channel counts (built on the meta device: shapes only) at 832x480 on a 6 GB budget:
-    no tile fits, because every tile's causal cache (9.4 KB per output pixel, overlaps included) is a floor that
-    smaller tiles only raise. The plan takes large tiles near the least memory, not 170 tiles of 64 px."""
+def _meta_wan21():
+    """Wan 2.1's VAE at its real channel counts on the meta device: shapes only, for plans."""
     from diffusers import AutoencoderKLWan
     with torch.device("meta"):
-        vae = AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
-    shape = (16, 21, 60, 104)                                                        # 81 frames at 832x480
-    with pytest.warns(UserWarning, match=r"832x480 needs about \d+ MB.*budget of 6144 MB.*set memory_mb") as rec:
-        short = vae_tiling.plan(vae, shape, TileSettings(memory_mb=6144), device="cpu")
+        return AutoencoderKLWan(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2)
+
+
+def test_plan_goes_tile_by_tile_when_the_caches_do_not_fit():
+    """Wan 2.1 at 832x480 on a 6 GB budget: the causal caches of all tiles (9.4 KB per output pixel, overlaps
+    included) do not fit in the streaming order, but one tile's cache plus the clip's output (12 bytes per pixel
+    per frame) does: tile by tile, large tiles, no warning. A long clip whose output is bigger than the caches
+    streams again when the budget allows, and the plan never grows with the clip beyond its output."""
+    vae = _meta_wan21()
+    plans = {}
+    for frames in (5, 81, 321):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plans[frames] = vae_tiling.plan(vae, (16, (frames - 1) // 4 + 1, 60, 104), TileSettings(memory_mb=6144),
+                                            device="cpu")
+        assert plans[frames].by_tile and plans[frames].estimate_mb <= 6144
+        assert plans[frames].tile_h >= 24 and plans[frames].num_tiles(60, 104) <= 18
+    clip_mb = lambda frames: frames * 832 * 480 * 12 / 2 ** 20
+    assert plans[81].estimate_mb - plans[5].estimate_mb == pytest.approx(clip_mb(81) - clip_mb(5), rel=0.01)
+    # the streaming order at the same tiles and chunk (every tile's cache alive): over the budget, twice this
+    p = plans[81]
+    costs = vae_tiling._Costs(vae_tiling.vae_adapter(vae), torch.device("cpu"), 21, 60, 104, 6144 << 20, False)
+    streaming = costs(p.tile_h, p.tile_w, p.chunk, p.overlap)[0] / 2 ** 20
+    assert streaming > 6144 and streaming > 2 * p.estimate_mb
+    # on the CPU the tiles stay within CPU_TILE_PX, fitted to the frame: 12 tiles of 208x256, each pair
+    # overlapping by at least a quarter of the 256 px tile they were cut from
+    assert (p.tile_h * 8, p.tile_w * 8, p.num_tiles(60, 104)) == (208, 256, 12)
+    ys, xs = p.starts(60, 104)
+    assert min(b - a for a, b in zip(ys, ys[1:])) <= p.tile_h - 8 and min(b - a for a, b in zip(xs, xs[1:])) <= p.tile_w - 8
+    assert ys[-1] + p.tile_h == 60 and xs[-1] + p.tile_w == 104
+    roomy = vae_tiling.plan(vae, (16, 251, 60, 104), TileSettings(memory_mb=16384), device="cpu")   # 1001 frames
+    assert not roomy.by_tile and roomy.num_tiles(60, 104) > 1                    # the clip (4.6 GB) is not held
+    # on a GPU short of memory for all caches: tile by tile instead of moving every cache to the CPU and back
+    gpu = vae_tiling.plan(vae, (16, 21, 60, 104), TileSettings(memory_mb=8192), device="cuda")
+    assert gpu.by_tile and not gpu.offload and gpu.estimate_mb <= 8192
+    assert not vae_tiling.plan(vae, (16, 21, 60, 104), TileSettings(memory_mb=1 << 20), device="cuda").by_tile
+
+
+def test_plan_short_of_memory_takes_large_tiles_and_names_the_budget():
+    """321 frames of Wan 2.1 at 832x480 on a 1 GB budget: nothing fits (the clip's output alone is 1.5 GB, every
+    tile's cache together is more). The plan takes large tiles near the least memory, not the smallest tiles,
+    and the warning names the memory_mb that is enough."""
+    vae = _meta_wan21()
+    shape = (16, 81, 60, 104)
+    with pytest.warns(UserWarning, match=r"832x480 needs about \d+ MB.*budget of 1024 MB.*set memory_mb") as rec:
+        short = vae_tiling.plan(vae, shape, TileSettings(memory_mb=1024), device="cpu")
     assert f"at least {math.ceil(short.estimate_mb)}" in str(rec[0].message)
-    assert short.chunk == 1 and short.estimate_mb > 6144
-    assert short.tile_h >= 3 * vae_tiling.MIN_TILE and short.num_tiles(60, 104) <= 20       # measured: 18 of 24 cells
+    assert short.chunk == 1 and short.estimate_mb > 1024
     # the least memory of any tile side, each tried alone: the choice is within SHORT_SLACK of it, and larger
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        each = [vae_tiling.plan(vae, shape, TileSettings(memory_mb=6144, tile_px=t * 8), device="cpu")
+        each = [vae_tiling.plan(vae, shape, TileSettings(memory_mb=1024, tile_px=t * 8), device="cpu")
                 for t in vae_tiling._tile_sizes(104, 0)]
     least = min(each, key=lambda p: p.estimate_mb)
     assert short.estimate_mb <= least.estimate_mb * vae_tiling.SHORT_SLACK
@@ -195,7 +234,69 @@ def test_plan_short_of_memory_takes_large_tiles_and_names_the_budget():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         enough = vae_tiling.plan(vae, shape, TileSettings(memory_mb=math.ceil(short.estimate_mb)), device="cpu")
-    assert (enough.tile_h, enough.tile_w, enough.chunk) == (short.tile_h, short.tile_w, short.chunk)
+    assert (enough.tile_h, enough.tile_w, enough.chunk, enough.by_tile) == (short.tile_h, short.tile_w, short.chunk,
+                                                                             short.by_tile)
+
+
+def test_tile_by_tile_decode_and_encode_equal_the_streaming_order(wan_vae, monkeypatch):
+    """The same tiles and chunks in the other order (each tile through the whole clip with its own cache): the
+    same arithmetic, so the same frames and latents bit for bit; the joined frames are the clip tensor itself."""
+    import dataclasses
+    torch.manual_seed(0)
+    z = torch.randn(1, 16, 4, 8, 12)                                                 # 13 frames of 64x96
+    streaming = vae_tiling.TilePlan(chunk=2, tile_h=5, tile_w=7, overlap=2)
+    by_tile = dataclasses.replace(streaming, by_tile=True)
+    a = list(vae_tiling.decode_chunks(wan_vae, z, tile_plan=streaming))
+    b = list(vae_tiling.decode_chunks(wan_vae, z, tile_plan=by_tile))
+    assert streaming.num_tiles(8, 12) == 4 and [c.shape[0] for c in a] == [c.shape[0] for c in b] == [1, 8, 4]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    joined = vae_tiling.join_chunks(b)
+    assert joined.data_ptr() == b[0].data_ptr() and joined.shape == (13, 64, 96, 3)   # no copy
+    assert torch.equal(vae_tiling.join_chunks(a), joined) and vae_tiling.join_chunks(a).data_ptr() != a[0].data_ptr()
+    # encode: force the order through the plan the encoder gets
+    frames = vae_tiling.decode(wan_vae, z, BIG)
+    real_plan, orders = vae_tiling.plan, []
+
+    def plan(*args, **kwargs):
+        tp = dataclasses.replace(real_plan(*args, **kwargs), chunk=2, by_tile=orders[-1])
+        assert tp.num_tiles(8, 12) > 1
+        return tp
+    monkeypatch.setattr(vae_tiling, "plan", plan)
+    settings = TileSettings(memory_mb=1 << 20, tile_px=48, overlap_px=16)
+    latents = []
+    for order in (False, True):
+        orders.append(order)
+        latents.append(vae_tiling.encode(wan_vae, frames, settings))
+    assert latents[0].shape == (1, 16, 4, 8, 12) and torch.equal(latents[0], latents[1])
+
+
+def test_tile_by_tile_file_decode_reports_progress_and_stops(wan_vae, tmp_path, monkeypatch):
+    """Tile by tile, frames come only at the end: the progress follows the VAE calls (never backwards), and the
+    host's stop is seen between calls, leaving no file."""
+    import dataclasses
+    from kinema.models import interrupts
+    monkeypatch.setattr(vae_tiling, "plan", lambda *a, **k: vae_tiling.TilePlan(2, 5, 7, 2, by_tile=True))
+
+    class Model:                                 # the family side of decode_to_file: latents -> chunks
+        latent_channels = 16
+        pixel_frames = staticmethod(lambda f: 1 + 4 * (f - 1))
+        decode_chunks = staticmethod(lambda latents, settings: vae_tiling.decode_chunks(wan_vae, latents, settings))
+
+    z = torch.randn(1, 16, 4, 8, 12)
+    seen = []
+    path = vae_tiling.decode_to_file(Model(), z, tmp_path / "a.mp4", 8, on_frames=lambda d, t: seen.append((d, t)))
+    assert path.is_file() and media.read_video_info(path).frames == 13
+    assert len(seen) == 4 * 3 + 3 and seen == sorted(seen) and seen[-1] == (13, 13)    # 12 calls, 3 chunks
+    assert seen[10][0] < 13                                                             # before the last call: not done
+    calls = []
+
+    def stop():
+        calls.append(1)
+        if len(calls) == 5:
+            raise InterruptedError("stop")
+    with interrupts.checking(stop), pytest.raises(InterruptedError):
+        vae_tiling.decode_to_file(Model(), z, tmp_path / "b.mp4", 8)
+    assert len(calls) == 5 and not list(tmp_path.glob("b*"))
 
 
 def test_short_of_memory_choice():
