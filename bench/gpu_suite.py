@@ -16,6 +16,9 @@ Full-size architectures with random weights (prompts as random embeddings; no te
                 family) against diffusers' LTX2Pipeline on the same modules (3 steps: the first dropped), and the
                 latent upsampler (2x spatial) on those latents: Kinema's LTX2LatentUpsampler against
                 LTX2LatentUpsamplePipeline (seconds, and the largest difference).
+7. decode:      Wan 2.1 VAE decode of 17, 65, 257 frames at 128x128 and 81, 321 frames at 832x480 (issue 20):
+                Kinema's tiled decode (automatic; at 480p also on a 4 GB budget) against diffusers' enable_tiling()
+                decode-all: seconds, peak VRAM, plan.
 
     .venv/bin/python bench/gpu_suite.py [--out suite.json]
     .venv/bin/python bench/gpu_suite.py --dry-run    # every section at fixture size on the CPU (tests run this)
@@ -203,6 +206,66 @@ def animatediff(s: Setup, ctx: dict) -> dict:
     return {"seconds": times[1], "first_run_seconds": times[0], "frames": list(frames.shape)}
 
 
+DECODE_ROWS = {False: [(128, 128, 17), (128, 128, 65), (128, 128, 257), (832, 480, 81), (832, 480, 321)],
+               True: [(32, 32, 5), (32, 32, 9), (160, 96, 9)]}
+LEAN_MB = 4096                 # the lean Kinema run of the 480p rows: a 4 GB budget (tile by tile on a large clip)
+
+
+def decode(s: Setup, ctx: dict) -> dict:
+    """Wan 2.1 VAE (real channel counts, random weights, fp32 as WanPipeline loads it) decode of latents to uint8
+    frames: Kinema's decode_chunks (automatic plan on the free memory, and at 480p also a LEAN_MB budget) against
+    diffusers' enable_tiling() + decode-all: seconds, peak VRAM, and the largest pixel difference (the tiles differ
+    from diffusers', so that is the tiling bound, not an identity)."""
+    from diffusers import AutoencoderKLWan
+    from kinema.models import vae_tiling
+    cfg = dict(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1) if s.tiny else {}
+    vae = R.random_module(AutoencoderKLWan, cfg, s.device, torch.float32, seed=1).eval()
+    rows = {}
+    warm = torch.randn(1, 16, 2, 4, 4, device=s.device)
+    _decode_u8(vae, warm, "kinema", None), _decode_u8(vae, warm, "diffusers", None)      # kernels warmed up
+    for w, h, n in DECODE_ROWS[s.tiny]:
+        z = torch.randn(1, 16, (n - 1) // 4 + 1, h // 8, w // 8, generator=torch.Generator().manual_seed(n))
+        z = z.to(s.device)
+        runs = {"kinema": None, "diffusers": None}
+        if w * h >= 832 * 480 or s.tiny:
+            runs["kinema_lean"] = vae_tiling.TileSettings(memory_mb=LEAN_MB if not s.tiny else 1)
+        row, frames = {}, {}
+        for who, settings in runs.items():
+            _free({}, s.device)
+            if s.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")              # a tiny budget: short of memory on purpose
+                out, secs = _timed(s.device, lambda: _decode_u8(vae, z, who, settings))
+            peak = torch.cuda.max_memory_allocated() / 2 ** 30 if s.device.startswith("cuda") else 0.0
+            frames[who] = out
+            row[who] = {"seconds": secs, "peak_gb": peak}
+            if who != "diffusers":
+                tp = vae_tiling.plan(vae, tuple(z.shape[1:]), settings) if settings else \
+                    vae_tiling.plan(vae, tuple(z.shape[1:]))
+                row[who]["plan"] = f"{tp.num_tiles(*z.shape[-2:])} tiles {tp.tile_w * 8}x{tp.tile_h * 8}, " \
+                                   f"chunk {tp.chunk}{', by tile' if tp.by_tile else ''}"
+        row["frames"] = list(frames["kinema"].shape)
+        row["time_ratio"] = row["kinema"]["seconds"] / row["diffusers"]["seconds"]
+        row["max_diff_u8"] = int((frames["kinema"].int() - frames["diffusers"].int()).abs().max())
+        rows[f"{w}x{h}x{n}"] = row
+    return rows
+
+
+def _decode_u8(vae, z: torch.Tensor, who: str, settings) -> torch.Tensor:
+    """(F, H, W, 3) uint8 frames on the CPU, as a writer gets them."""
+    from kinema.models import vae_tiling
+    if who == "diffusers":
+        vae.enable_tiling()
+        try:
+            with torch.no_grad():
+                video = vae.decode(z).sample                                            # (1, 3, F, H, W)
+        finally:
+            vae.disable_tiling()
+        return ((video[0].permute(1, 2, 3, 0) / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return torch.cat([(c * 255).round().to(torch.uint8) for c in vae_tiling.decode_chunks(vae, z, settings)])
+
+
 def _free(ctx: dict, device: str) -> None:
     ctx.clear()
     gc.collect()
@@ -308,7 +371,7 @@ def main(argv=None) -> int:
     failed = []
     start = time.perf_counter()
     for name, section in (("wan_loop", wan_loop), ("wan_memory", wan_memory), ("animatediff", animatediff),
-                          ("ltx2", ltx2)):
+                          ("ltx2", ltx2), ("decode", decode)):
         t0 = time.perf_counter()
         try:
             report[name] = section(s, ctx)

@@ -34,3 +34,10 @@ def test_gpu_suite_dry_run(tmp_path):
     assert ltx2["kinema_s_per_step"] > 0 and ltx2["diffusers_s_per_step"] > 0
     up = ltx2["upsampler"]
     assert up["latent_out"][3:] == [2 * ltx2["latent"][3], 2 * ltx2["latent"][4]] and up["max_diff"] < 1e-4
+    dec = r["decode"]                                       # VAE decode rows: Kinema's plans against enable_tiling()
+    assert set(dec) == {"32x32x5", "32x32x9", "160x96x9"}
+    for name, row in dec.items():
+        n, hh, ww = (int(v) for v in reversed(name.split("x")))
+        assert row["frames"] == [n, hh, ww, 3] and row["kinema"]["seconds"] > 0 and row["diffusers"]["seconds"] > 0
+        assert row["max_diff_u8"] <= 64                     # different tiles, the same picture
+    assert "by tile" in dec["160x96x9"]["kinema_lean"]["plan"] and "tiles" in dec["32x32x5"]["kinema"]["plan"]
