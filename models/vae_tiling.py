@@ -8,13 +8,18 @@ chunk to chunk, exactly as diffusers' own decode does one latent frame at a time
 frame 0 alone, then chunks of 4n frames. A per-frame VAE (AnimateDiff's SD VAE) decodes frames independently:
 its chunks are exact too.
 
-Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache,
-kept on the CPU between chunks when the device is short of memory), and blended with linear cross-fades over
-the overlap. This is not exact: the VAEs' convolutions see across tile borders and their middle attention sees
+Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache),
+and blended with linear cross-fades over the overlap. Two orders: streaming (time outer, tiles inner: every tile's
+cache lives for the whole clip, frames come out chunk by chunk) when all the caches fit, else tile by tile (tiles
+outer, time inner: one cache alive at a time, the whole clip's blended output held on the CPU, float32, until the
+last tile). Both do the same arithmetic, so their pixels are the same bit for bit. On a GPU short of memory for
+all the caches, tile by tile replaces keeping each cache on the CPU between chunks when the clip is smaller. This is not exact: the VAEs' convolutions see across tile borders and their middle attention sees
 the whole frame. tests/models/test_vae_tiling.py measures the error against the untiled decode.
 
-Memory. `plan()` picks the largest tile (the whole frame when it fits), then a chunk long enough to keep the
-device busy (small clips decode in one call), whose estimated working set fits a budget: TileSettings.memory_mb,
+Memory. `plan()` picks the largest tile (the whole frame when it fits; once the frame must be tiled, on the CPU
+at most CPU_TILE_PX, and automatic tiles shrunk to the least size that needs no more tiles), then a chunk long
+enough to keep the device busy (small clips decode in one call), streaming before tile by tile, whose estimated
+working set fits a budget: TileSettings.memory_mb,
 else the free CUDA memory, else a quarter of the installed RAM (at most 8 GB) on the CPU: not the RAM free at the
 moment, so that the same decode on the same machine is cut the same way (tiles change the pixels; chunks change
 them by float rounding). The estimate is bytes per output pixel:
@@ -22,14 +27,16 @@ the causal cache is measured exactly by a tiny probe decode; activations use a p
 on the real Wan 2.1 and SD VAEs (see ACT_FACTOR).
 
 Streaming. `decode_chunks()` yields (n, H, W, 3) frames chunk by chunk; `decode_to_file()` feeds them straight
-into media.VideoWriter, so a long video never sits in memory as one tensor, and the file appears only when it
-is complete. `decode_and_save()` first saves the latents (safetensors + JSON metadata) beside the video, so a
+into media.VideoWriter, so a long video never sits in memory as one tensor (tile by tile: once, as float32, when
+that fits the budget better than the caches), and the file appears only when it is complete. Between VAE calls
+the host's stop is checked and decode_to_file reports progress. `decode_and_save()` first saves the latents (safetensors + JSON metadata) beside the video, so a
 failed decode can be resumed with the Load Latent node or `kinema decode LATENTS`.
 
 Plain torch + diffusers: nothing here imports ComfyUI, the nodes or a host.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -589,6 +596,17 @@ class _Calls:
 _ON_CALL: ContextVar[Callable[[int, int], None] | None] = ContextVar("kinema_vae_calls", default=None)
 
 
+@contextlib.contextmanager
+def calls_reported(fn: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Inside the block, every decode / encode VAE call here reports fn(calls done, calls in all) (may raise to
+    stop): progress for a decode whose frames come only at the end (tile by tile)."""
+    token = _ON_CALL.set(fn)
+    try:
+        yield
+    finally:
+        _ON_CALL.reset(token)
+
+
 def decode(vae, z: torch.Tensor, settings: TileSettings | None = None) -> torch.Tensor:
     """All frames at once: (1, C, f, h, w) VAE latents -> IMAGE (F, H, W, 3) float32 0..1 on the CPU."""
     return join_chunks(decode_chunks(vae, z, settings))
@@ -788,14 +806,11 @@ def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "m
         if on_frames is not None:
             on_frames(shown, total)
 
-    token = _ON_CALL.set(lambda k, calls: progress(min(total - 1, k * total // calls)))
-    try:
-        with VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
-            for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
-                out.write(chunk)
-                progress(out.frames)
-    finally:
-        _ON_CALL.reset(token)
+    with calls_reported(lambda k, calls: progress(min(total - 1, k * total // calls))), \
+            VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
+        for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
+            out.write(chunk)
+            progress(out.frames)
     if out.frames != total:                         # a family whose decode disagrees with its own frame count
         fail("latent", f"decoded to {out.frames} frames, not the {total} its length implies", out.frames,
              "Report this: the family's decode and temporal ratio disagree.")

@@ -52,8 +52,8 @@ class KinemaTileOptions:
             "memory_mb": ("INT", {"default": 0, "min": 0, "max": 1048576, "step": 256, "tooltip":
                                   "MB the VAE may use besides its weights. 0: 90% of the free GPU memory, or on CPU "
                                   "a quarter of the RAM (at most 8192; not the free RAM, so the tiles and the "
-                                  "pixels do not change with the load). Too small still decodes, with the smallest "
-                                  "tiles (64 px) and one latent frame per call."}),
+                                  "pixels do not change with the load). Too small still decodes, near the least "
+                                  "memory it can, with a warning naming the MB to set."}),
             "tile_size": ("INT", {"default": 0, "min": 0, "max": 8192, "step": 8, "tooltip":
                                   "Tile side in pixels (a multiple of the VAE's 8 or 16 px cell; rounded down to "
                                   "whole cells). 0: chosen from the memory budget. At least the frame size: no "
@@ -96,8 +96,11 @@ class KinemaVideoDecode:
     def decode(self, model, latent, tiling=None, draft=False):
         from ..models import vae_tiling
         samples = _latent_samples(model, latent)
-        chunks = _draft_chunks(model)(samples) if draft else vae_tiling.stream_decode(model, samples, tiling)
-        return (vae_tiling.join_chunks(chunks),)
+        total = model.pixel_frames(samples.shape[2])
+        progress = env.Progress(total)
+        with vae_tiling.calls_reported(lambda k, calls: progress(k * total // calls)):
+            chunks = _draft_chunks(model)(samples) if draft else vae_tiling.stream_decode(model, samples, tiling)
+            return (vae_tiling.join_chunks(chunks),)
 
 
 class KinemaVideoEncode:
@@ -132,8 +135,8 @@ class KinemaVideoEncode:
 
 
 class KinemaDecodeAndSave:
-    DESCRIPTION = ("Decodes video latents straight into a video file, chunk by chunk, so even thousands of frames "
-                   "never sit in memory. The latents are saved beside the video first (.latents.safetensors): if "
+    DESCRIPTION = ("Decodes video latents straight into a video file, chunk by chunk, so long videos need not sit "
+                   "in memory (tiles going one by one hold the clip, within the budget). The latents are saved beside the video first (.latents.safetensors): if "
                    "the decode fails, resume it with Load Latent or `kinema decode`.")
     CATEGORY = "Kinema/decode"
     RETURN_TYPES = ()

@@ -110,3 +110,23 @@ def test_video_encode_with_tiling(wan):
     plain = KinemaVideoEncode().encode(wan, frames, 5)[0]["samples"]
     assert tiled.shape == plain.shape == (1, 16, 2, 8, 8)
     assert (tiled - plain).abs().mean() < 0.2 * plain.abs().mean()
+
+
+def test_tile_by_tile_decode_in_the_nodes_reports_progress(wan, latent, kinema_dirs, monkeypatch):
+    """A plan that goes tile by tile (what a large frame gets when its tiles' caches do not fit): Video Decode gives
+    the streaming order's frames bit for bit, reports progress as the VAE calls go (frames come only at the end),
+    and Decode And Save writes the whole clip."""
+    from kinema.nodes import env
+    streaming = vae_tiling.TilePlan(chunk=2, tile_h=3, tile_w=4, overlap=1)
+    assert streaming.num_tiles(4, 6) == 4
+    import dataclasses
+    monkeypatch.setattr(vae_tiling, "plan", lambda *a, **k: streaming)
+    expected = KinemaVideoDecode().decode(wan, latent)[0]
+    monkeypatch.setattr(vae_tiling, "plan", lambda *a, **k: dataclasses.replace(streaming, by_tile=True))
+    seen = []
+    with env.reporting(lambda value, total, preview: seen.append((value, total)), previews=False):
+        frames = KinemaVideoDecode().decode(wan, latent)[0]
+    assert torch.equal(frames, expected) and frames.shape == (FRAMES, 32, 48, 3)
+    assert len(seen) == 4 * 3 and seen == sorted(seen) and seen[-1] == (FRAMES, FRAMES)    # 4 tiles x 3 chunks
+    KinemaDecodeAndSave().save(wan, latent, 16.0, "mp4", "Kinema/bytile", prompt={"1": {}})
+    assert media.read_video_info(kinema_dirs["output"] / "Kinema" / "bytile_00001_.mp4").frames == FRAMES
