@@ -68,7 +68,8 @@ CHILD = textwrap.dedent("""
             for chunk in vae_tiling.decode_chunks(vae, z):                  # (n, H, W, 3) 0..1
                 w.write(chunk)
         n, plan = w.frames, vae_tiling.plan(vae, tuple(z.shape[1:]))
-        info = f"chunk {plan.chunk}, tiles {plan.num_tiles(*z.shape[-2:])}"
+        info = (f"chunk {plan.chunk}, tiles {plan.num_tiles(*z.shape[-2:])} of {plan.tile_w * 8}x{plan.tile_h * 8}"
+                f"{', tile by tile' if plan.by_tile else ''}")
     else:
         import numpy as np
         from diffusers.video_processor import VideoProcessor
