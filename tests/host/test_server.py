@@ -785,7 +785,7 @@ def test_real_graph_on_fixtures(kinema_dirs):
         pid = await queue(c, prompt)
         msgs, frames = await until_done(ws, pid, timeout=300)
         assert "execution_success" in types(msgs), of(msgs, "execution_error")
-        assert [p["node"] for p in of(msgs, "progress")] == ["4", "4"] and len(frames) == 2
+        assert [p["node"] for p in of(msgs, "progress")] == ["4", "4", "5", "5"] and len(frames) == 2  # steps, VAE
         assert struct.unpack(">I", frames[0][:4])[0] == 4
         out = of(msgs, "executed")[0]["output"]
         assert out["animated"] == [True]
