@@ -29,7 +29,11 @@ Measured 2026-12-03 (2 shared cores, load average 9.4 at the start, 6.0 at the e
   --size 128 --frames 17,257 (16:46-17:09 UTC, load 1.2 -> 2.3, a test suite running beside it): 17 frames CPU
   29.3 s vs 29.7 s (0.99x; wall 0.98x), peak 1362 vs 1380 MB; 257 frames CPU 457.0 s vs 429.1 s (1.07x; wall
   0.92x), peak 1507 vs 1665 MB; peak 257 / 17 frames 1.11x.
-  Not run: --slow (81 and 321 frames at 832x480: hours per row on this CPU). See docs/decode.md.
+  832x480 with the tile-by-tile order (12 tiles of 256x208), one thread per side, the two sides at the same time
+  (--only kinema / --only diffusers, --slow-frames 81, 17:51-19:46 UTC): 81 frames Kinema CPU 5890.5 s, peak
+  2616 MB (work 1731); diffusers CPU 6026.5 s, peak 3192 MB (work 2307): CPU time 0.98x, peak 0.82x. Kinema at
+  5 frames beside them: peak 2199 MB (work 1321); 81 / 5 frames 1.19x. 321 frames not run (hours per side on this
+  CPU). See docs/decode.md.
 Usage: nice python bench/decode_memory.py [--slow] [--size 128] [--frames 17,65,257] [--vae wan|sd]
 """
 from __future__ import annotations

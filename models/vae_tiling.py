@@ -377,10 +377,10 @@ def short_of_memory(tried: list[TilePlan]) -> TilePlan:
     """The plan when no tile fits the budget, from each tile side's plan with its shortest chunk (largest tile
     first): the largest tile whose estimate is within SHORT_SLACK of the least estimate of all.
 
-    Below some size, smaller tiles stop saving memory: the causal caches of all tiles (overlaps included) are a
-    floor that tiling only raises, while the calls multiply. Taking the smallest tile, as before, decoded Wan 2.1
-    at 832x480 on a 6 GB budget in 170 tiles of 64 px (estimate 6.5 GB, peak 11.4 GB); this takes 18 of 192 px
-    (estimate 7.7 GB)."""
+    Below some size, smaller tiles stop saving memory: the causal caches of all tiles (streaming), or the clip's
+    output held tile by tile, are floors that tiling does not lower, while the calls multiply. Taking the smallest
+    tile once decoded Wan 2.1 at 832x480 on a 6 GB budget in 170 tiles of 64 px (estimate 6.5 GB, peak 11.4 GB).
+    321 frames at 832x480 on 1 GB: 66 tiles of 104 px, tile by tile (estimate 2.1 GB; the clip alone is 1.5)."""
     least = min(p.estimate_mb for p in tried)
     return next(p for p in tried if p.estimate_mb <= least * SHORT_SLACK)
 
