@@ -8,29 +8,29 @@ chunk to chunk, exactly as diffusers' own decode does one latent frame at a time
 frame 0 alone, then chunks of 4n frames. A per-frame VAE (AnimateDiff's SD VAE) decodes frames independently:
 its chunks are exact too.
 
-Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache),
-and blended with linear cross-fades over the overlap. Two orders: streaming (time outer, tiles inner: every tile's
-cache lives for the whole clip, frames come out chunk by chunk) when all the caches fit, else tile by tile (tiles
-outer, time inner: one cache alive at a time, the whole clip's blended output held on the CPU, float32, until the
-last tile). Both do the same arithmetic, so their pixels are the same bit for bit. On a GPU short of memory for
-all the caches, tile by tile replaces keeping each cache on the CPU between chunks when the clip is smaller. This is not exact: the VAEs' convolutions see across tile borders and their middle attention sees
-the whole frame. tests/models/test_vae_tiling.py measures the error against the untiled decode.
+Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache), and
+blended with linear cross-fades over the overlap. Two orders: streaming (time outer, tiles inner: every tile's cache
+lives for the whole clip, frames come out chunk by chunk) when all the caches fit, else tile by tile (tiles outer,
+time inner: one cache alive at a time, the whole clip's blended output held on the CPU, float32, until the last
+tile). Both do the same arithmetic, so their pixels are the same bit for bit. On a GPU short of memory for all the
+caches, tile by tile replaces keeping each cache on the CPU between chunks when the clip is smaller. Tiling is not
+exact: the VAEs' convolutions see across tile borders and their middle attention sees the whole frame.
+tests/models/test_vae_tiling.py measures the error against the untiled decode.
 
 Memory. `plan()` picks the largest tile (the whole frame when it fits; once the frame must be tiled, on the CPU
 at most CPU_TILE_PX, and automatic tiles shrunk to the least size that needs no more tiles), then a chunk long
 enough to keep the device busy (small clips decode in one call), streaming before tile by tile, whose estimated
-working set fits a budget: TileSettings.memory_mb,
-else the free CUDA memory, else a quarter of the installed RAM (at most 8 GB) on the CPU: not the RAM free at the
+working set fits a budget: TileSettings.memory_mb, else the free CUDA memory, else a quarter of the installed RAM (at most 8 GB) on the CPU: not the RAM free at the
 moment, so that the same decode on the same machine is cut the same way (tiles change the pixels; chunks change
 them by float rounding). The estimate is bytes per output pixel:
 the causal cache is measured exactly by a tiny probe decode; activations use a per-architecture factor measured
 on the real Wan 2.1 and SD VAEs (see ACT_FACTOR).
 
-Streaming. `decode_chunks()` yields (n, H, W, 3) frames chunk by chunk; `decode_to_file()` feeds them straight
-into media.VideoWriter, so a long video never sits in memory as one tensor (tile by tile: once, as float32, when
-that fits the budget better than the caches), and the file appears only when it is complete. Between VAE calls
-the host's stop is checked and decode_to_file reports progress. `decode_and_save()` first saves the latents (safetensors + JSON metadata) beside the video, so a
-failed decode can be resumed with the Load Latent node or `kinema decode LATENTS`.
+Streaming. `decode_chunks()` yields (n, H, W, 3) frames chunk by chunk; `decode_to_file()` feeds them straight into
+media.VideoWriter, so a long video never sits in memory as one tensor (tile by tile: once, as float32, when that
+fits the budget better than the caches), and the file appears only when it is complete. Between VAE calls the host's
+stop is checked and decode_to_file reports progress. `decode_and_save()` first saves the latents (safetensors + JSON
+metadata) beside the video, so a failed decode can be resumed with the Load Latent node or `kinema decode LATENTS`.
 
 Plain torch + diffusers: nothing here imports ComfyUI, the nodes or a host.
 """
