@@ -1,4 +1,5 @@
-"""The GPU suite of issue 16, one script, under 8 minutes on a datacenter GPU; every ratio measured in this run.
+"""The GPU suite of issues 16 and 20, one script, meant to fit in about 10 minutes on a datacenter GPU (never run on one
+yet: the decode section alone may take a few); every ratio measured in this run.
 
 Full-size architectures with random weights (prompts as random embeddings; no text encoder):
 1. wan_loop:    Wan 2.1 T2V 1.3B, 832x480, 81 frames, cfg 5: seconds per step of Kinema's loop against diffusers'
@@ -20,7 +21,7 @@ Full-size architectures with random weights (prompts as random embeddings; no te
                 Kinema's tiled decode (automatic; at 480p also on a 4 GB budget) against diffusers' enable_tiling()
                 decode-all: seconds, peak VRAM, plan.
 
-    .venv/bin/python bench/gpu_suite.py [--out suite.json]
+    .venv/bin/python bench/gpu_suite.py [--out suite.json] [--only decode ...]
     .venv/bin/python bench/gpu_suite.py --dry-run    # every section at fixture size on the CPU (tests run this)
 A failing section is reported and the others still run; the exit status is 1 when any failed."""
 from __future__ import annotations
@@ -359,6 +360,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="every section at fixture size on the CPU")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--only", nargs="+", metavar="SECTION", help="run these sections only (wan_loop, wan_memory, "
+                   "animatediff, ltx2, decode)")
     args = p.parse_args(argv)
     s = Setup.of(args.dry_run)
     if not args.dry_run and not torch.cuda.is_available():
@@ -372,6 +375,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     for name, section in (("wan_loop", wan_loop), ("wan_memory", wan_memory), ("animatediff", animatediff),
                           ("ltx2", ltx2), ("decode", decode)):
+        if args.only and name not in args.only:
+            continue
         t0 = time.perf_counter()
         try:
             report[name] = section(s, ctx)
