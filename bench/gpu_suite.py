@@ -242,8 +242,7 @@ def decode(s: Setup, ctx: dict) -> dict:
             frames[who] = out
             row[who] = {"seconds": secs, "peak_gb": peak}
             if who != "diffusers":
-                tp = vae_tiling.plan(vae, tuple(z.shape[1:]), settings) if settings else \
-                    vae_tiling.plan(vae, tuple(z.shape[1:]))
+                tp = vae_tiling.plan(vae, tuple(z.shape[1:]), settings)
                 row[who]["plan"] = f"{tp.num_tiles(*z.shape[-2:])} tiles {tp.tile_w * 8}x{tp.tile_h * 8}, " \
                                    f"chunk {tp.chunk}{', by tile' if tp.by_tile else ''}"
         row["frames"] = list(frames["kinema"].shape)

@@ -558,18 +558,19 @@ def _decode_by_tile(ad, tp: TilePlan, ys: list[int], xs: list[int], chunks: list
 def _by_tile(tp: TilePlan, ys: list[int], xs: list[int], scale: int, chunks: list[tuple[int, int, bool]],
              new_cache: Callable[[], Any], run: Callable[..., torch.Tensor],
              add: Callable[[torch.Tensor, torch.Tensor, int, int, int], None]) -> torch.Tensor:
-    """Every tile through all chunks, one tile (and one causal cache) at a time: add(weighted output (1, C, n, hh,
-    ww) float32, its blend weights, first frame, y0, x0) for each call. Returns the sum of the weights (H, W)."""
+    """Every tile through all chunks, one tile (and one causal cache) at a time: add(output (1, C, n, hh, ww)
+    float32, its blend weights (hh, ww), first frame, y0, x0) for each call. Returns the sum of the weights (H, W)."""
     wy, wx = _ramps(ys, tp.tile_h, scale), _ramps(xs, tp.tile_w, scale)
     wsum = torch.zeros((ys[-1] + tp.tile_h) * scale, (xs[-1] + tp.tile_w) * scale)
     for i in range(len(ys)):
         for j in range(len(xs)):
             cache, t0 = new_cache(), 0
             y0, x0 = ys[i] * scale, xs[j] * scale
+            weights = wy[i][:, None] * wx[j][None, :]                                  # once per tile
             for a, b, first in chunks:
                 tile = run(i, j, a, b, first, cache).float()                           # (1, C, n, hh, ww)
                 hh, ww = tile.shape[-2:]
-                wgt = (wy[i][:hh, None] * wx[j][None, :ww]).to(tile)                   # (hh, ww)
+                wgt = weights[:hh, :ww].to(tile)                                       # (hh, ww)
                 add(tile, wgt, t0, y0, x0)
                 t0 += tile.shape[2]
                 del tile
