@@ -7,7 +7,8 @@ The VAE is Wan 2.1's real configuration (AutoencoderKLWan, base_dim 96, z_dim 16
 127 M parameters) with random weights, or with --vae sd the SD 1.5 VAE of AnimateDiff (AutoencoderKL 128..512).
 Each measurement runs in its own process; its peak resident memory comes from os.wait4 (ru_maxrss), and the
 child also reports its RSS after building the VAE (the weights), so the working memory is peak - that.
-  kinema:    models/vae_tiling.py decode_chunks (automatic plan) -> media.VideoWriter, chunk by chunk (mp4).
+  kinema:    models/vae_tiling.py decode_chunks (automatic plan) -> media.VideoWriter, chunk by chunk (mp4), inside
+             spill_to(the video's folder) as decode_to_file does (tile by tile, the clip waits on disk).
   diffusers: vae.enable_tiling(); vae.decode(all latents) -> postprocess to float numpy frames -> uint8 frames ->
              written frame by frame with the same mp4 encoder. (This is what export_to_video does; it needs
              imageio or OpenCV, absent here, so the frames are handed to the same PyAV writer instead.)
@@ -68,10 +69,11 @@ CHILD = textwrap.dedent("""
     base = rss_mb()
     t, cpu = time.perf_counter(), time.process_time()
     if mode == "kinema":
-        with media.VideoWriter(out, 16, "mp4") as w:
+        import os                                        # tile by tile: the clip waits on disk, as in decode_to_file
+        with vae_tiling.spill_to(os.path.dirname(out)), media.VideoWriter(out, 16, "mp4") as w:
             for chunk in vae_tiling.decode_chunks(vae, z):                  # (n, H, W, 3) 0..1
                 w.write(chunk)
-        n, plan = w.frames, vae_tiling.plan(vae, tuple(z.shape[1:]))
+            n, plan = w.frames, vae_tiling.plan(vae, tuple(z.shape[1:]))
         info = (f"chunk {plan.chunk}, tiles {plan.num_tiles(*z.shape[-2:])} of {plan.tile_w * 8}x{plan.tile_h * 8}"
                 f"{', tile by tile' if plan.by_tile else ''}")
     else:

@@ -11,25 +11,26 @@ its chunks are exact too.
 Space. Large frames are cut into overlapping tiles, each decoded on its own (for Wan with its own causal cache), and
 blended with linear cross-fades over the overlap. Two orders: streaming (time outer, tiles inner: every tile's cache
 lives for the whole clip, frames come out chunk by chunk) when all the caches fit, else tile by tile (tiles outer,
-time inner: one cache alive at a time, the whole clip's blended output held on the CPU, float32, until the last
-tile). Both do the same arithmetic, so their pixels are the same bit for bit. On a GPU short of memory for all the
-caches, tile by tile replaces keeping each cache on the CPU between chunks when the clip is smaller. Tiling is not
-exact: the VAEs' convolutions see across tile borders and their middle attention sees the whole frame.
-tests/models/test_vae_tiling.py measures the error against the untiled decode.
+time inner: one cache alive at a time, the whole clip's blended output held until the last tile, float32: on the
+CPU, or when decoding to a file in an anonymous temporary file beside it, so that memory stays flat with the
+clip's length). Both do the same arithmetic, so their pixels are the same bit for bit. On a GPU short of memory for
+all the caches, tile by tile replaces keeping each cache on the CPU between chunks when the clip is smaller (or
+spilled). Tiling is not exact: the VAEs' convolutions see across tile borders and their middle attention sees the
+whole frame. tests/models/test_vae_tiling.py measures the error against the untiled decode.
 
 Memory. `plan()` picks the largest tile (the whole frame when it fits; once the frame must be tiled, on the CPU
 at most CPU_TILE_PX, and automatic tiles shrunk to the least size that needs no more tiles), then a chunk long
 enough to keep the device busy (small clips decode in one call), streaming before tile by tile, whose estimated
-working set fits a budget: TileSettings.memory_mb, else the free CUDA memory, else a quarter of the installed RAM (at most 8 GB) on the CPU: not the RAM free at the
-moment, so that the same decode on the same machine is cut the same way (tiles change the pixels; chunks change
-them by float rounding). The estimate is bytes per output pixel:
+working set fits a budget: TileSettings.memory_mb, else the free CUDA memory, else a quarter of the installed RAM
+(at most 8 GB) on the CPU: not the RAM free at the moment, so that the same decode on the same machine is cut the
+same way (tiles change the pixels; chunks change them by float rounding). The estimate is bytes per output pixel:
 the causal cache is measured exactly by a tiny probe decode; activations use a per-architecture factor measured
 on the real Wan 2.1 and SD VAEs (see ACT_FACTOR).
 
 Streaming. `decode_chunks()` yields (n, H, W, 3) frames chunk by chunk; `decode_to_file()` feeds them straight into
-media.VideoWriter, so a long video never sits in memory as one tensor (tile by tile: once, as float32, when that
-fits the budget better than the caches), and the file appears only when it is complete. Between VAE calls the host's
-stop is checked and decode_to_file reports progress. `decode_and_save()` first saves the latents (safetensors + JSON
+media.VideoWriter, so a long video never sits in memory as one tensor (tile by tile: its blended output waits in a
+temporary file, spill_to()), and the file appears only when it is complete. Between VAE calls the host's stop is
+checked and decode_to_file reports progress. `decode_and_save()` first saves the latents (safetensors + JSON
 metadata) beside the video, so a failed decode can be resumed with the Load Latent node or `kinema decode LATENTS`.
 
 Plain torch + diffusers: nothing here imports ComfyUI, the nodes or a host.
@@ -40,6 +41,8 @@ import contextlib
 import json
 import math
 import os
+import shutil
+import tempfile
 import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -68,6 +71,7 @@ CPU_CALL_PX = {"causal": 1 << 14, "frame": 1 << 18}   # on the CPU: calls up to 
 CPU_TILE_PX = 1 << 16         # on the CPU, when the frame must be tiled, tiles of at most this many pixels (256x256,
                               # diffusers' own tile): past CPU_CALL_PX per call, larger tiles only cost memory
 SHORT_SLACK = 1.25            # over the budget anyway: the largest tile within this factor of the least memory
+SPILL_SPARE = 256 << 20       # spill a tile-by-tile clip only where this much disk stays free beside it
 TRIM_BYTES = 16 << 20         # give freed heap pages back to the OS only after chunks at least this large
 # Peak activation bytes of one decode call per output pixel per output frame, in units of (channels at full
 # resolution x dtype bytes). Measured from the peak RSS of single decode calls on the CPU, fresh processes, random
@@ -281,16 +285,19 @@ def _cache_bytes_per_px(ad) -> float:
 class _Costs:
     """Working-memory estimates (bytes) of the calls of one decode or encode of latents (f, h, w)."""
 
-    def __init__(self, ad, device: torch.device, f: int, h: int, w: int, budget: int, encode: bool):
+    def __init__(self, ad, device: torch.device, f: int, h: int, w: int, budget: int, encode: bool,
+                 spill: bool = False):
         dbytes = next(ad.vae.parameters()).element_size()
         self.ad, self.device, self.f, self.h, self.w, self.budget = ad, device, f, h, w, budget
         self.r, self.causal = ad.spatial, ad.kind == "causal"
         self.act = ACT_FACTOR[ad.kind] * ad.width * dbytes * (ENCODE_FACTOR if encode else 1.0)  # B / px / frame
         self.cache = _cache_bytes_per_px(ad)  # bytes / px (the encoder's causal cache is of the same order)
-        # what tile by tile holds for the whole clip, on the CPU: the blended output (float32) and its weights
+        # what tile by tile holds for the whole clip, on the CPU: the blended output (float32; on disk when
+        # spilled) and its weights
         px = h * w * self.r ** 2
+        self.spill = spill and self.causal and not encode
         out = (ad.z_dim * f * h * w if encode else ad.out_frames(True, f) * px * 3) if self.causal else 0
-        self.clip = out * 4 + px * 4
+        self.clip = (0 if self.spill else out * 4) + px * 4
 
     def tiles(self, th: int, tw: int, overlap: int) -> int:
         return len(_starts(self.h, th, overlap)) * len(_starts(self.w, tw, overlap))
@@ -312,8 +319,8 @@ class _Costs:
         held = self.cache * px if offload or by_tile else all_cache
         if self.device.type == "cuda":
             out = 0.0
-        elif by_tile:
-            out = self.clip + n_out * px * 3 * 4 * 2                                    # the clip + one tile's output
+        elif by_tile:     # the clip + one tile's output (spilled: + the clip's part it is added to, read back)
+            out = self.clip + n_out * px * 3 * 4 * (3 if self.spill else 2)
         else:
             out = n_out * self.h * self.w * self.r ** 2 * 3 * 4 * 2                     # output chunk + its blend
         return self.act * px * n_out + held + out, offload
@@ -341,7 +348,7 @@ def plan(vae, latent_shape: tuple[int, ...], settings: TileSettings | None = Non
     device = torch.device(device) if device is not None else next(ad.vae.parameters()).device
     _, f, h, w = latent_shape
     r = ad.spatial
-    cost = _Costs(ad, device, f, h, w, memory_budget(device, settings.memory_mb), encode)
+    cost = _Costs(ad, device, f, h, w, memory_budget(device, settings.memory_mb), encode, _SPILL.get() is not None)
     gpu = device.type in ("cuda", "mps")
     tried = []                                # per tile side, largest first: its plan with the shortest chunk
     for t in _tile_sizes(max(h, w), settings.tile_px // r if settings.tile_px else 0):
@@ -535,24 +542,115 @@ def decode_chunks(vae, z: torch.Tensor, settings: TileSettings | None = None,
 def _decode_by_tile(ad, tp: TilePlan, ys: list[int], xs: list[int], chunks: list[tuple[int, int, bool]],
                     run: Callable[..., torch.Tensor]) -> Iterator[torch.Tensor]:
     """Tile by tile: each tile through every chunk with its own causal cache (one alive at a time), blended into
-    the whole clip (F, H, W, 3) on the CPU; then the clip's frames, chunk by chunk (views of it). The same
-    arithmetic as the streaming order, in another order: bit for bit the same frames."""
+    the whole clip (F, H, W, 3), in memory on the CPU or, inside spill_to(), in a temporary file; then the clip's
+    frames, chunk by chunk (in memory: views of it). The same arithmetic as the streaming order, in another
+    order: bit for bit the same frames."""
     r = ad.spatial
     n = sum(ad.out_frames(first, b - a) for a, b, first in chunks)
-    acc = torch.zeros(n, (ys[-1] + tp.tile_h) * r, (xs[-1] + tp.tile_w) * r, 3)        # (F, H, W, 3)
+    with _Clip(n, (ys[-1] + tp.tile_h) * r, (xs[-1] + tp.tile_w) * r, _SPILL.get()) as clip:
 
-    def add(tile: torch.Tensor, wgt: torch.Tensor, t0: int, y0: int, x0: int) -> None:
-        hh, ww = tile.shape[-2:]                                                        # tile (1, 3, n, hh, ww)
-        acc[t0:t0 + tile.shape[2], y0:y0 + hh, x0:x0 + ww] += (tile[0].permute(1, 2, 3, 0) * wgt[..., None]).cpu()
+        def add(tile: torch.Tensor, wgt: torch.Tensor, t0: int, y0: int, x0: int) -> None:
+            clip.add(t0, y0, x0, (tile[0].permute(1, 2, 3, 0) * wgt[..., None]).cpu())   # tile (1, 3, n, hh, ww)
 
-    with torch.no_grad():
-        wsum = _by_tile(tp, ys, xs, r, chunks, ad.new_cache, run, add)                  # (H, W)
-        acc.div_(wsum[..., None]).div_(2).add_(0.5).clamp_(0, 1)                        # -1..1 -> 0..1
-    t0 = 0
-    for a, b, first in chunks:
-        k = ad.out_frames(first, b - a)
-        yield acc[t0:t0 + k]
-        t0 += k
+        with torch.no_grad():
+            wsum = _by_tile(tp, ys, xs, r, chunks, ad.new_cache, run, add)              # (H, W)
+        t0 = 0
+        for a, b, first in chunks:
+            k = ad.out_frames(first, b - a)
+            yield clip.frames(t0, k, wsum)
+            t0 += k
+
+
+_SPILL: ContextVar[Path | None] = ContextVar("kinema_vae_spill", default=None)
+
+
+@contextlib.contextmanager
+def spill_to(folder) -> Iterator[None]:
+    """Inside the block, a tile-by-tile decode keeps the clip's blended output in an anonymous temporary file in
+    `folder` (gone when closed, even after a crash), not in memory: its memory no longer grows with the clip's
+    length, and the planner counts it so. decode_to_file spills into the video's folder."""
+    token = _SPILL.set(Path(folder))
+    try:
+        yield
+    finally:
+        _SPILL.reset(token)
+
+
+class _Clip:
+    """The blended output (F, H, W, 3) float32 of a tile-by-tile decode, before normalising: a tensor, or a
+    temporary file in `folder` (when given and its disk has room) read and written by rows of tiles."""
+
+    def __init__(self, n: int, h: int, w: int, folder: Path | None):
+        self.shape, self.file, self.acc = (n, h, w, 3), None, None
+        need = n * h * w * 12
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(folder).free
+            if free >= need + SPILL_SPARE:
+                self.file = tempfile.TemporaryFile(dir=folder, prefix=".kinema-decode-", buffering=0)
+                self.file.truncate(need)                                   # zeros (sparse where the disk allows)
+            else:
+                warnings.warn(f"VAE decode: {folder} has {free >> 20} MB free, not the {(need >> 20) + 1} MB "
+                              f"(+ {SPILL_SPARE >> 20} MB spare) to keep the {n}-frame clip's output there: "
+                              f"keeping it in memory instead. Fix: free disk space there, or decode fewer "
+                              f"frames at a time.", stacklevel=2)
+        if self.file is None:
+            self.acc = torch.zeros(self.shape)
+
+    def __enter__(self) -> "_Clip":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file = self.acc = None
+
+    def add(self, t0: int, y0: int, x0: int, part: torch.Tensor) -> None:
+        """clip[t0:t0+k, y0:y0+hh, x0:x0+ww] += part (k, hh, ww, 3) float32 on the CPU."""
+        k, hh, ww, _ = part.shape
+        if self.acc is not None:
+            self.acc[t0:t0 + k, y0:y0 + hh, x0:x0 + ww] += part
+            return
+        region = torch.empty(part.shape)                                   # contiguous, like the file
+        self._rows(region, t0, y0, x0, write=False)
+        region += part
+        self._rows(region, t0, y0, x0, write=True)
+
+    def _rows(self, region: torch.Tensor, t0: int, y0: int, x0: int, write: bool) -> None:
+        """Read (or write) region (k, hh, ww, 3) at clip[t0, y0, x0] in the file: one I/O per frame when the
+        region spans the width, else per row."""
+        k, hh, ww, _ = region.shape
+        _, h, w, _ = self.shape
+        mv = memoryview(region.numpy()).cast("B")
+        run = ww * 12 * (hh if ww == w else 1)                             # contiguous bytes in the file
+        pos = 0
+        for t in range(t0, t0 + k):
+            for y in (range(y0, y0 + 1) if ww == w else range(y0, y0 + hh)):
+                _file_io(self.file, mv[pos:pos + run], ((t * h + y) * w + x0) * 12, write)
+                pos += run
+
+    def frames(self, t0: int, k: int, wsum: torch.Tensor) -> torch.Tensor:
+        """Frames t0..t0+k as IMAGE (k, H, W, 3) 0..1 (in memory: the first call normalises the whole clip in
+        place, then views of it)."""
+        if self.acc is not None:
+            if t0 == 0:
+                self.acc.div_(wsum[..., None]).div_(2).add_(0.5).clamp_(0, 1)      # -1..1 -> 0..1
+            return self.acc[t0:t0 + k]
+        _, h, w, _ = self.shape
+        out = torch.empty(k, h, w, 3)
+        _file_io(self.file, memoryview(out.numpy()).cast("B"), t0 * h * w * 12, write=False)
+        return out.div_(wsum[..., None]).div_(2).add_(0.5).clamp_(0, 1)
+
+
+def _file_io(f, mv: memoryview, offset: int, write: bool) -> None:
+    """Read or write all of mv at offset in an unbuffered binary file (short reads and writes continued)."""
+    f.seek(offset)
+    done = 0
+    while done < len(mv):
+        k = f.write(mv[done:]) if write else f.readinto(mv[done:])
+        if not k:
+            raise OSError(f"VAE decode: the temporary clip file ended at byte {offset + done}")
+        done += k
 
 
 def _by_tile(tp: TilePlan, ys: list[int], xs: list[int], scale: int, chunks: list[tuple[int, int, bool]],
@@ -780,8 +878,8 @@ def load_latents(path) -> tuple[torch.Tensor, LatentsInfo, dict | None]:
 def describe(model, latents: torch.Tensor, fps: float | None = None, fmt: str | None = None,
              tags: dict[str, str] | None = None) -> LatentsInfo:
     """The metadata for a model's latents."""
-    return LatentsInfo(family=model.name, model=model.path.name, frames=model.pixel_frames(latents.shape[2]), fps=None if fps is None else float(fps),
-                       format=fmt, tags=dict(tags or {}))
+    return LatentsInfo(family=model.name, model=model.path.name, frames=model.pixel_frames(latents.shape[2]),
+                       fps=None if fps is None else float(fps), format=fmt, tags=dict(tags or {}))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -793,8 +891,9 @@ def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "m
                    on_frames: Callable[[int, int], None] | None = None,
                    decoder: Callable[[torch.Tensor], Iterator[torch.Tensor]] | None = None) -> Path:
     """Decode latents (1, C, f, h, w) chunk by chunk straight into a video file (atomic: the file exists only
-    when every frame is in it). on_frames(done, total) is called after each VAE call and each chunk written, with
-    the progress in frames, never going back (may raise to stop).
+    when every frame is in it). A tile-by-tile decode keeps the clip's output in a temporary file beside the video
+    (spill_to), so memory stays flat with the clip's length. on_frames(done, total) is called after each VAE call
+    and each chunk written, with the progress in frames, never going back (may raise to stop).
     decoder: latents -> IMAGE chunks instead of the model's VAE (a tiny decoder's decode_chunks: draft)."""
     from .media import VideoWriter
     check_latents(model, latents)
@@ -807,8 +906,8 @@ def decode_to_file(model, latents: torch.Tensor, path, fps: float, fmt: str = "m
         if on_frames is not None:
             on_frames(shown, total)
 
-    with calls_reported(lambda k, calls: progress(min(total - 1, k * total // calls))), \
-            VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
+    reported = calls_reported(lambda k, calls: progress(min(total - 1, k * total // calls)))
+    with reported, spill_to(Path(path).parent), VideoWriter(path, fps, fmt, audio=audio, metadata=metadata) as out:
         for chunk in (decoder(latents) if decoder is not None else stream_decode(model, latents, settings)):
             out.write(chunk)
             progress(out.frames)

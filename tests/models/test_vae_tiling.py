@@ -2,6 +2,7 @@
 the planner follows the memory budget, latents files round-trip; and media.VideoWriter streams chunks."""
 from __future__ import annotations
 
+import collections
 import math
 import os
 import warnings
@@ -193,6 +194,13 @@ def test_plan_goes_tile_by_tile_when_the_caches_do_not_fit():
         assert plans[frames].tile_h >= 24 and plans[frames].num_tiles(60, 104) <= 18
     clip_mb = lambda frames: frames * 832 * 480 * 12 / 2 ** 20
     assert plans[81].estimate_mb - plans[5].estimate_mb == pytest.approx(clip_mb(81) - clip_mb(5), rel=0.01)
+    # decoding to a file, the clip waits on disk (spill_to): the same tiles at every length, the same estimate
+    with vae_tiling.spill_to("."):
+        spilled = [vae_tiling.plan(vae, (16, (n - 1) // 4 + 1, 60, 104), TileSettings(memory_mb=6144), device="cpu")
+                   for n in (5, 81, 321, 1001)]
+    assert all(p.by_tile and (p.tile_h, p.tile_w) == (plans[5].tile_h, plans[5].tile_w) for p in spilled)
+    assert spilled[-1].estimate_mb == pytest.approx(spilled[0].estimate_mb, abs=1)
+    assert spilled[0].estimate_mb < plans[5].estimate_mb
     # the streaming order at the same tiles and chunk (every tile's cache alive): over the budget, twice this
     p = plans[81]
     costs = vae_tiling._Costs(vae_tiling.vae_adapter(vae), torch.device("cpu"), 21, 60, 104, 6144 << 20, False)
@@ -238,9 +246,10 @@ def test_plan_short_of_memory_takes_large_tiles_and_names_the_budget():
                                                                              short.by_tile)
 
 
-def test_tile_by_tile_decode_and_encode_equal_the_streaming_order(wan_vae, monkeypatch):
+def test_tile_by_tile_decode_and_encode_equal_the_streaming_order(wan_vae, monkeypatch, tmp_path):
     """The same tiles and chunks in the other order (each tile through the whole clip with its own cache): the
-    same arithmetic, so the same frames and latents bit for bit; the joined frames are the clip tensor itself."""
+    same arithmetic, so the same frames and latents bit for bit, held in memory or spilled to a file; the joined
+    frames are the clip tensor itself."""
     import dataclasses
     torch.manual_seed(0)
     z = torch.randn(1, 16, 4, 8, 12)                                                 # 13 frames of 64x96
@@ -253,6 +262,18 @@ def test_tile_by_tile_decode_and_encode_equal_the_streaming_order(wan_vae, monke
     joined = vae_tiling.join_chunks(b)
     assert joined.data_ptr() == b[0].data_ptr() and joined.shape == (13, 64, 96, 3)   # no copy
     assert torch.equal(vae_tiling.join_chunks(a), joined) and vae_tiling.join_chunks(a).data_ptr() != a[0].data_ptr()
+    # spilled (decoding to a file): the clip waits in a temporary file of exactly its float32 size, the same frames
+    files = []
+    real_tmp = vae_tiling.tempfile.TemporaryFile
+    monkeypatch.setattr(vae_tiling.tempfile, "TemporaryFile", lambda **kw: files.append(real_tmp(**kw)) or files[-1])
+    with vae_tiling.spill_to(tmp_path):
+        gen = vae_tiling.decode_chunks(wan_vae, z, tile_plan=by_tile)
+        c = [next(gen)]
+        assert len(files) == 1 and os.fstat(files[0].fileno()).st_size == 13 * 64 * 96 * 3 * 4 and not files[0].closed
+        c += list(gen)
+    assert files[0].closed and not list(tmp_path.iterdir())                 # anonymous, closed: nothing left
+    assert all(torch.equal(x, y) for x, y in zip(a, c)) and len(c) == 3
+    monkeypatch.undo()
     # encode: force the order through the plan the encoder gets
     frames = vae_tiling.decode(wan_vae, z, BIG)
     real_plan, orders = vae_tiling.plan, []
@@ -272,7 +293,8 @@ def test_tile_by_tile_decode_and_encode_equal_the_streaming_order(wan_vae, monke
 
 def test_tile_by_tile_file_decode_reports_progress_and_stops(wan_vae, tmp_path, monkeypatch):
     """Tile by tile, frames come only at the end: the progress follows the VAE calls (never backwards), and the
-    host's stop is seen between calls, leaving no file."""
+    host's stop is seen between calls, leaving no file. The clip waits in a temporary file beside the video, or in
+    memory (with a warning) where that disk is short."""
     import dataclasses
     from kinema.models import interrupts
     monkeypatch.setattr(vae_tiling, "plan", lambda *a, **k: vae_tiling.TilePlan(2, 5, 7, 2, by_tile=True))
@@ -297,6 +319,13 @@ def test_tile_by_tile_file_decode_reports_progress_and_stops(wan_vae, tmp_path, 
     with interrupts.checking(stop), pytest.raises(InterruptedError):
         vae_tiling.decode_to_file(Model(), z, tmp_path / "b.mp4", 8)
     assert len(calls) == 5 and not list(tmp_path.glob("b*"))
+    # the clip waits in a file beside the video; where that disk is short, in memory, with a warning naming it
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(vae_tiling.shutil, "disk_usage", lambda p: Usage(1 << 30, 1 << 30, 100 << 20))
+    with pytest.warns(UserWarning, match=r"has 100 MB free, not the 1 MB \(\+ 256 MB spare\).*keeping it in memory"):
+        path = vae_tiling.decode_to_file(Model(), z, tmp_path / "c.mp4", 8)
+    assert media.read_video_info(path).frames == 13 and sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4",
+                                                                                                    "c.mp4"]
 
 
 def test_short_of_memory_choice():
