@@ -135,8 +135,8 @@ class KinemaVideoEncode:
 
 
 class KinemaDecodeAndSave:
-    DESCRIPTION = ("Decodes video latents straight into a video file, chunk by chunk, so long videos need not sit "
-                   "in memory (tiles going one by one hold the clip, within the budget). The latents are saved "
+    DESCRIPTION = ("Decodes video latents straight into a video file, chunk by chunk: long videos need not sit in "
+                   "memory (tiles going one by one wait in a temporary file beside it). The latents are saved "
                    "beside the video first (.latents.safetensors): if the decode fails, resume it with Load Latent "
                    "or `kinema decode`.")
     CATEGORY = "Kinema/decode"
