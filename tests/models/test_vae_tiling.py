@@ -273,6 +273,11 @@ def test_tile_by_tile_decode_and_encode_equal_the_streaming_order(wan_vae, monke
         c += list(gen)
     assert files[0].closed and not list(tmp_path.iterdir())                 # anonymous, closed: nothing left
     assert all(torch.equal(x, y) for x, y in zip(a, c)) and len(c) == 3
+    rows = vae_tiling.TilePlan(chunk=2, tile_h=5, tile_w=12, overlap=2)       # tiles as wide as the frame: one I/O
+    with vae_tiling.spill_to(tmp_path):                                       # per frame, not per row
+        d = list(vae_tiling.decode_chunks(wan_vae, z, tile_plan=dataclasses.replace(rows, by_tile=True)))
+    assert len(files) == 2 and rows.num_tiles(8, 12) == 2
+    assert torch.equal(torch.cat(d), torch.cat(list(vae_tiling.decode_chunks(wan_vae, z, tile_plan=rows))))
     monkeypatch.undo()
     # encode: force the order through the plan the encoder gets
     frames = vae_tiling.decode(wan_vae, z, BIG)
